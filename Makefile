@@ -1,0 +1,66 @@
+# twilio-studio-exporter: every target a user or CI needs. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: help venv generate check-generated dashboards check-dashboards lint format typecheck \
+        test check run simulate bench reliability clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## Create .venv and install the project with its dev extras
+
+generate: $(STAMP) ## Regenerate generated/ from openapi/ (pinned openapi-python-client and ruff)
+	bash scripts/generate.sh
+
+check-generated: $(STAMP) ## Fail (with the diff) if generated/ differs from what openapi/ generates
+	bash scripts/check-generated.sh
+
+dashboards: $(STAMP) ## Rebuild the committed Grafana dashboard JSON from grafana/dashboards.py
+	$(BIN)/python grafana/dashboards.py --out grafana/dashboards
+
+check-dashboards: $(STAMP) ## Fail if grafana/dashboards/*.json drifted from the code
+	$(BIN)/python grafana/dashboards.py --check grafana/dashboards
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check exporter tests bench grafana scripts
+	$(BIN)/ruff format --check exporter tests bench grafana scripts
+
+format: $(STAMP) ## Apply ruff fixes and formatting
+	$(BIN)/ruff check --fix exporter tests bench grafana scripts
+	$(BIN)/ruff format exporter tests bench grafana scripts
+
+typecheck: $(STAMP) ## mypy --strict on exporter/ and tests/
+	$(BIN)/mypy
+
+test: check-generated check-dashboards ## Run the whole test suite (drift checks, unit, integration)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+check: lint typecheck test ## Everything: lint, format check, type check, tests
+
+run: $(STAMP) ## The main job on the built-in simulator: no credentials needed (Ctrl-C to stop)
+	$(BIN)/studio-exporter demo
+
+simulate: $(STAMP) ## Start the Studio simulator alone in the foreground
+	$(BIN)/studio-exporter simulate --port 0
+
+bench: $(STAMP) ## Benchmarks: ours against a naive loop and against the floor
+	$(BIN)/python -m bench
+
+reliability: $(STAMP) ## The full fault matrix; prints the README's Reliability table
+	$(BIN)/pytest -m slow tests/test_reliability.py -s
+
+clean: ## Remove the venv and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Twilio Studio executions as OpenTelemetry traces and Prometheus metrics."""
