@@ -1,0 +1,347 @@
+"""One frozen, validated Config built from flags, the environment and named defaults."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from studio_exporter.sids import ACCOUNT_SID, API_KEY_SID, FLOW_SID, is_sid
+
+DEFAULT_TWILIO_BASE_URL = "https://studio.twilio.com"
+DEFAULT_LISTEN_ADDRESS = "0.0.0.0:9911"
+DEFAULT_LOOKBACK = timedelta(hours=1)
+DEFAULT_POLL_INTERVAL = timedelta(seconds=30)
+DEFAULT_FLOW_REFRESH_INTERVAL = timedelta(minutes=5)
+DEFAULT_CONCURRENCY = 8
+DEFAULT_REQUEST_TIMEOUT = timedelta(seconds=10)
+DEFAULT_STATE_DIR = Path("state")
+DEFAULT_MAX_SERIES = 10_000
+DEFAULT_FAILURE_EVENTS = ("failed", "fail", "deliveryFailure", "error")
+#: Studio keeps executions and their steps for 30 days after they started.
+RETENTION = timedelta(days=30)
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+MODES = ("poll", "push", "hybrid")
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class ConfigError(ValueError):
+    """Invalid configuration: one message per mistake, all reported at once."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = tuple(problems)
+
+
+class Secret:
+    """A credential that never shows itself in logs, reprs, tracebacks or metrics."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse Prometheus-style durations: ``30s``, ``1h``, ``7d``, ``1h30m``, ``500ms``."""
+    text = text.strip()
+    position = 0
+    seconds = 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != position:
+            break
+        seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        position = match.end()
+    if not text or position != len(text):
+        raise ValueError(f"{text!r} is not a duration (examples: 30s, 5m, 1h, 7d, 1h30m)")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(value: timedelta) -> str:
+    seconds = value.total_seconds()
+    for unit in ("d", "h", "m", "s"):
+        size = _UNIT_SECONDS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """HTTP basic credentials for the Studio API: Account SID + auth token, or API key + secret."""
+
+    account_sid: str
+    username: str
+    password: Secret
+
+    @property
+    def uses_api_key(self) -> bool:
+        return self.username != self.account_sid
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything ``studio-exporter run`` needs, validated."""
+
+    credentials: Credentials
+    twilio_base_url: str = DEFAULT_TWILIO_BASE_URL
+    listen_address: str = DEFAULT_LISTEN_ADDRESS
+    flows: tuple[str, ...] = ()
+    lookback: timedelta = DEFAULT_LOOKBACK
+    poll_interval: timedelta = DEFAULT_POLL_INTERVAL
+    flow_refresh_interval: timedelta = DEFAULT_FLOW_REFRESH_INTERVAL
+    concurrency: int = DEFAULT_CONCURRENCY
+    request_timeout: timedelta = DEFAULT_REQUEST_TIMEOUT
+    state_dir: Path = DEFAULT_STATE_DIR
+    log_level: str = "info"
+    log_format: str = "text"
+    max_series_per_metric: int = DEFAULT_MAX_SERIES
+    failure_events: frozenset[str] = frozenset(DEFAULT_FAILURE_EVENTS)
+    context_allowlist: tuple[str, ...] = ()
+    hash_phone_numbers: bool = False
+    phone_hash_salt: Secret = field(default_factory=lambda: Secret(""))
+    mode: str = "poll"
+    webhook_path: str = "/webhooks/event-streams"
+    webhook_public_url: str | None = None
+
+    @property
+    def listen_host(self) -> str:
+        return split_listen_address(self.listen_address)[0]
+
+    @property
+    def listen_port(self) -> int:
+        return split_listen_address(self.listen_address)[1]
+
+
+def split_listen_address(address: str) -> tuple[str, int]:
+    """``host:port`` (``:port`` means all interfaces) → (host, port)."""
+    host, separator, port_text = address.rpartition(":")
+    if not separator or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"{address!r} is not host:port (example: 0.0.0.0:9911)")
+    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - ':port' means every interface, as in Prometheus
+    return host, int(port_text)
+
+
+# The flags that `run` (and `backfill`) accept, with the environment variable each may come from.
+# Twilio's own variable names come first where Twilio's tools define them.
+ENV_VARS: Mapping[str, tuple[str, ...]] = {
+    "account_sid": ("TWILIO_ACCOUNT_SID",),
+    "auth_token": ("TWILIO_AUTH_TOKEN",),
+    "api_key": ("TWILIO_API_KEY",),
+    "api_secret": ("TWILIO_API_SECRET",),
+    "twilio_base_url": ("STUDIO_EXPORTER_TWILIO_BASE_URL",),
+    "listen_address": ("STUDIO_EXPORTER_WEB_LISTEN_ADDRESS",),
+    "flows": ("STUDIO_EXPORTER_FLOWS",),
+    "lookback": ("STUDIO_EXPORTER_LOOKBACK",),
+    "poll_interval": ("STUDIO_EXPORTER_POLL_INTERVAL",),
+    "flow_refresh_interval": ("STUDIO_EXPORTER_FLOW_REFRESH_INTERVAL",),
+    "concurrency": ("STUDIO_EXPORTER_CONCURRENCY",),
+    "request_timeout": ("STUDIO_EXPORTER_REQUEST_TIMEOUT",),
+    "state_dir": ("STUDIO_EXPORTER_STATE_DIR",),
+    "log_level": ("STUDIO_EXPORTER_LOG_LEVEL",),
+    "log_format": ("STUDIO_EXPORTER_LOG_FORMAT",),
+    "max_series_per_metric": ("STUDIO_EXPORTER_MAX_SERIES_PER_METRIC",),
+    "failure_events": ("STUDIO_EXPORTER_FAILURE_EVENTS",),
+    "context_allowlist": ("STUDIO_EXPORTER_CONTEXT_ALLOWLIST",),
+    "hash_phone_numbers": ("STUDIO_EXPORTER_HASH_PHONE_NUMBERS",),
+    "phone_hash_salt": ("STUDIO_EXPORTER_PHONE_HASH_SALT",),
+    "mode": ("STUDIO_EXPORTER_MODE",),
+    "webhook_path": ("STUDIO_EXPORTER_WEBHOOK_PATH",),
+    "webhook_public_url": ("STUDIO_EXPORTER_WEBHOOK_PUBLIC_URL",),
+}
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def _list(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def config_from_mapping(flags: Mapping[str, str | None], env: Mapping[str, str]) -> Config:
+    """Build a Config: an explicit flag wins, then the environment, then the default.
+
+    ``flags`` maps the names of ``ENV_VARS`` to the raw text given on the command line (None or
+    absent when not given). Every mistake is collected and raised as one ConfigError.
+    """
+
+    def raw(name: str) -> str | None:
+        given = flags.get(name)
+        if given is not None:
+            return given
+        for var in ENV_VARS.get(name, ()):
+            if var in env:
+                return env[var]
+        return None
+
+    problems: list[str] = []
+    values: dict[str, object] = {}
+
+    def duration(name: str, flag: str, *, minimum: timedelta) -> None:
+        text = raw(name)
+        if text is None:
+            return
+        try:
+            parsed = parse_duration(text)
+        except ValueError as error:
+            problems.append(f"--{flag}: {error}")
+            return
+        if parsed < minimum:
+            problems.append(f"--{flag}: {text!r} is below the minimum {format_duration(minimum)}")
+            return
+        values[name] = parsed
+
+    def integer(name: str, flag: str, *, minimum: int, maximum: int) -> None:
+        text = raw(name)
+        if text is None:
+            return
+        try:
+            parsed = int(text)
+        except ValueError:
+            problems.append(f"--{flag}: {text!r} is not a whole number")
+            return
+        if not minimum <= parsed <= maximum:
+            problems.append(f"--{flag}: {parsed} is outside {minimum}..{maximum}")
+            return
+        values[name] = parsed
+
+    def choice(name: str, flag: str, options: Sequence[str]) -> None:
+        text = raw(name)
+        if text is None:
+            return
+        if text.lower() not in options:
+            problems.append(f"--{flag}: {text!r} is not one of {', '.join(options)}")
+            return
+        values[name] = text.lower()
+
+    credentials = _credentials(raw, problems)
+
+    base_url = raw("twilio_base_url")
+    if base_url is not None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            problems.append(f"--twilio-base-url: {base_url!r} is not an http(s) URL")
+        elif parts.query or parts.fragment or parts.username or parts.password:
+            problems.append(
+                "--twilio-base-url: give scheme://host[:port][/path] only, "
+                "without credentials, query or fragment"
+            )
+        else:
+            values["twilio_base_url"] = base_url.rstrip("/")
+
+    address = raw("listen_address")
+    if address is not None:
+        try:
+            split_listen_address(address)
+            values["listen_address"] = address
+        except ValueError as error:
+            problems.append(f"--web.listen-address: {error}")
+
+    flows_text = raw("flows")
+    if flows_text is not None:
+        flows = _list(flows_text)
+        bad = [sid for sid in flows if not is_sid(sid, FLOW_SID)]
+        if bad:
+            problems.append(
+                f"--flow: {', '.join(repr(sid) for sid in bad)} is not a Flow SID (FW + 32 hex)"
+            )
+        values["flows"] = tuple(dict.fromkeys(flows))
+
+    duration("lookback", "lookback", minimum=timedelta(0))
+    if "lookback" in values and values["lookback"] > RETENTION:  # type: ignore[operator]
+        problems.append("--lookback: Studio keeps executions for 30 days; use 30d or less")
+    duration("poll_interval", "poll-interval", minimum=timedelta(milliseconds=100))
+    duration("flow_refresh_interval", "flow-refresh-interval", minimum=timedelta(seconds=1))
+    duration("request_timeout", "request-timeout", minimum=timedelta(milliseconds=100))
+    integer("concurrency", "concurrency", minimum=1, maximum=100)
+    integer("max_series_per_metric", "max-series-per-metric", minimum=10, maximum=10_000_000)
+    choice("log_level", "log-level", LOG_LEVELS)
+    choice("log_format", "log-format", LOG_FORMATS)
+    choice("mode", "mode", MODES)
+
+    state_dir = raw("state_dir")
+    if state_dir is not None:
+        if not state_dir.strip():
+            problems.append("--state-dir: must not be empty")
+        else:
+            values["state_dir"] = Path(state_dir)
+
+    failure_events = raw("failure_events")
+    if failure_events is not None:
+        values["failure_events"] = frozenset(_list(failure_events))
+    allowlist = raw("context_allowlist")
+    if allowlist is not None:
+        values["context_allowlist"] = _list(allowlist)
+    hash_phones = raw("hash_phone_numbers")
+    if hash_phones is not None:
+        if hash_phones.lower() in _TRUE:
+            values["hash_phone_numbers"] = True
+        elif hash_phones.lower() in _FALSE:
+            values["hash_phone_numbers"] = False
+        else:
+            problems.append(f"--hash-phone-numbers: {hash_phones!r} is not true or false")
+    salt = raw("phone_hash_salt")
+    if salt is not None:
+        values["phone_hash_salt"] = Secret(salt)
+
+    webhook_path = raw("webhook_path")
+    if webhook_path is not None:
+        if not webhook_path.startswith("/"):
+            problems.append(f"--webhook.path: {webhook_path!r} must start with /")
+        else:
+            values["webhook_path"] = webhook_path
+    public_url = raw("webhook_public_url")
+    if public_url is not None:
+        if urlsplit(public_url).scheme not in ("http", "https"):
+            problems.append(f"--webhook.public-url: {public_url!r} is not an http(s) URL")
+        else:
+            values["webhook_public_url"] = public_url
+
+    if problems or credentials is None:
+        raise ConfigError(problems)
+    return Config(credentials=credentials, **values)  # type: ignore[arg-type]
+
+
+def _credentials(raw: Callable[[str], str | None], problems: list[str]) -> Credentials | None:
+    account_sid = raw("account_sid")
+    auth_token = raw("auth_token")
+    api_key = raw("api_key")
+    api_secret = raw("api_secret")
+    if not account_sid:
+        problems.append("TWILIO_ACCOUNT_SID (or --account-sid) is required")
+        return None
+    if not is_sid(account_sid, ACCOUNT_SID):
+        problems.append("TWILIO_ACCOUNT_SID: not an Account SID (AC + 32 hex digits)")
+        return None
+    if api_key or api_secret:
+        if not (api_key and api_secret):
+            problems.append("TWILIO_API_KEY and TWILIO_API_SECRET must be given together")
+            return None
+        if not is_sid(api_key, API_KEY_SID):
+            problems.append("TWILIO_API_KEY: not an API key SID (SK + 32 hex digits)")
+            return None
+        return Credentials(account_sid, api_key, Secret(api_secret))
+    if not auth_token:
+        problems.append("TWILIO_AUTH_TOKEN (or TWILIO_API_KEY + TWILIO_API_SECRET) is required")
+        return None
+    return Credentials(account_sid, account_sid, Secret(auth_token))

@@ -1,0 +1,114 @@
+"""Adaptive request concurrency (AIMD) and jittered retry delays for the Studio API."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+#: Retry-After values above this are capped: a misbehaving proxy must not park us for hours.
+MAX_RETRY_AFTER_SECONDS = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how long to retry a request that failed in a way that may pass."""
+
+    max_attempts: int = 6
+    base_delay: float = 0.2
+    max_delay: float = 10.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Full-jitter exponential backoff: uniform(0, min(max, base * 2**attempt))."""
+        ceiling = min(self.max_delay, self.base_delay * (2**attempt))
+        return rng.uniform(0.0, ceiling)
+
+
+class AdaptiveLimiter:
+    """Bounds requests in flight; halves the bound on throttling, grows it back on success.
+
+    Twilio answers 429 (code 20429) when an account has too many requests in flight. The limit
+    starts at the configured maximum, is halved (multiplicative decrease) on every 429, and grows
+    by one after ``recover_after`` consecutive successes (additive increase). A ``Retry-After``
+    pauses every new request until it has passed, not just the one that got it.
+    """
+
+    def __init__(
+        self,
+        maximum: int,
+        *,
+        minimum: int = 1,
+        recover_after: int = 20,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 1 <= minimum <= maximum:
+            raise ValueError(f"need 1 <= minimum <= maximum, got {minimum}, {maximum}")
+        self.maximum = maximum
+        self.minimum = minimum
+        self._limit = maximum
+        self._in_flight = 0
+        self._successes = 0
+        self._recover_after = recover_after
+        self._resume_at = 0.0
+        self._clock = clock
+        self._changed = asyncio.Condition()
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one of the ``limit`` places for the duration of a request."""
+        async with self._changed:
+            while True:
+                pause = self._resume_at - self._clock()
+                if pause > 0:
+                    self._changed.release()
+                    try:
+                        await asyncio.sleep(pause)
+                    finally:
+                        await self._changed.acquire()
+                    continue
+                if self._in_flight < self._limit:
+                    break
+                await self._changed.wait()
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self._in_flight -= 1
+                self._changed.notify_all()
+
+    def on_success(self) -> None:
+        self._successes += 1
+        if self._successes >= self._recover_after and self._limit < self.maximum:
+            self._limit += 1
+            self._successes = 0
+
+    def on_throttled(self, retry_after: float | None) -> float:
+        """Record a 429; returns how long to wait before retrying (and pauses every request)."""
+        self._successes = 0
+        self._limit = max(self.minimum, self._limit // 2)
+        wait = min(MAX_RETRY_AFTER_SECONDS, retry_after) if retry_after is not None else 1.0
+        self._resume_at = max(self._resume_at, self._clock() + wait)
+        return wait
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds form); None if absent or a date."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return max(0.0, seconds)
