@@ -1,0 +1,515 @@
+"""Studio domain metrics: a prometheus_client Collector over in-memory, snapshot-able aggregates."""
+
+from __future__ import annotations
+
+import json
+import threading
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any, Final
+
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.samples import Exemplar
+
+from studio_exporter.domain import Step, Visit
+
+#: The value every variable label of a folded series gets once its metric reached the cap.
+OVERFLOW: Final = "__overflow__"
+
+#: Visit durations in seconds. REST timestamps have whole seconds, so 0.5 catches "left in the
+#: same second"; the tail reaches a day for send-and-wait-for-reply widgets left waiting.
+DEFAULT_DURATION_BUCKETS: Final[tuple[float, ...]] = (
+    0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400,
+)  # fmt: skip
+
+#: Execution durations in seconds: from seconds up to Studio's 30-day limit on active executions.
+DEFAULT_EXECUTION_BUCKETS: Final[tuple[float, ...]] = (
+    1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400, 259200, 604800,
+    2592000,
+)  # fmt: skip
+
+DEFAULT_MAX_SERIES_PER_METRIC: Final = 10_000
+
+_SNAPSHOT_VERSION: Final = 1
+
+# Metric keys: the short names used in the snapshot and in series_overflow_total{metric}.
+STEPS: Final = "twilio_studio_steps_total"
+STEP_DURATION: Final = "twilio_studio_step_duration_seconds"
+EXECUTIONS_STARTED: Final = "twilio_studio_executions_started_total"
+EXECUTIONS_ENDED: Final = "twilio_studio_executions_ended_total"
+EXECUTION_DURATION: Final = "twilio_studio_execution_duration_seconds"
+EXECUTIONS_ACTIVE: Final = "twilio_studio_executions_active"
+VISITS_IN_PROGRESS: Final = "twilio_studio_widget_visits_in_progress"
+STEP_GAPS: Final = "twilio_studio_step_gaps_total"
+SERIES_OVERFLOW: Final = "twilio_studio_exporter_series_overflow_total"
+
+_FLOW_LABELS: Final = ("flow_sid", "flow")
+
+
+@dataclass(frozen=True, slots=True)
+class FlowLabels:
+    """The two labels every domain metric carries: a flow's SID and its (human) name."""
+
+    flow_sid: str
+    flow_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    name: str  # the exposed name, with _total for counters
+    documentation: str
+    labelnames: tuple[str, ...]
+
+    @property
+    def family_name(self) -> str:
+        # prometheus_client appends _total to counter families itself.
+        return self.name.removesuffix("_total")
+
+
+_SPECS: Final[dict[str, _Spec]] = {
+    spec.name: spec
+    for spec in (
+        _Spec(
+            STEPS,
+            "Steps (transitions out of a widget) recorded by Studio.",
+            (*_FLOW_LABELS, "widget", "widget_type", "event", "next_widget"),
+        ),
+        _Spec(
+            STEP_DURATION,
+            "Time an execution spent in a widget (closed visits), from the transition into it "
+            "to the transition out.",
+            (*_FLOW_LABELS, "widget", "widget_type"),
+        ),
+        _Spec(EXECUTIONS_STARTED, "Executions started.", _FLOW_LABELS),
+        _Spec(
+            EXECUTIONS_ENDED,
+            "Executions ended, by the widget the execution ended from.",
+            (*_FLOW_LABELS, "final_widget"),
+        ),
+        _Spec(
+            EXECUTION_DURATION,
+            "Time from an execution's creation to its end.",
+            _FLOW_LABELS,
+        ),
+        _Spec(EXECUTIONS_ACTIVE, "Executions active at the last poll.", _FLOW_LABELS),
+        _Spec(
+            VISITS_IN_PROGRESS,
+            "Active executions waiting in a widget at the last poll (open visits).",
+            (*_FLOW_LABELS, "widget"),
+        ),
+        _Spec(STEP_GAPS, "Breaks in executions' step chains (missing steps).", _FLOW_LABELS),
+    )
+}
+
+_COUNTERS: Final = (STEPS, EXECUTIONS_STARTED, EXECUTIONS_ENDED, STEP_GAPS)
+_HISTOGRAMS: Final = (STEP_DURATION, EXECUTION_DURATION)
+
+_Key = tuple[str, ...]
+_HistogramCopy = tuple[_Key, list[int], float, list[tuple[str, float] | None]]
+
+
+class _Histogram:
+    """Per-bucket (not cumulative) counts, the sum, and the last exemplar of each bucket."""
+
+    __slots__ = ("counts", "exemplars", "total")
+
+    def __init__(self, buckets: int) -> None:
+        self.counts = [0] * buckets
+        self.total = 0.0
+        # (trace_id, value) of the latest observation that carried a trace id, per bucket.
+        self.exemplars: list[tuple[str, float] | None] = [None] * buckets
+
+    def merge(self, other: _Histogram) -> None:
+        for index, count in enumerate(other.counts):
+            self.counts[index] += count
+            if other.exemplars[index] is not None:
+                self.exemplars[index] = other.exemplars[index]
+        self.total += other.total
+
+
+def _check_buckets(buckets: Sequence[float]) -> tuple[float, ...]:
+    bounds = tuple(float(bound) for bound in buckets)
+    if not bounds:
+        raise ValueError("a histogram needs at least one bucket bound")
+    if any(later <= earlier for earlier, later in pairwise(bounds)):
+        raise ValueError(f"bucket bounds must increase strictly: {bounds}")
+    if bounds[-1] == float("inf"):
+        bounds = bounds[:-1]  # +Inf is always there
+    return bounds
+
+
+def _le(bound: float) -> str:
+    # Same spelling as prometheus_client's own histograms: 1.0, 0.5, +Inf.
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
+class StudioMetrics(Collector):
+    """The domain metrics, aggregated in memory and exposed as a prometheus_client Collector.
+
+    The poller records what it exports (``record_*``) and refreshes the two gauges each cycle;
+    Prometheus' scrape thread calls :meth:`collect`. One lock guards the aggregates; ``collect``
+    copies them under the lock and builds the families outside it.
+
+    Cardinality: each metric holds at most ``max_series_per_metric`` series. A new series beyond
+    that is folded into its flow's overflow series, whose variable labels (widget, widget_type,
+    event, next_widget, final_widget) are all ``__overflow__``; for the metrics whose only labels
+    are flow_sid and flow, those get ``__overflow__``. So a metric holds at most the cap plus one
+    overflow series per flow. Every folded observation counts in
+    ``twilio_studio_exporter_series_overflow_total{metric}``, which this collector exposes
+    itself (it owns the cap) and snapshots with the counters.
+
+    A sample of the exposition (text format 0.0.4; the OpenMetrics format adds the exemplars)::
+
+        # HELP twilio_studio_steps_total Steps (transitions out of a widget) recorded by Studio.
+        # TYPE twilio_studio_steps_total counter
+        twilio_studio_steps_total{event="sent",flow="Onboarding",flow_sid="FW0f...",\
+next_widget="wait_reply",widget="send_welcome",widget_type="send-message"} 41.0
+        # HELP twilio_studio_step_duration_seconds Time an execution spent in a widget ...
+        # TYPE twilio_studio_step_duration_seconds histogram
+        twilio_studio_step_duration_seconds_bucket{flow="Onboarding",flow_sid="FW0f...",\
+le="0.5",widget="send_welcome",widget_type="send-message"} 39.0
+        ...
+        twilio_studio_step_duration_seconds_bucket{...,le="+Inf",...} 41.0
+        twilio_studio_step_duration_seconds_count{...} 41.0
+        twilio_studio_step_duration_seconds_sum{...} 3.0
+        # TYPE twilio_studio_executions_active gauge
+        twilio_studio_executions_active{flow="Onboarding",flow_sid="FW0f..."} 7.0
+        # TYPE twilio_studio_exporter_series_overflow_total counter
+        twilio_studio_exporter_series_overflow_total{metric="twilio_studio_steps_total"} 0.0
+
+    With ``Accept: application/openmetrics-text`` a bucket line carries its latest exemplar::
+
+        twilio_studio_step_duration_seconds_bucket{...,le="1.0",...} 40 # {trace_id="4f1c..."} 1.0
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        max_series_per_metric: int = DEFAULT_MAX_SERIES_PER_METRIC,
+        duration_buckets: Sequence[float] = DEFAULT_DURATION_BUCKETS,
+        execution_buckets: Sequence[float] = DEFAULT_EXECUTION_BUCKETS,
+    ) -> None:
+        if max_series_per_metric < 1:
+            raise ValueError(f"max_series_per_metric must be at least 1: {max_series_per_metric}")
+        self._cap = max_series_per_metric
+        self._bounds: dict[str, tuple[float, ...]] = {
+            STEP_DURATION: _check_buckets(duration_buckets),
+            EXECUTION_DURATION: _check_buckets(execution_buckets),
+        }
+        self._lock = threading.Lock()
+        self._counters: dict[str, dict[_Key, int]] = {name: {} for name in _COUNTERS}
+        self._histograms: dict[str, dict[_Key, _Histogram]] = {name: {} for name in _HISTOGRAMS}
+        self._gauges: dict[str, dict[_Key, int]] = {EXECUTIONS_ACTIVE: {}, VISITS_IN_PROGRESS: {}}
+        self._overflow: dict[str, int] = dict.fromkeys(_SPECS, 0)
+        # Direct references for the hot path: one attribute load instead of two dict lookups.
+        self._steps = self._counters[STEPS]
+        self._step_durations = self._histograms[STEP_DURATION]
+        self._step_bounds = self._bounds[STEP_DURATION]
+        if registry is not None:
+            registry.register(self)
+
+    @property
+    def max_series_per_metric(self) -> int:
+        return self._cap
+
+    # -- recording (the poller's thread) -----------------------------------------------------
+
+    def record_step(self, flow: FlowLabels, step: Step) -> None:
+        """Count one step: the transition out of ``step.transitioned_from``."""
+        key: _Key = (
+            flow.flow_sid,
+            flow.flow_name,
+            step.transitioned_from,
+            step.widget_type,
+            step.event,
+            step.transitioned_to,
+        )
+        steps = self._steps
+        with self._lock:
+            if key in steps:
+                steps[key] += 1
+            else:
+                if len(steps) >= self._cap:
+                    key = self._fold(STEPS, key)
+                steps[key] = steps.get(key, 0) + 1
+
+    def record_visit(self, flow: FlowLabels, visit: Visit, trace_id_hex: str | None) -> None:
+        """Observe a closed visit's duration; open visits are not observed (see the gauge)."""
+        duration = visit.duration_seconds
+        if duration is None:
+            return
+        key = (flow.flow_sid, flow.flow_name, visit.widget, visit.widget_type)
+        with self._lock:
+            self._observe(STEP_DURATION, key, duration, trace_id_hex)
+
+    def record_execution_started(self, flow: FlowLabels) -> None:
+        self._add(EXECUTIONS_STARTED, (flow.flow_sid, flow.flow_name))
+
+    def record_execution_ended(
+        self,
+        flow: FlowLabels,
+        final_widget: str | None,
+        duration_seconds: float | None,
+        trace_id_hex: str | None,
+    ) -> None:
+        """Count an ended execution; ``final_widget`` None (end step unknown) is the empty label."""
+        key = (flow.flow_sid, flow.flow_name)
+        with self._lock:
+            self._add_locked(EXECUTIONS_ENDED, (*key, final_widget or ""), 1)
+            if duration_seconds is not None:
+                self._observe(EXECUTION_DURATION, key, duration_seconds, trace_id_hex)
+
+    def record_gap(self, flow: FlowLabels, count: int = 1) -> None:
+        self._add(STEP_GAPS, (flow.flow_sid, flow.flow_name), count)
+
+    def set_active(self, counts: Mapping[FlowLabels, int]) -> None:
+        """Replace every ``executions_active`` series: flows absent from ``counts`` disappear."""
+        self._set_gauge(
+            EXECUTIONS_ACTIVE, [((flow.flow_sid, flow.flow_name), n) for flow, n in counts.items()]
+        )
+
+    def set_in_progress(self, counts: Mapping[tuple[FlowLabels, str], int]) -> None:
+        """Replace every ``widget_visits_in_progress`` series, keyed by (flow, widget)."""
+        self._set_gauge(
+            VISITS_IN_PROGRESS,
+            [((flow.flow_sid, flow.flow_name, widget), n) for (flow, widget), n in counts.items()],
+        )
+
+    def _add(self, metric: str, key: _Key, amount: int = 1) -> None:
+        with self._lock:
+            self._add_locked(metric, key, amount)
+
+    def _add_locked(self, metric: str, key: _Key, amount: int) -> None:
+        series = self._counters[metric]
+        if key not in series and len(series) >= self._cap:
+            key = self._fold(metric, key)
+        series[key] = series.get(key, 0) + amount
+
+    def _observe(self, metric: str, key: _Key, value: float, trace_id_hex: str | None) -> None:
+        series = self._step_durations if metric == STEP_DURATION else self._histograms[metric]
+        bounds = self._step_bounds if metric == STEP_DURATION else self._bounds[metric]
+        histogram = series.get(key)
+        if histogram is None:
+            if len(series) >= self._cap:
+                key = self._fold(metric, key)
+                histogram = series.get(key)
+            if histogram is None:
+                histogram = series[key] = _Histogram(len(bounds) + 1)
+        # A negative duration can only come from skewed input; it belongs in the lowest bucket.
+        value = max(value, 0.0)
+        index = bisect_left(bounds, value)
+        histogram.counts[index] += 1
+        histogram.total += value
+        if trace_id_hex is not None:
+            histogram.exemplars[index] = (trace_id_hex, value)
+
+    def _set_gauge(self, metric: str, values: Iterable[tuple[_Key, int]]) -> None:
+        with self._lock:
+            series: dict[_Key, int] = {}
+            for key, value in values:
+                target = key
+                if key not in series and len(series) >= self._cap:
+                    target = self._fold(metric, key)
+                series[target] = series.get(target, 0) + value
+            self._gauges[metric] = series
+
+    def _fold(self, metric: str, key: _Key) -> _Key:
+        """The overflow series a new series of a full metric is counted in (lock held)."""
+        self._overflow[metric] += 1
+        if len(key) > len(_FLOW_LABELS):
+            return key[: len(_FLOW_LABELS)] + (OVERFLOW,) * (len(key) - len(_FLOW_LABELS))
+        return (OVERFLOW,) * len(key)
+
+    # -- exposition (the scrape thread) ------------------------------------------------------
+
+    def describe(self) -> Iterable[Metric]:
+        # Lets the registry reject a second collector exposing the same names.
+        return list(self._families({}, {}, {}, {}))
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            counters = {name: list(series.items()) for name, series in self._counters.items()}
+            histograms = {
+                name: [(k, list(h.counts), h.total, list(h.exemplars)) for k, h in series.items()]
+                for name, series in self._histograms.items()
+            }
+            gauges = {name: list(series.items()) for name, series in self._gauges.items()}
+            overflow = dict(self._overflow)
+        return list(self._families(counters, histograms, gauges, overflow))
+
+    def _families(
+        self,
+        counters: Mapping[str, list[tuple[_Key, int]]],
+        histograms: Mapping[str, list[_HistogramCopy]],
+        gauges: Mapping[str, list[tuple[_Key, int]]],
+        overflow: Mapping[str, int],
+    ) -> Iterator[Metric]:
+        for name in _SPECS:
+            spec = _SPECS[name]
+            if name in _COUNTERS:
+                counter = CounterMetricFamily(
+                    spec.family_name, spec.documentation, labels=spec.labelnames
+                )
+                for key, value in counters.get(name, ()):
+                    counter.add_metric(key, value)
+                yield counter
+            elif name in _HISTOGRAMS:
+                yield self._histogram_family(spec, histograms.get(name, ()))
+            else:
+                gauge = GaugeMetricFamily(spec.name, spec.documentation, labels=spec.labelnames)
+                for key, value in gauges.get(name, ()):
+                    gauge.add_metric(key, value)
+                yield gauge
+        overflow_family = CounterMetricFamily(
+            SERIES_OVERFLOW.removesuffix("_total"),
+            "Observations folded into an __overflow__ series because their metric reached the "
+            "series cap.",
+            labels=("metric",),
+        )
+        for name, value in overflow.items() if overflow else ():
+            overflow_family.add_metric((name,), value)
+        yield overflow_family
+
+    def _histogram_family(
+        self,
+        spec: _Spec,
+        series: Iterable[_HistogramCopy],
+    ) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(spec.name, spec.documentation, labels=spec.labelnames)
+        les = [*(_le(bound) for bound in self._bounds[spec.name]), "+Inf"]
+        for key, counts, total, exemplars in series:
+            buckets: list[tuple[str, float] | tuple[str, float, Exemplar]] = []
+            cumulative = 0
+            for le, count, exemplar in zip(les, counts, exemplars, strict=True):
+                cumulative += count
+                if exemplar is None:
+                    buckets.append((le, cumulative))
+                else:
+                    trace_id, value = exemplar
+                    buckets.append((le, cumulative, Exemplar({"trace_id": trace_id}, value)))
+            family.add_metric(key, buckets, total)
+        return family
+
+    # -- persistence --------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The counters and histograms (not the gauges) as compact JSON, for the state store."""
+        with self._lock:
+            data: dict[str, Any] = {
+                "version": _SNAPSHOT_VERSION,
+                "counters": {
+                    name: [[*key, value] for key, value in series.items()]
+                    for name, series in self._counters.items()
+                },
+                "histograms": {
+                    name: {
+                        "bounds": list(self._bounds[name]),
+                        "series": [
+                            [
+                                list(key),
+                                h.counts,
+                                h.total,
+                                {str(i): list(e) for i, e in enumerate(h.exemplars) if e},
+                            ]
+                            for key, h in series.items()
+                        ],
+                    }
+                    for name, series in self._histograms.items()
+                },
+                "overflow": {name: value for name, value in self._overflow.items() if value},
+            }
+            return json.dumps(data, separators=(",", ":")).encode()
+
+    def restore(self, data: bytes) -> None:
+        """Replace the counters and histograms with a :meth:`snapshot`; gauges are left alone.
+
+        A snapshot taken with other bucket bounds is re-binned: each old bucket's count moves
+        to the first new bucket whose bound is at least as large, so counts and sums stay exact
+        and only resolution is lost. Series beyond the current cap are folded as usual.
+        """
+        try:
+            decoded = json.loads(data)
+            if decoded.get("version") != _SNAPSHOT_VERSION:
+                raise ValueError(f"unsupported snapshot version {decoded.get('version')!r}")
+            counters = self._decode_counters(decoded["counters"])
+            histograms = self._decode_histograms(decoded["histograms"])
+            overflow = {str(k): int(v) for k, v in decoded.get("overflow", {}).items()}
+        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as error:
+            raise ValueError(f"not a metrics snapshot: {error!r}") from error
+        with self._lock:
+            self._overflow = dict.fromkeys(_SPECS, 0)
+            for name, value in overflow.items():
+                if name in self._overflow:
+                    self._overflow[name] = value
+            for name in _COUNTERS:
+                series: dict[_Key, int] = {}
+                for key, value in counters.get(name, ()):
+                    target = key
+                    if key not in series and len(series) >= self._cap:
+                        target = self._fold(name, key)
+                    series[target] = series.get(target, 0) + value
+                self._counters[name] = series
+            for name in _HISTOGRAMS:
+                hseries: dict[_Key, _Histogram] = {}
+                for key, histogram in histograms.get(name, ()):
+                    target = key
+                    if key not in hseries and len(hseries) >= self._cap:
+                        target = self._fold(name, key)
+                    if target in hseries:
+                        hseries[target].merge(histogram)
+                    else:
+                        hseries[target] = histogram
+                self._histograms[name] = hseries
+            self._steps = self._counters[STEPS]
+            self._step_durations = self._histograms[STEP_DURATION]
+
+    @staticmethod
+    def _decode_counters(raw: Mapping[str, Any]) -> dict[str, list[tuple[_Key, int]]]:
+        decoded: dict[str, list[tuple[_Key, int]]] = {}
+        for name, rows in raw.items():
+            if name not in _COUNTERS:
+                raise ValueError(f"unknown counter {name!r} in snapshot")
+            width = len(_SPECS[name].labelnames)
+            entries = []
+            for row in rows:
+                if len(row) != width + 1 or not all(isinstance(v, str) for v in row[:width]):
+                    raise ValueError(f"malformed {name} series {row!r}")
+                entries.append((tuple(row[:width]), int(row[width])))
+            decoded[name] = entries
+        return decoded
+
+    def _decode_histograms(
+        self, raw: Mapping[str, Any]
+    ) -> dict[str, list[tuple[_Key, _Histogram]]]:
+        decoded: dict[str, list[tuple[_Key, _Histogram]]] = {}
+        for name, body in raw.items():
+            if name not in _HISTOGRAMS:
+                raise ValueError(f"unknown histogram {name!r} in snapshot")
+            old_bounds = [float(b) for b in body["bounds"]]
+            new_bounds = self._bounds[name]
+            # Old bucket i (bound old_bounds[i], or +Inf) -> first new bucket with bound >= it.
+            mapping = [bisect_left(new_bounds, bound) for bound in old_bounds]
+            mapping.append(len(new_bounds))
+            width = len(_SPECS[name].labelnames)
+            entries = []
+            for labels, counts, total, exemplars in body["series"]:
+                if len(labels) != width or len(counts) != len(mapping):
+                    raise ValueError(f"malformed {name} series {labels!r}")
+                histogram = _Histogram(len(new_bounds) + 1)
+                for old_index, count in enumerate(counts):
+                    histogram.counts[mapping[old_index]] += int(count)
+                for old_index, (trace_id, value) in exemplars.items():
+                    histogram.exemplars[mapping[int(old_index)]] = (str(trace_id), float(value))
+                histogram.total = float(total)
+                entries.append((tuple(str(label) for label in labels), histogram))
+            decoded[name] = entries
+        return decoded
