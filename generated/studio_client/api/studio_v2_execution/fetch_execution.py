@@ -1,0 +1,190 @@
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from ... import errors
+from ...client import AuthenticatedClient, Client
+from ...models.execution import Execution
+from ...models.studio_error import StudioError
+from ...types import Response
+
+
+def _get_kwargs(
+    flow_sid: str,
+    sid: str,
+) -> dict[str, Any]:
+
+    _kwargs: dict[str, Any] = {
+        "method": "get",
+        "url": "/v2/Flows/{flow_sid}/Executions/{sid}".format(
+            flow_sid=quote(str(flow_sid), safe=""),
+            sid=quote(str(sid), safe=""),
+        ),
+    }
+
+    return _kwargs
+
+
+def _parse_response(
+    *, client: AuthenticatedClient | Client, response: httpx.Response
+) -> Execution | StudioError | None:
+    if response.status_code == 200:
+        response_200 = Execution.from_dict(response.json())
+
+        return response_200
+
+    if response.status_code == 401:
+        response_401 = StudioError.from_dict(response.json())
+
+        return response_401
+
+    if response.status_code == 404:
+        response_404 = StudioError.from_dict(response.json())
+
+        return response_404
+
+    if response.status_code == 429:
+        response_429 = StudioError.from_dict(response.json())
+
+        return response_429
+
+    if 500 <= response.status_code <= 599:
+        response_5xx = StudioError.from_dict(response.json())
+
+        return response_5xx
+
+    if client.raise_on_unexpected_status:
+        raise errors.UnexpectedStatus(response.status_code, response.content)
+    else:
+        return None
+
+
+def _build_response(
+    *, client: AuthenticatedClient | Client, response: httpx.Response
+) -> Response[Execution | StudioError]:
+    return Response(
+        status_code=HTTPStatus(response.status_code),
+        content=response.content,
+        headers=response.headers,
+        parsed=_parse_response(client=client, response=response),
+    )
+
+
+def sync_detailed(
+    flow_sid: str,
+    sid: str,
+    *,
+    client: AuthenticatedClient,
+) -> Response[Execution | StudioError]:
+    """Retrieve an Execution.
+
+    Args:
+        flow_sid (str):
+        sid (str):
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Response[Execution | StudioError]
+    """
+
+    kwargs = _get_kwargs(
+        flow_sid=flow_sid,
+        sid=sid,
+    )
+
+    response = client.get_httpx_client().request(
+        **kwargs,
+    )
+
+    return _build_response(client=client, response=response)
+
+
+def sync(
+    flow_sid: str,
+    sid: str,
+    *,
+    client: AuthenticatedClient,
+) -> Execution | StudioError | None:
+    """Retrieve an Execution.
+
+    Args:
+        flow_sid (str):
+        sid (str):
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Execution | StudioError
+    """
+
+    return sync_detailed(
+        flow_sid=flow_sid,
+        sid=sid,
+        client=client,
+    ).parsed
+
+
+async def asyncio_detailed(
+    flow_sid: str,
+    sid: str,
+    *,
+    client: AuthenticatedClient,
+) -> Response[Execution | StudioError]:
+    """Retrieve an Execution.
+
+    Args:
+        flow_sid (str):
+        sid (str):
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Response[Execution | StudioError]
+    """
+
+    kwargs = _get_kwargs(
+        flow_sid=flow_sid,
+        sid=sid,
+    )
+
+    response = await client.get_async_httpx_client().request(**kwargs)
+
+    return _build_response(client=client, response=response)
+
+
+async def asyncio(
+    flow_sid: str,
+    sid: str,
+    *,
+    client: AuthenticatedClient,
+) -> Execution | StudioError | None:
+    """Retrieve an Execution.
+
+    Args:
+        flow_sid (str):
+        sid (str):
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Execution | StudioError
+    """
+
+    return (
+        await asyncio_detailed(
+            flow_sid=flow_sid,
+            sid=sid,
+            client=client,
+        )
+    ).parsed

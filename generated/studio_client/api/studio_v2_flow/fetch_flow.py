@@ -1,0 +1,176 @@
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from ... import errors
+from ...client import AuthenticatedClient, Client
+from ...models.flow import Flow
+from ...models.studio_error import StudioError
+from ...types import Response
+
+
+def _get_kwargs(
+    sid: str,
+) -> dict[str, Any]:
+
+    _kwargs: dict[str, Any] = {
+        "method": "get",
+        "url": "/v2/Flows/{sid}".format(
+            sid=quote(str(sid), safe=""),
+        ),
+    }
+
+    return _kwargs
+
+
+def _parse_response(
+    *, client: AuthenticatedClient | Client, response: httpx.Response
+) -> Flow | StudioError | None:
+    if response.status_code == 200:
+        response_200 = Flow.from_dict(response.json())
+
+        return response_200
+
+    if response.status_code == 401:
+        response_401 = StudioError.from_dict(response.json())
+
+        return response_401
+
+    if response.status_code == 404:
+        response_404 = StudioError.from_dict(response.json())
+
+        return response_404
+
+    if response.status_code == 429:
+        response_429 = StudioError.from_dict(response.json())
+
+        return response_429
+
+    if 500 <= response.status_code <= 599:
+        response_5xx = StudioError.from_dict(response.json())
+
+        return response_5xx
+
+    if client.raise_on_unexpected_status:
+        raise errors.UnexpectedStatus(response.status_code, response.content)
+    else:
+        return None
+
+
+def _build_response(
+    *, client: AuthenticatedClient | Client, response: httpx.Response
+) -> Response[Flow | StudioError]:
+    return Response(
+        status_code=HTTPStatus(response.status_code),
+        content=response.content,
+        headers=response.headers,
+        parsed=_parse_response(client=client, response=response),
+    )
+
+
+def sync_detailed(
+    sid: str,
+    *,
+    client: AuthenticatedClient,
+) -> Response[Flow | StudioError]:
+    """Retrieve a specific Flow.
+
+    Args:
+        sid (str):
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Response[Flow | StudioError]
+    """
+
+    kwargs = _get_kwargs(
+        sid=sid,
+    )
+
+    response = client.get_httpx_client().request(
+        **kwargs,
+    )
+
+    return _build_response(client=client, response=response)
+
+
+def sync(
+    sid: str,
+    *,
+    client: AuthenticatedClient,
+) -> Flow | StudioError | None:
+    """Retrieve a specific Flow.
+
+    Args:
+        sid (str):
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Flow | StudioError
+    """
+
+    return sync_detailed(
+        sid=sid,
+        client=client,
+    ).parsed
+
+
+async def asyncio_detailed(
+    sid: str,
+    *,
+    client: AuthenticatedClient,
+) -> Response[Flow | StudioError]:
+    """Retrieve a specific Flow.
+
+    Args:
+        sid (str):
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Response[Flow | StudioError]
+    """
+
+    kwargs = _get_kwargs(
+        sid=sid,
+    )
+
+    response = await client.get_async_httpx_client().request(**kwargs)
+
+    return _build_response(client=client, response=response)
+
+
+async def asyncio(
+    sid: str,
+    *,
+    client: AuthenticatedClient,
+) -> Flow | StudioError | None:
+    """Retrieve a specific Flow.
+
+    Args:
+        sid (str):
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Flow | StudioError
+    """
+
+    return (
+        await asyncio_detailed(
+            sid=sid,
+            client=client,
+        )
+    ).parsed
