@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -347,8 +348,9 @@ class Poller:
                 labels, update.final_widget, update.duration_seconds, trace_hex
             )
             span_payloads.append(
-                execution_span(update.path, flows.get(execution.flow_sid), self.span_options)
-                .to_json()
+                execution_span(
+                    update.path, flows.get(execution.flow_sid), self.span_options
+                ).to_json()
             )
             report.executions_ended += 1
         report.steps_exported += len(update.new_steps)
@@ -377,10 +379,7 @@ class Poller:
             for key, count in self._in_progress[sid].items():
                 in_progress[key] = in_progress.get(key, 0) + count
         self.metrics.set_active(
-            {
-                self._flow_labels(flow_sid): count
-                for flow_sid, count in active.items()
-            }
+            {self._flow_labels(flow_sid): count for flow_sid, count in active.items()}
         )
         self.metrics.set_in_progress(
             {
@@ -412,10 +411,8 @@ class Poller:
                 interval = min(interval * (2 ** min(self.consecutive_failures, 5)), 300.0)
             remaining = interval - (time.monotonic() - started)
             if remaining > 0:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=remaining)
-                except TimeoutError:
-                    pass
 
     async def backfill(
         self, since: datetime, progress: Callable[[int, int, int], None] | None = None

@@ -67,7 +67,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: ExporterHTTPServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: object) -> None:
         log.debug("http %s %s", self.address_string(), format % args)
 
     def _send(self, status: int, body: bytes, content_type: str) -> None:
@@ -126,7 +126,7 @@ class _Handler(BaseHTTPRequestHandler):
         host = self.headers.get("Host", "")
         scheme = "https" if isinstance(self.connection, ssl.SSLSocket) else "http"
         url = f"{scheme}://{host}{self.path}"
-        headers = {key: value for key, value in self.headers.items()}
+        headers = dict(self.headers.items())
         try:
             response = hook(url, headers, body)
         except Exception:

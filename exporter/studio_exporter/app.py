@@ -1,0 +1,156 @@
+"""Assembles the running exporter: store, API client, poller, sinks and web endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+from opentelemetry.sdk.trace.export import SpanExporter
+from prometheus_client import CollectorRegistry
+
+from studio_exporter import __version__
+from studio_exporter.config import Config
+from studio_exporter.metrics import StudioMetrics
+from studio_exporter.poller import Poller, utc_now
+from studio_exporter.selfmetrics import ExporterMetrics
+from studio_exporter.shipper import SpanShipper
+from studio_exporter.span_sink import JsonLinesSpanExporter, make_span_exporter, resource_from_env
+from studio_exporter.spans import SpanOptions
+from studio_exporter.state import Store
+from studio_exporter.studio_api import StudioApi
+from studio_exporter.throttle import AdaptiveLimiter
+from studio_exporter.web import PostHook, Readiness, WebServer
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "studio-exporter.sqlite3"
+SPANS_FILE = "spans.otlp.jsonl"
+
+
+@dataclass
+class Exporter:
+    """The exporter's parts, wired together; ``start()``/``stop()`` around ``poller.run``."""
+
+    config: Config
+    registry: CollectorRegistry
+    store: Store
+    metrics: StudioMetrics
+    health: ExporterMetrics
+    api: StudioApi
+    poller: Poller
+    shipper: SpanShipper
+    web: WebServer | None
+    spans_file: Path | None
+    post_hooks: dict[str, PostHook] = field(default_factory=dict)
+
+    def readiness(self) -> Readiness:
+        reasons: dict[str, str] = {}
+        poller = self.poller
+        if poller.last_success is None:
+            reasons["poll"] = "no successful poll yet"
+        else:
+            age = (utc_now() - poller.last_success).total_seconds()
+            limit = 3 * self.config.poll_interval.total_seconds() + 30
+            if age > limit:
+                reasons["poll"] = f"last successful poll {age:.0f}s ago"
+        if poller.consecutive_failures:
+            reasons["poll_failures"] = f"{poller.consecutive_failures} failed cycles in a row"
+        if self.shipper.failing_since is not None:
+            stuck = time.monotonic() - self.shipper.failing_since
+            reasons["spans"] = f"span export failing for {stuck:.0f}s; spans kept in the outbox"
+        return Readiness(ready=not reasons, reasons=reasons)
+
+    def start(self) -> None:
+        self.shipper.start()
+        if self.web is not None:
+            self.web.start()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.poller.run(stop, self.config.poll_interval)
+
+    def close(self) -> None:
+        """Flush spans, commit state, stop serving. Safe to call once everything has stopped."""
+        self.shipper.stop(flush=True)
+        if self.web is not None:
+            self.web.stop()
+        self.store.close()
+
+
+def build_exporter(
+    config: Config,
+    *,
+    env: Mapping[str, str] | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    span_exporter: SpanExporter | None = None,
+    serve_web: bool = True,
+    clock: Callable[[], datetime] = utc_now,
+) -> Exporter:
+    """Open the state, build every part and wire them; nothing runs until ``start()``."""
+    env = os.environ if env is None else env
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    store = Store.open(config.state_dir / STATE_FILE)
+    registry = CollectorRegistry()
+    metrics = StudioMetrics(registry, max_series_per_metric=config.max_series_per_metric)
+    snapshot = store.load_metric_snapshot()
+    if snapshot is not None:
+        metrics.restore(snapshot)
+    health = ExporterMetrics(registry, version=__version__)
+    limiter = AdaptiveLimiter(config.concurrency)
+    api = StudioApi(
+        config.twilio_base_url,
+        config.credentials,
+        timeout=config.request_timeout.total_seconds(),
+        limiter=limiter,
+        health=health,
+        transport=transport,
+        keep_context=bool(config.context_allowlist),
+    )
+    span_options = SpanOptions(
+        failure_events=config.failure_events,
+        context_allowlist=config.context_allowlist,
+        hash_phone_numbers=config.hash_phone_numbers,
+        phone_hash_salt=config.phone_hash_salt.reveal(),
+    )
+    poller = Poller(
+        api,
+        store,
+        metrics,
+        health,
+        flow_filter=config.flows,
+        lookback=config.lookback,
+        flow_refresh_interval=config.flow_refresh_interval,
+        span_options=span_options,
+        clock=clock,
+    )
+    spans_file = config.state_dir / SPANS_FILE
+    exporter = span_exporter or make_span_exporter(env, default_file=spans_file)
+    resource = resource_from_env(env, config.credentials.account_sid)
+    shipper = SpanShipper(store, exporter, resource, health)
+    built = Exporter(
+        config=config,
+        registry=registry,
+        store=store,
+        metrics=metrics,
+        health=health,
+        api=api,
+        poller=poller,
+        shipper=shipper,
+        web=None,
+        spans_file=spans_file if isinstance(exporter, JsonLinesSpanExporter) else None,
+    )
+    if serve_web:
+        built.web = WebServer(
+            config.listen_host,
+            config.listen_port,
+            registry,
+            built.readiness,
+            post_hooks=built.post_hooks,
+        )
+    return built

@@ -1,0 +1,121 @@
+"""Drains the span outbox to a SpanExporter on its own thread; deletes spans only once sent."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from studio_exporter.selfmetrics import ExporterMetrics
+from studio_exporter.spans import SpanRecord, to_readable_spans
+from studio_exporter.state import Store
+
+log = logging.getLogger(__name__)
+
+
+class SpanShipper:
+    """Sends queued spans in batches; on failure keeps them and retries with backoff.
+
+    A span leaves the outbox only after the exporter reported success, so a receiver that is
+    down delays spans but does not lose them. The only way to get a duplicate is a crash
+    between a successful send and the deletion that follows it.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        exporter: SpanExporter,
+        resource: Resource,
+        health: ExporterMetrics,
+        *,
+        batch_size: int = 512,
+        interval: float = 1.0,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.exporter = exporter
+        self.resource = resource
+        self.health = health
+        self.batch_size = batch_size
+        self.interval = interval
+        self.max_backoff = max_backoff
+        self.failing_since: float | None = None
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="span-shipper", daemon=True)
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Ship now rather than at the next interval (called after a commit that queued spans)."""
+        self._wake.set()
+
+    def ship_once(self) -> tuple[int, bool]:
+        """Send one batch. Returns (spans sent, ok)."""
+        with self._lock:
+            pending = self.store.pending_spans(self.batch_size)
+            if not pending:
+                self.health.set_spans_pending(0)
+                return 0, True
+            ids = [row_id for row_id, _ in pending]
+            records = [SpanRecord.from_json(payload) for _, payload in pending]
+            spans = to_readable_spans(records, self.resource)
+            try:
+                result = self.exporter.export(spans)
+            except Exception:
+                log.exception("span export raised")
+                result = SpanExportResult.FAILURE
+            if result is SpanExportResult.SUCCESS:
+                self.store.ack_spans(ids)
+                self.health.spans_exported(len(ids))
+                self.health.set_spans_pending(self.store.count_pending_spans())
+                return len(ids), True
+            self.health.span_export_failed()
+            self.health.set_spans_pending(self.store.count_pending_spans())
+            return 0, False
+
+    def flush(self, max_batches: int = 1000) -> bool:
+        """Ship until the outbox is empty or a send fails; True when empty."""
+        for _ in range(max_batches):
+            sent, ok = self.ship_once()
+            if not ok:
+                return False
+            if sent == 0:
+                return True
+        return self.store.count_pending_spans() == 0
+
+    def _loop(self) -> None:
+        backoff = self.interval
+        while not self._stopping.is_set():
+            try:
+                sent, ok = self.ship_once()
+            except Exception:
+                log.exception("span shipping failed")
+                sent, ok = 0, False
+            if ok:
+                self.failing_since = None
+                backoff = self.interval
+                if sent == self.batch_size:
+                    continue  # more are waiting
+            else:
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
+                backoff = min(self.max_backoff, max(self.interval, backoff * 2))
+            self._wake.wait(timeout=backoff if not ok else self.interval)
+            self._wake.clear()
+
+    def stop(self, *, flush: bool = True) -> None:
+        self._stopping.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+        if flush:
+            try:
+                self.flush(max_batches=20)
+            except Exception:
+                log.exception("final span flush failed; the spans stay queued for the next start")
+        self.exporter.shutdown()
