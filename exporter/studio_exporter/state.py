@@ -751,6 +751,8 @@ def _connect(path: Path) -> sqlite3.Connection:
         if str(mode).lower() != "wal":
             raise StateError(f"{path}: cannot switch to WAL journal mode (got {mode})")
         db.execute("PRAGMA synchronous = FULL")
+        # Without a limit the WAL keeps the size of the largest batch ever written.
+        db.execute("PRAGMA journal_size_limit = 67108864")
         db.execute("PRAGMA foreign_keys = ON")
         if not exists:
             db.execute("BEGIN IMMEDIATE")
