@@ -50,8 +50,7 @@ AttributeValue: TypeAlias = str | bool | int | float
 
 
 class SpanNotReadyError(ValueError):
-    """The span cannot be built yet: its visit is open, its execution active, or its parent's
-    span id not known (a subflow visit nests under a visit that has not closed)."""
+    """The span cannot be built yet: its visit is open, or its execution has not ended."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +179,7 @@ def parent_span_id(path: ExecutionPath, visit: Visit) -> int | None:
 
 def visit_span(
     path: ExecutionPath,
-    flow: Flow,
+    flow: Flow | None,
     visit: Visit,
     options: SpanOptions = DEFAULT_SPAN_OPTIONS,
     *,
@@ -188,15 +187,16 @@ def visit_span(
 ) -> SpanRecord:
     """The span of a closed visit: named after the widget, from entering to leaving it.
 
-    ``flow`` is the execution's flow; ``flow_names`` names the subflows (by flow SID) whose
-    visits appear in the path. Raises SpanNotReadyError for an open visit or an unknown parent.
+    ``flow`` is the flow the visit belongs to (None if unknown: the name attribute is left out);
+    ``flow_names`` may name other flows (subflows) by SID. A subflow visit whose parent visit
+    is still open nests under the root: its span is exported once, when it closes, and the
+    parent's span id is not known before the parent closes. Raises SpanNotReadyError for an
+    open visit.
     """
     exit_step = visit.exit_step
     if exit_step is None:
         raise SpanNotReadyError(f"visit of {visit.widget!r} is still open")
-    parent = parent_span_id(path, visit)
-    if parent is None:
-        raise SpanNotReadyError(f"visit of {visit.widget!r} nests under a visit that is still open")
+    parent = parent_span_id(path, visit) or root_span_id(path.execution.sid)
     execution_sid = path.execution.sid
     attributes: dict[str, AttributeValue] = {
         ATTR_FLOW_SID: visit.flow_sid,
@@ -207,7 +207,10 @@ def visit_span(
         ATTR_EVENT: exit_step.event,
         ATTR_NEXT_WIDGET: exit_step.transitioned_to,
     }
-    flow_name = flow.name if visit.flow_sid == flow.sid else (flow_names or {}).get(visit.flow_sid)
+    if flow is not None and visit.flow_sid == flow.sid:
+        flow_name: str | None = flow.name
+    else:
+        flow_name = (flow_names or {}).get(visit.flow_sid)
     if flow_name is not None:
         attributes[ATTR_FLOW_NAME] = flow_name
     if options.context_allowlist and exit_step.context is not None:
@@ -225,23 +228,25 @@ def visit_span(
 
 
 def execution_span(
-    path: ExecutionPath, flow: Flow, options: SpanOptions = DEFAULT_SPAN_OPTIONS
+    path: ExecutionPath, flow: Flow | None, options: SpanOptions = DEFAULT_SPAN_OPTIONS
 ) -> SpanRecord:
     """The root span of an ended execution: named after the flow, from creation to the end.
 
     The end is the step into ``Ended``; without one (a gap at the end) the execution's last
     update, or else its last known step. Its status is ERROR when that end step's event is a
-    failure. Raises SpanNotReadyError while the execution is active.
+    failure. Without ``flow`` the span is named after the flow SID. Raises SpanNotReadyError
+    while the execution is active and has no step into ``Ended``.
     """
     execution = path.execution
-    if not execution.is_ended:
-        raise SpanNotReadyError(f"execution {execution.sid} is still {execution.status}")
     end_step = path.end_step
+    if end_step is None and not execution.is_ended:
+        raise SpanNotReadyError(f"execution {execution.sid} is still {execution.status}")
     attributes: dict[str, AttributeValue] = {
-        ATTR_FLOW_SID: flow.sid,
-        ATTR_FLOW_NAME: flow.name,
+        ATTR_FLOW_SID: execution.flow_sid,
         ATTR_EXECUTION_SID: execution.sid,
     }
+    if flow is not None:
+        attributes[ATTR_FLOW_NAME] = flow.name
     if end_step is not None:
         ended_at = end_step.date_created
         attributes[ATTR_STEP_SID] = end_step.sid
@@ -260,7 +265,7 @@ def execution_span(
         trace_id=trace_id_for(execution.sid),
         span_id=root_span_id(execution.sid),
         parent_span_id=None,
-        name=flow.name,
+        name=execution.flow_sid if flow is None else flow.name,
         start_ns=_unix_ns(execution.date_created),
         end_ns=_unix_ns(max(ended_at, execution.date_created)),
         attributes=attributes,
@@ -270,19 +275,19 @@ def execution_span(
 
 def path_spans(
     path: ExecutionPath,
-    flow: Flow,
+    flow: Flow | None,
     options: SpanOptions = DEFAULT_SPAN_OPTIONS,
     *,
     flow_names: Mapping[str, str] | None = None,
 ) -> list[SpanRecord]:
-    """Every span of the path that can be built now: closed visits with a known parent, then
-    the root once the execution has ended. Callers skip the span ids they already exported."""
-    records = []
-    for visit in path.visits:
-        if visit.exit_step is None or parent_span_id(path, visit) is None:
-            continue
-        records.append(visit_span(path, flow, visit, options, flow_names=flow_names))
-    if path.execution.is_ended:
+    """Every span of the path that can be built now: closed visits, then the root once the
+    execution has ended. Callers skip the span ids they already exported."""
+    records = [
+        visit_span(path, flow, visit, options, flow_names=flow_names)
+        for visit in path.visits
+        if visit.exit_step is not None
+    ]
+    if path.execution.is_ended or path.end_step is not None:
         records.append(execution_span(path, flow, options))
     return records
 
