@@ -87,6 +87,28 @@ def substitute(expr: str, values: Mapping[str, str]) -> str:
     return _VARIABLE.sub(replace, expr)
 
 
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+_IDENTIFIER = re.compile(r"(?<![\w.])([A-Za-z_:][\w:]*)(\s*\()?")
+_KEYWORDS = frozenset(
+    {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring"}
+    | {"group_left", "group_right", "Inf", "NaN", "inf", "nan"}
+)
+
+
+def metrics_in(expr: str) -> frozenset[str]:
+    """The metric names a PromQL expression selects (functions, labels, keywords left out)."""
+    text = _STRING.sub('""', expr)
+    text = _GROUPING.sub(" ", text)
+    text = re.sub(r"\{[^}]*\}", " ", text)  # label matchers
+    text = re.sub(r"\[[^\]]*\]", " ", text)  # range selectors
+    return frozenset(
+        name
+        for name, call in _IDENTIFIER.findall(text)
+        if not call and name not in _KEYWORDS and not name.startswith("$")
+    )
+
+
 # --- small builders -------------------------------------------------------------------------
 
 
