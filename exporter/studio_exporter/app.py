@@ -23,14 +23,13 @@ from studio_exporter.selfmetrics import ExporterMetrics
 from studio_exporter.shipper import SpanShipper
 from studio_exporter.span_sink import JsonLinesSpanExporter, make_span_exporter, resource_from_env
 from studio_exporter.spans import SpanOptions
-from studio_exporter.state import Store
+from studio_exporter.state import Store, state_file
 from studio_exporter.studio_api import StudioApi
 from studio_exporter.throttle import AdaptiveLimiter
 from studio_exporter.web import PostHook, Readiness, WebServer
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "studio-exporter.sqlite3"
 SPANS_FILE = "spans.otlp.jsonl"
 
 
@@ -95,10 +94,10 @@ def build_exporter(
     """Open the state, build every part and wire them; nothing runs until ``start()``."""
     env = os.environ if env is None else env
     config.state_dir.mkdir(parents=True, exist_ok=True)
-    store = Store.open(config.state_dir / STATE_FILE)
+    store = Store.open(state_file(config.state_dir))
     registry = CollectorRegistry()
     metrics = StudioMetrics(registry, max_series_per_metric=config.max_series_per_metric)
-    snapshot = store.load_metric_snapshot()
+    snapshot = store.metric_snapshot()
     if snapshot is not None:
         metrics.restore(snapshot)
     health = ExporterMetrics(registry, version=__version__)

@@ -16,7 +16,9 @@ class ExecutionUpdate:
     ``new_steps`` are steps never exported before; ``closed_visits`` the visits those steps
     closed; ``new_gaps`` the gaps whose later step is new. ``ended`` is True when the
     execution finished with this update (its end step is new, or Studio says it ended);
-    ``finished_at_step`` is the end step when there is one.
+    ``span_visits`` are the closed visits whose spans are due now: a visit's span is sent
+    once its parent's span id is known, which for a subflow visit is when the run-subflow
+    visit it nests under closes (or, if that never closes, when the execution ends).
     """
 
     path: ExecutionPath
@@ -25,6 +27,7 @@ class ExecutionUpdate:
     new_gaps: tuple[Gap, ...]
     started: bool
     ended: bool
+    span_visits: tuple[Visit, ...] = ()
 
     @property
     def execution(self) -> Execution:
@@ -40,9 +43,10 @@ class ExecutionUpdate:
         final = self.path.final_widget
         if final is not None:
             return final
-        if self.path.visits:
-            return self.path.visits[-1].widget
-        return "unknown"
+        top = [step for step in self.path.steps if step.parent_step_sid is None]
+        if top:
+            return top[-1].transitioned_to
+        return self.path.visits[-1].widget if self.path.visits else "unknown"
 
     @property
     def duration_seconds(self) -> float | None:
@@ -83,6 +87,7 @@ def plan_update(
         end_step is None and status_ended
     )
     return ExecutionUpdate(
+        span_visits=_span_visits(path, new_sids, ended),
         path=path,
         new_steps=new_steps,
         closed_visits=closed,
@@ -90,3 +95,28 @@ def plan_update(
         started=first_seen,
         ended=ended,
     )
+
+
+def _span_visits(path: ExecutionPath, new_sids: set[str], ended: bool) -> tuple[Visit, ...]:
+    opened_by = {
+        visit.entry_step.sid: visit for visit in path.visits if visit.entry_step is not None
+    }
+    due: list[Visit] = []
+    for visit in path.visits:
+        if visit.exit_step is None:
+            continue
+        closes_now = visit.exit_step.sid in new_sids
+        if visit.parent_step_sid is None:
+            if closes_now:
+                due.append(visit)
+            continue
+        parent = opened_by.get(visit.parent_step_sid)
+        parent_exit = None if parent is None else parent.exit_step
+        if parent_exit is not None:
+            # Parent known: now if either this visit or its parent closed with this update.
+            if closes_now or parent_exit.sid in new_sids:
+                due.append(visit)
+        elif ended:
+            # The parent never closed (or was never seen): the root adopts the visit now.
+            due.append(visit)
+    return tuple(due)

@@ -7,15 +7,15 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from studio_exporter.config import RETENTION
-from studio_exporter.domain import Execution, Flow
+from studio_exporter.domain import Execution, ExecutionPath, Flow
 from studio_exporter.metrics import FlowLabels, StudioMetrics
 from studio_exporter.pipeline import ExecutionUpdate, plan_update
 from studio_exporter.selfmetrics import ExporterMetrics
-from studio_exporter.spans import SpanOptions, execution_span, trace_id_for, visit_span
+from studio_exporter.spans import SpanOptions, execution_span, trace_id_hex, visit_span
 from studio_exporter.state import Store
 from studio_exporter.studio_api import ApiError, StudioApi
 
@@ -189,13 +189,14 @@ class Poller:
             created_from = now - self.lookback
         listed = await self.api.list_executions(flow.sid, created_from=created_from)
         report.executions_listed += len(listed)
-        states = self.store.execution_states([execution.sid for execution in listed])
+        listed_sids = [execution.sid for execution in listed]
+        known = self.store.known_executions(listed_sids)
+        done = self.store.done_executions(listed_sids) if known else set()
         targets: dict[str, tuple[Execution, bool]] = {}
         for execution in listed:
-            state = states.get(execution.sid)
-            if state is None:
+            if execution.sid not in known:
                 targets[execution.sid] = (execution, True)
-            elif not state.done:
+            elif execution.sid not in done:
                 targets[execution.sid] = (execution, False)
         followed = [
             execution
@@ -249,15 +250,19 @@ class Poller:
         step_lists = await asyncio.gather(
             *(self.api.list_steps(flow.sid, execution.sid) for execution, _ in chunk)
         )
-        exported = self.store.exported_steps([execution.sid for execution, _ in chunk])
         updates: list[ExecutionUpdate] = []
         for (execution, first_seen), steps in zip(chunk, step_lists, strict=True):
+            exported = (
+                set()
+                if first_seen
+                else self.store.exported_steps(execution.sid, [step.sid for step in steps])
+            )
             updates.append(
                 plan_update(
                     execution,
                     steps,
                     flow,
-                    exported=exported.get(execution.sid, frozenset()),
+                    exported=exported,
                     first_seen=first_seen,
                     status_ended=self._status_ended(execution),
                 )
@@ -307,7 +312,9 @@ class Poller:
                     batch.upsert_execution(update.execution, done=done)
                     self._track_open(update, done)
                 if span_payloads:
-                    batch.enqueue_spans(span_payloads)
+                    dropped = batch.enqueue_spans(span_payloads)
+                    if dropped:
+                        self.health.add_spans_dropped(dropped)
                 if cursor is not None:
                     batch.set_cursor(flow.sid, cursor)
                 batch.save_metric_snapshot(self.metrics.snapshot())
@@ -327,18 +334,20 @@ class Poller:
         report: CycleReport,
     ) -> None:
         execution = update.execution
-        trace_hex = f"{trace_id_for(execution.sid):032x}"
-        flows = self.flows
+        trace_hex = trace_id_hex(execution.sid)
+        flow = self.flows.get(execution.flow_sid) or _unknown_flow(execution.flow_sid)
+        flow_names = {sid: labels.flow_name for sid, labels in label_cache.items()}
         if update.started:
             self.metrics.record_execution_started(labels)
         for step in update.new_steps:
             self.metrics.record_step(label_cache.get(step.flow_sid, labels), step)
-            self.health.export_lag(max(0.0, (now - step.date_created).total_seconds()))
+            self.health.observe_export_lag(max(0.0, (now - step.date_created).total_seconds()))
         for visit in update.closed_visits:
             self.metrics.record_visit(label_cache.get(visit.flow_sid, labels), visit, trace_hex)
+        for visit in update.span_visits:
             span_payloads.append(
                 visit_span(
-                    update.path, flows.get(visit.flow_sid), visit, self.span_options
+                    update.path, flow, visit, self.span_options, flow_names=flow_names
                 ).to_json()
             )
         for _gap in update.new_gaps:
@@ -367,11 +376,13 @@ class Poller:
         self._in_progress[sid] = counts
 
     def _refresh_gauges(self) -> None:
-        active: dict[str, int] = dict.fromkeys(self.flows, 0)
-        for flow_sid, count in self.store.active_counts().items():
-            active[flow_sid] = count
+        active: dict[str, int] = {}
+        followed: set[str] = set()
+        for flow_sid in self.flows:
+            sids = [execution.sid for execution in self.store.active_executions(flow_sid)]
+            active[flow_sid] = len(sids)
+            followed.update(sids)
         in_progress: dict[tuple[str, str], int] = {}
-        followed = self.store.active_sids()
         for sid in list(self._in_progress):
             if sid not in followed:
                 del self._in_progress[sid]
@@ -433,3 +444,14 @@ class Poller:
         self._refresh_gauges()
         self._finish_cycle(report)
         return report
+
+
+def _unknown_flow(flow_sid: str) -> Flow:
+    return Flow(sid=flow_sid, account_sid="", name=flow_sid, status="unknown", revision=0)
+
+
+def _as_ended(path: ExecutionPath) -> ExecutionPath:
+    """The path with its execution marked ended (its end step may be newer than its status)."""
+    if path.execution.is_ended:
+        return path
+    return replace(path, execution=replace(path.execution, status="ended"))
