@@ -1,0 +1,261 @@
+"""openapi/ agrees with Twilio's published Studio spec for every operation the exporter uses."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from studio_exporter.specdiff import USED_OPERATIONS, TypeShape, operation_shapes
+
+ROOT = Path(__file__).resolve().parents[1]
+OURS_PATH = ROOT / "openapi" / "studio_v2.yaml"
+REFERENCE_PATH = ROOT.parent / "shared" / "reference" / "twilio_studio_v2.json"
+
+Spec = dict[str, Any]
+
+
+def load_ours() -> Spec:
+    document = yaml.safe_load(OURS_PATH.read_text(encoding="utf-8"))
+    assert isinstance(document, dict)
+    return document
+
+
+@pytest.fixture(scope="module")
+def reference() -> Spec:
+    if not REFERENCE_PATH.is_file():
+        pytest.skip(
+            f"Twilio's reference spec is not at {REFERENCE_PATH} (it lives outside the project; "
+            "a fresh clone has no ../shared): nothing to compare against"
+        )
+    document = json.loads(REFERENCE_PATH.read_text(encoding="utf-8"))
+    assert isinstance(document, dict)
+    return document
+
+
+def conforms(theirs: TypeShape, ours: TypeShape) -> bool:
+    """Whether our shape accepts all Twilio documents and describes them the same way.
+
+    Deliberate, documented latitude: where Twilio leaves the type open we may name it (context,
+    definition), and we may allow null where Twilio does not. Everything else must be equal:
+    type, format, pattern, lengths, ranges, required, and the (known) values of a status.
+    """
+    if theirs.type != "any" and (theirs.type, theirs.format) != (ours.type, ours.format):
+        return False
+    if theirs.nullable and not ours.nullable:
+        return False
+    return (
+        theirs.pattern,
+        theirs.min_length,
+        theirs.max_length,
+        theirs.minimum,
+        theirs.maximum,
+        theirs.required,
+        theirs.values,
+    ) == (
+        ours.pattern,
+        ours.min_length,
+        ours.max_length,
+        ours.minimum,
+        ours.maximum,
+        ours.required,
+        ours.values,
+    )
+
+
+def _keyed_problems(
+    operation_id: str, noun: str, theirs: Mapping[Any, TypeShape], ours: Mapping[Any, TypeShape]
+) -> list[str]:
+    problems = []
+    for key in sorted(theirs.keys() | ours.keys(), key=str):
+        if key not in ours:
+            problems.append(f"{operation_id}: {noun} {key} missing from openapi/")
+        elif key not in theirs:
+            problems.append(f"{operation_id}: {noun} {key} is not in Twilio's spec")
+        elif not conforms(theirs[key], ours[key]):
+            problems.append(
+                f"{operation_id}: {noun} {key}: Twilio {theirs[key].describe()}, "
+                f"ours {ours[key].describe()}"
+            )
+    return problems
+
+
+def disagreements(reference: Spec, ours: Spec) -> list[str]:
+    """Every way ``ours`` departs from ``reference`` in the operations we use."""
+    theirs_shapes = operation_shapes(reference)
+    our_shapes = operation_shapes(ours)
+    problems: list[str] = []
+    for operation_id in USED_OPERATIONS:
+        theirs, mine = theirs_shapes.get(operation_id), our_shapes.get(operation_id)
+        if theirs is None or mine is None:
+            where = "Twilio's spec" if theirs is None else "openapi/"
+            problems.append(f"{operation_id}: missing from {where}")
+            continue
+        for aspect in ("path", "method", "servers", "security"):
+            if getattr(theirs, aspect) != getattr(mine, aspect):
+                problems.append(
+                    f"{operation_id}: {aspect} Twilio {getattr(theirs, aspect)!r}, "
+                    f"ours {getattr(mine, aspect)!r}"
+                )
+        problems += _keyed_problems(operation_id, "parameter", theirs.parameters, mine.parameters)
+        problems += _keyed_problems(operation_id, "field", theirs.fields, mine.fields)
+    return problems
+
+
+def test_openapi_agrees_with_twilio(reference: Spec) -> None:
+    assert disagreements(reference, load_ours()) == []
+
+
+def test_the_comparison_sees_every_operation_and_field(reference: Spec) -> None:
+    # Guards against a vacuous pass: both sides must yield the same non-trivial surface.
+    shapes = operation_shapes(load_ours())
+    assert set(shapes) == set(USED_OPERATIONS)
+    assert "steps[].transitioned_from" in shapes["ListExecutionStep"].fields
+    assert ("query", "DateCreatedFrom") in shapes["ListExecution"].parameters
+    assert set(operation_shapes(reference)) == set(USED_OPERATIONS)
+
+
+# Each mutation breaks our spec in one way Twilio's does not: the comparison must notice.
+def _schema(spec: Spec, name: str) -> dict[str, Any]:
+    schema = spec["components"]["schemas"][name]
+    assert isinstance(schema, dict)
+    return schema
+
+
+def _step_field(spec: Spec, field: str) -> dict[str, Any]:
+    prop = _schema(spec, "studio.v2.flow.execution.execution_step")["properties"][field]
+    assert isinstance(prop, dict)
+    return prop
+
+
+def _list_execution(spec: Spec) -> dict[str, Any]:
+    operation = spec["paths"]["/v2/Flows/{FlowSid}/Executions"]["get"]
+    assert isinstance(operation, dict)
+    return operation
+
+
+def _wrong_sid_pattern(spec: Spec) -> None:
+    _step_field(spec, "parent_step_sid")["pattern"] = "^FN[0-9a-fA-F]{32}$"
+
+
+def _wrong_sid_length(spec: Spec) -> None:
+    _schema(spec, "studio.v2.flow")["properties"]["sid"]["maxLength"] = 36
+
+
+def _retyped_field(spec: Spec) -> None:
+    _schema(spec, "studio.v2.flow.execution")["properties"]["flow_version"]["type"] = "string"
+
+
+def _missing_field(spec: Spec) -> None:
+    del _schema(spec, "studio.v2.flow.execution.execution_step")["properties"]["transitioned_to"]
+
+
+def _extra_field(spec: Spec) -> None:
+    _schema(spec, "studio.v2.flow.execution")["properties"]["priority"] = {"type": "integer"}
+
+
+def _not_nullable(spec: Spec) -> None:
+    del _step_field(spec, "date_updated")["nullable"]
+
+
+def _renamed_parameter(spec: Spec) -> None:
+    for parameter in _list_execution(spec)["parameters"]:
+        if parameter.get("name") == "DateCreatedFrom":
+            parameter["name"] = "dateCreatedFrom"
+
+
+def _parameter_location(spec: Spec) -> None:
+    for parameter in _list_execution(spec)["parameters"]:
+        if parameter.get("name") == "status":
+            parameter["in"] = "header"
+
+
+def _parameter_type(spec: Spec) -> None:
+    for parameter in _list_execution(spec)["parameters"]:
+        if parameter.get("name") == "DateCreatedTo":
+            parameter["schema"] = {"type": "string", "format": "date"}
+
+
+def _page_size_range(spec: Spec) -> None:
+    spec["components"]["parameters"]["PageSize"]["schema"]["maximum"] = 100
+
+
+def _known_values(spec: Spec) -> None:
+    _schema(spec, "studio.v2.flow.execution")["properties"]["status"]["x-known-values"] = ["active"]
+
+
+def _moved_path(spec: Spec) -> None:
+    paths = spec["paths"]
+    paths["/v2/Flows/{FlowSid}/Executions/{ExecutionSid}/Step"] = paths.pop(
+        "/v2/Flows/{FlowSid}/Executions/{ExecutionSid}/Steps"
+    )
+
+
+def _method(spec: Spec) -> None:
+    item = spec["paths"]["/v2/Flows/{Sid}"]
+    item["post"] = item.pop("get")
+
+
+def _server(spec: Spec) -> None:
+    spec["servers"] = [{"url": "https://studio.example.com"}]
+
+
+def _security(spec: Spec) -> None:
+    spec["components"]["securitySchemes"]["accountSid_authToken"]["scheme"] = "bearer"
+
+
+def _dropped_operation(spec: Spec) -> None:
+    del spec["paths"]["/v2/Flows/{FlowSid}/Executions/{ExecutionSid}/Steps/{StepSid}/Context"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        pytest.param(_wrong_sid_pattern, "parent_step_sid", id="sid-pattern"),
+        pytest.param(_wrong_sid_length, "FetchFlow: field sid", id="sid-length"),
+        pytest.param(_retyped_field, "flow_version", id="field-type"),
+        pytest.param(_missing_field, "transitioned_to missing", id="field-missing"),
+        pytest.param(_extra_field, "priority is not in Twilio", id="field-extra"),
+        pytest.param(_not_nullable, "date_updated", id="field-not-nullable"),
+        pytest.param(_renamed_parameter, "dateCreatedFrom", id="parameter-name"),
+        pytest.param(_parameter_location, "('header', 'status')", id="parameter-location"),
+        pytest.param(_parameter_type, "DateCreatedTo", id="parameter-type"),
+        pytest.param(_page_size_range, "PageSize", id="page-size-range"),
+        pytest.param(_known_values, "values=[active]", id="status-values"),
+        pytest.param(_moved_path, "ListExecutionStep: path", id="path"),
+        pytest.param(_method, "FetchFlow: method", id="method"),
+        pytest.param(_server, "servers", id="server"),
+        pytest.param(_security, "security", id="security"),
+        pytest.param(_dropped_operation, "FetchExecutionStepContext: missing", id="operation"),
+    ],
+)
+def test_a_seeded_disagreement_is_detected(
+    reference: Spec, mutate: Callable[[Spec], None], expected: str
+) -> None:
+    ours = copy.deepcopy(load_ours())
+    mutate(ours)
+    problems = disagreements(reference, ours)
+    assert any(expected in problem for problem in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("theirs", "ours", "agrees"),
+    [
+        pytest.param(TypeShape("any", nullable=True), TypeShape("object", nullable=True), True,
+                     id="open-type-named"),
+        pytest.param(TypeShape("string"), TypeShape("string", nullable=True), True,
+                     id="ours-more-lenient"),
+        pytest.param(TypeShape("string", nullable=True), TypeShape("string"), False,
+                     id="ours-stricter"),
+        pytest.param(TypeShape("string", format="uri"), TypeShape("string"), False,
+                     id="format-dropped"),
+        pytest.param(TypeShape("string", values=("a", "b")), TypeShape("string", values=("a",)),
+                     False, id="values-differ"),
+    ],
+)  # fmt: skip
+def test_conforms_policy(theirs: TypeShape, ours: TypeShape, agrees: bool) -> None:
+    assert conforms(theirs, ours) is agrees
