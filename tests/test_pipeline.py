@@ -70,7 +70,9 @@ def test_status_ended_without_end_step(second_read: bool, expected_ended: bool) 
 
 def test_subflow_visit_spans_wait_for_the_parent_visit_to_close() -> None:
     enter = make_step(TRIGGER, "run_sub", 1, number=1)
-    sub = make_chain([TRIGGER, "sub_ask", ENDED], [2, 3], first_number=10, parent_step_sid=enter.sid)
+    sub = make_chain(
+        [TRIGGER, "sub_ask", ENDED], [2, 3], first_number=10, parent_step_sid=enter.sid
+    )
     first = plan_update(make_execution(), [enter, *sub], None, exported=set(), first_seen=True)
     assert {visit.widget for visit in first.closed_visits} == {TRIGGER, "sub_ask"}
     # The top-level Trigger visit is due; the subflow's visits are not (parent still open).

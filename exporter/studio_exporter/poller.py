@@ -314,7 +314,7 @@ class Poller:
                 if span_payloads:
                     dropped = batch.enqueue_spans(span_payloads)
                     if dropped:
-                        self.health.add_spans_dropped(dropped)
+                        self.health.spans_dropped(dropped)
                 if cursor is not None:
                     batch.set_cursor(flow.sid, cursor)
                 batch.save_metric_snapshot(self.metrics.snapshot())
@@ -341,7 +341,7 @@ class Poller:
             self.metrics.record_execution_started(labels)
         for step in update.new_steps:
             self.metrics.record_step(label_cache.get(step.flow_sid, labels), step)
-            self.health.observe_export_lag(max(0.0, (now - step.date_created).total_seconds()))
+            self.health.export_lag(max(0.0, (now - step.date_created).total_seconds()))
         for visit in update.closed_visits:
             self.metrics.record_visit(label_cache.get(visit.flow_sid, labels), visit, trace_hex)
         for visit in update.span_visits:
@@ -357,9 +357,7 @@ class Poller:
                 labels, update.final_widget, update.duration_seconds, trace_hex
             )
             span_payloads.append(
-                execution_span(
-                    update.path, flows.get(execution.flow_sid), self.span_options
-                ).to_json()
+                execution_span(_as_ended(update.path), flow, self.span_options).to_json()
             )
             report.executions_ended += 1
         report.steps_exported += len(update.new_steps)

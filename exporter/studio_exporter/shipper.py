@@ -72,7 +72,7 @@ class SpanShipper:
                 result = SpanExportResult.FAILURE
             if result is SpanExportResult.SUCCESS:
                 self.store.ack_spans(ids)
-                self.health.add_spans_exported(len(ids))
+                self.health.spans_exported(len(ids))
                 self.health.set_spans_pending(self.store.count_pending_spans())
                 return len(ids), True
             self.health.span_export_failed()

@@ -1,0 +1,166 @@
+"""End to end over real sockets: simulator → exporter → /metrics and an OTLP/HTTP receiver."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from studio_exporter.app import Exporter, build_exporter
+from studio_exporter.config import config_from_mapping
+from studio_exporter.poller import CycleReport, utc_now
+from studio_exporter.simulator import Simulator, SimulatorConfig
+from tests.otlp_receiver import OtlpReceiver, running_receiver
+from tests.truthcheck import expected_span_count, metric_mismatches, samples
+
+pytestmark = pytest.mark.integration
+
+HISTORY = 1500
+
+
+@pytest.fixture(scope="module")
+def simulator() -> Iterator[Simulator]:
+    with Simulator(SimulatorConfig(seed=11, history_executions=HISTORY, history_days=2)) as sim:
+        yield sim
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    with running_receiver() as running:
+        yield running
+
+
+def make_exporter(sim: Simulator, state_dir: Path, receiver: OtlpReceiver) -> Exporter:
+    config = config_from_mapping(
+        {
+            "twilio_base_url": sim.url,
+            "state_dir": str(state_dir),
+            "listen_address": "127.0.0.1:0",
+            "lookback": "3d",
+            "concurrency": "8",
+        },
+        {"TWILIO_ACCOUNT_SID": sim.account_sid, "TWILIO_AUTH_TOKEN": sim.auth_token},
+    )
+    env = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint}
+    exporter = build_exporter(config, env=env)
+    exporter.start()
+    return exporter
+
+
+def stop(exporter: Exporter) -> None:
+    exporter.close()
+
+
+def poll(exporter: Exporter, *, backfill_days: float | None = None) -> CycleReport:
+    """One cycle (or a backfill) in its own event loop, closing the HTTP client in that loop."""
+
+    async def scenario() -> CycleReport:
+        try:
+            if backfill_days is not None:
+                since = utc_now() - timedelta(days=backfill_days)
+                return await exporter.poller.backfill(since)
+            return await exporter.poller.cycle()
+        finally:
+            await exporter.api.aclose()
+
+    return asyncio.run(scenario())
+
+
+def test_backfill_matches_truth_and_every_span_arrives_once(
+    simulator: Simulator, receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    exporter = make_exporter(simulator, tmp_path, receiver)
+    try:
+        report = poll(exporter, backfill_days=3)
+        assert report.ok
+        truth = simulator.truth()
+        assert metric_mismatches(exporter.registry, truth) == []
+        assert exporter.shipper.flush()
+        spans = receiver.wait_for_spans(expected_span_count(truth), timeout=30)
+    finally:
+        stop(exporter)
+    ids = [(span.trace_id, span.span_id) for span in spans]
+    assert len(ids) == expected_span_count(truth)
+    assert len(set(ids)) == len(ids), "a span arrived twice"
+    roots = [span for span in spans if span.parent_span_id is None]
+    assert len(roots) == sum(flow["executions_ended"] for flow in truth["flows"].values())
+    # Every visit span nests under a span of its own trace.
+    by_trace: dict[int, set[int]] = {}
+    for span in spans:
+        by_trace.setdefault(span.trace_id, set()).add(span.span_id)
+    assert all(
+        span.parent_span_id in by_trace[span.trace_id] for span in spans if span.parent_span_id
+    )
+    # The trace id spells the execution SID.
+    for span in roots[:20]:
+        sid = span.attributes["twilio.studio.execution.sid"]
+        assert isinstance(sid, str)
+        assert int(sid[2:], 16) == span.trace_id
+
+
+def test_restart_neither_recounts_nor_resends(
+    simulator: Simulator, receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    first = make_exporter(simulator, tmp_path, receiver)
+    try:
+        poll(first)
+        assert first.shipper.flush()
+    finally:
+        stop(first)
+    sent = len(receiver.spans)
+    assert sent > 0
+    second = make_exporter(simulator, tmp_path, receiver)
+    try:
+        report = poll(second)
+        assert report.ok
+        assert report.steps_exported == 0
+        assert second.shipper.flush()
+        truth = simulator.truth()
+        window = {
+            labels["flow_sid"]: value
+            for labels, value in samples(second.registry, "twilio_studio_executions_started_total")
+        }
+        assert sum(window.values()) > 0, "counters were not restored from the state"
+    finally:
+        stop(second)
+    assert len(receiver.spans) == sent
+    assert truth["steps_withheld"] == 0
+
+
+def test_metrics_endpoint_serves_every_metric_with_data(
+    simulator: Simulator, receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    exporter = make_exporter(simulator, tmp_path, receiver)
+    try:
+        poll(exporter)
+        assert exporter.web is not None
+        response = httpx.get(f"{exporter.web.url}/metrics", timeout=5)
+        openmetrics = httpx.get(
+            f"{exporter.web.url}/metrics",
+            headers={"Accept": "application/openmetrics-text; version=1.0.0"},
+            timeout=5,
+        )
+        ready = httpx.get(f"{exporter.web.url}/health/ready", timeout=5)
+        live = httpx.get(f"{exporter.web.url}/health/live", timeout=5)
+    finally:
+        stop(exporter)
+    assert response.status_code == 200
+    text = response.text
+    for name in (
+        "twilio_studio_steps_total",
+        "twilio_studio_step_duration_seconds_bucket",
+        "twilio_studio_executions_started_total",
+        "twilio_studio_executions_ended_total",
+        "twilio_studio_execution_duration_seconds_bucket",
+        "twilio_studio_executions_active",
+        "twilio_studio_exporter_api_requests_total",
+        "twilio_studio_exporter_last_successful_poll_timestamp_seconds",
+    ):
+        assert f"\n{name}{{" in text or f"\n{name} " in text, name
+    assert "# {trace_id=" in openmetrics.text, "no exemplars in the OpenMetrics exposition"
+    assert live.status_code == 200
+    assert ready.status_code == 200, ready.text

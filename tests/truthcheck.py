@@ -1,0 +1,106 @@
+"""Compare the exporter's metrics with the simulator's ground truth (``/_simulator/truth``)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+
+def samples(registry: CollectorRegistry, name: str) -> list[tuple[dict[str, str], float]]:
+    """Every sample called ``name`` in the registry, with its labels."""
+    found = []
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name == name:
+                found.append((dict(sample.labels), sample.value))
+    return found
+
+
+def metric_mismatches(registry: CollectorRegistry, truth: Mapping[str, Any]) -> list[str]:
+    """Every difference between the exported metrics and the truth (empty when they agree)."""
+    problems: list[str] = []
+
+    def compare(what: str, got: Mapping[Any, float], want: Mapping[Any, float]) -> None:
+        for key in sorted(set(got) | set(want), key=repr):
+            if got.get(key, 0) != want.get(key, 0):
+                problems.append(
+                    f"{what} {key}: exported {got.get(key, 0)}, truth {want.get(key, 0)}"
+                )
+
+    transitions: Counter[tuple[str, str, str, str]] = Counter()
+    for labels, value in samples(registry, "twilio_studio_steps_total"):
+        transitions[
+            (labels["flow_sid"], labels["widget"], labels["event"], labels["next_widget"])
+        ] += int(value)
+    want_transitions = {
+        (t["flow_sid"], t["from"], t["event"], t["to"]): t["count"] for t in truth["transitions"]
+    }
+    compare("transition", transitions, want_transitions)
+
+    visits: Counter[tuple[str, str]] = Counter()
+    for labels, value in samples(registry, "twilio_studio_step_duration_seconds_count"):
+        visits[(labels["flow_sid"], labels["widget"])] += int(value)
+    durations: Counter[tuple[str, str]] = Counter()
+    for labels, value in samples(registry, "twilio_studio_step_duration_seconds_sum"):
+        durations[(labels["flow_sid"], labels["widget"])] += int(round(value))
+    want_visits: dict[tuple[str, str], int] = {}
+    want_durations: dict[tuple[str, str], int] = {}
+    for flow_sid, flow in truth["flows"].items():
+        for widget, stats in flow["widgets"].items():
+            if stats["visits"]:
+                want_visits[(flow_sid, widget)] = stats["visits"]
+                want_durations[(flow_sid, widget)] = stats["duration_seconds_sum"]
+    compare("visits", visits, want_visits)
+    compare("visit duration sum", durations, want_durations)
+
+    def per_flow(name: str) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        for labels, value in samples(registry, name):
+            counts[labels["flow_sid"]] += int(round(value))
+        return counts
+
+    flows = truth["flows"]
+    compare(
+        "executions started",
+        per_flow("twilio_studio_executions_started_total"),
+        {sid: f["executions_started"] for sid, f in flows.items() if f["executions_started"]},
+    )
+    compare(
+        "executions ended",
+        per_flow("twilio_studio_executions_ended_total"),
+        {sid: f["executions_ended"] for sid, f in flows.items() if f["executions_ended"]},
+    )
+    compare(
+        "execution duration sum",
+        per_flow("twilio_studio_execution_duration_seconds_sum"),
+        {
+            sid: f["execution_duration_seconds_sum"]
+            for sid, f in flows.items()
+            if f["execution_duration_seconds_sum"]
+        },
+    )
+    finals: Counter[tuple[str, str]] = Counter()
+    for labels, value in samples(registry, "twilio_studio_executions_ended_total"):
+        finals[(labels["flow_sid"], labels["final_widget"])] += int(value)
+    compare(
+        "final widget",
+        finals,
+        {
+            (sid, widget): count
+            for sid, f in flows.items()
+            for widget, count in f["final_widgets"].items()
+        },
+    )
+    return problems
+
+
+def expected_span_count(truth: Mapping[str, Any]) -> int:
+    """One span per closed visit plus one root span per ended execution."""
+    visits = sum(
+        stats["visits"] for flow in truth["flows"].values() for stats in flow["widgets"].values()
+    )
+    ended = sum(flow["executions_ended"] for flow in truth["flows"].values())
+    return visits + ended
