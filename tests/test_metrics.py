@@ -1,0 +1,402 @@
+"""Tests for the Studio domain metrics collector."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.parser import text_string_to_metric_families
+from studio_exporter.domain import Step, Visit
+from studio_exporter.metrics import OVERFLOW, FlowLabels, StudioMetrics
+
+FLOW = FlowLabels("FW" + "a" * 32, "Onboarding")
+OTHER_FLOW = FlowLabels("FW" + "b" * 32, "Reminders")
+TRACE = "c" * 32
+T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
+
+
+def make_step(
+    widget: str = "send_welcome",
+    next_widget: str = "wait_reply",
+    *,
+    event: str = "sent",
+    widget_type: str = "send-message",
+    second: float = 1,
+    number: int = 1,
+) -> Step:
+    return Step(
+        sid=f"FT{number:032x}",
+        flow_sid=FLOW.flow_sid,
+        execution_sid="FN" + "c" * 32,
+        event=event,
+        transitioned_from=widget,
+        transitioned_to=next_widget,
+        widget_type=widget_type,
+        date_created=T0 + timedelta(seconds=second),
+    )
+
+
+def make_visit(
+    seconds: float | None, widget: str = "send_welcome", widget_type: str = "send-message"
+) -> Visit:
+    exit_step = (
+        None
+        if seconds is None
+        else make_step(widget, "next", widget_type=widget_type, second=seconds)
+    )
+    return Visit(widget, widget_type, FLOW.flow_sid, T0, None, exit_step)
+
+
+def step_labels(
+    flow: FlowLabels = FLOW,
+    widget: str = "send_welcome",
+    next_widget: str = "wait_reply",
+    event: str = "sent",
+    widget_type: str = "send-message",
+) -> dict[str, str]:
+    return {
+        "flow_sid": flow.flow_sid,
+        "flow": flow.flow_name,
+        "widget": widget,
+        "widget_type": widget_type,
+        "event": event,
+        "next_widget": next_widget,
+    }
+
+
+def duration_labels(widget: str = "send_welcome") -> dict[str, str]:
+    return {
+        "flow_sid": FLOW.flow_sid,
+        "flow": FLOW.flow_name,
+        "widget": widget,
+        "widget_type": "send-message",
+    }
+
+
+def flow_labels(flow: FlowLabels = FLOW) -> dict[str, str]:
+    return {"flow_sid": flow.flow_sid, "flow": flow.flow_name}
+
+
+def openmetrics(registry: CollectorRegistry) -> str:
+    """The exposition a scraper asking for application/openmetrics-text gets."""
+    text: bytes = generate_openmetrics(registry)  # type: ignore[no-untyped-call]
+    return text.decode()
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def metrics(registry: CollectorRegistry) -> StudioMetrics:
+    return StudioMetrics(registry)
+
+
+def test_steps_are_counted_per_transition(
+    registry: CollectorRegistry, metrics: StudioMetrics
+) -> None:
+    for number in range(3):
+        metrics.record_step(FLOW, make_step(number=number))
+    metrics.record_step(FLOW, make_step(event="failed", next_widget="Ended"))
+    assert registry.get_sample_value("twilio_studio_steps_total", step_labels()) == 3
+    failed = step_labels(event="failed", next_widget="Ended")
+    assert registry.get_sample_value("twilio_studio_steps_total", failed) == 1
+
+
+@pytest.mark.parametrize(
+    ("seconds", "le_counts"),
+    [
+        pytest.param(0, {"0.5": 1, "1.0": 1, "+Inf": 1}, id="same-second"),
+        pytest.param(1, {"0.5": 0, "1.0": 1, "+Inf": 1}, id="on-a-bound-counts-in-it"),
+        pytest.param(7200, {"3600.0": 0, "7200.0": 1, "+Inf": 1}, id="two-hours"),
+        pytest.param(200_000, {"86400.0": 0, "+Inf": 1}, id="beyond-the-last-bound"),
+    ],
+)
+def test_visit_duration_lands_in_the_right_bucket(
+    registry: CollectorRegistry,
+    metrics: StudioMetrics,
+    seconds: float,
+    le_counts: dict[str, int],
+) -> None:
+    metrics.record_visit(FLOW, make_visit(seconds), TRACE)
+    name = "twilio_studio_step_duration_seconds"
+    for le, expected in le_counts.items():
+        labels = {**duration_labels(), "le": le}
+        assert registry.get_sample_value(f"{name}_bucket", labels) == expected, le
+    assert registry.get_sample_value(f"{name}_count", duration_labels()) == 1
+    assert registry.get_sample_value(f"{name}_sum", duration_labels()) == seconds
+
+
+def test_open_visits_are_not_observed(registry: CollectorRegistry, metrics: StudioMetrics) -> None:
+    metrics.record_visit(FLOW, make_visit(None), TRACE)
+    count = "twilio_studio_step_duration_seconds_count"
+    assert registry.get_sample_value(count, duration_labels()) is None
+
+
+def test_openmetrics_exposition_carries_the_trace_id_exemplar(
+    registry: CollectorRegistry, metrics: StudioMetrics
+) -> None:
+    metrics.record_visit(FLOW, make_visit(3), "1" * 32)
+    metrics.record_visit(FLOW, make_visit(4), TRACE)  # the latest one of a bucket wins
+    text = openmetrics(registry)
+    bucket = next(
+        line
+        for line in text.splitlines()
+        if line.startswith("twilio_studio_step_duration_seconds_bucket") and 'le="5.0"' in line
+    )
+    assert bucket.endswith(f'2.0 # {{trace_id="{TRACE}"}} 4.0')
+    # The classic text format has no exemplars.
+    assert "trace_id" not in generate_latest(registry).decode()
+
+
+def test_executions_started_ended_and_their_duration(
+    registry: CollectorRegistry, metrics: StudioMetrics
+) -> None:
+    metrics.record_execution_started(FLOW)
+    metrics.record_execution_started(FLOW)
+    metrics.record_execution_ended(FLOW, "send_goodbye", 95.0, TRACE)
+    metrics.record_execution_ended(FLOW, None, None, None)
+    assert registry.get_sample_value("twilio_studio_executions_started_total", flow_labels()) == 2
+    ended = "twilio_studio_executions_ended_total"
+    final = {**flow_labels(), "final_widget": "send_goodbye"}
+    assert registry.get_sample_value(ended, final) == 1
+    assert registry.get_sample_value(ended, {**flow_labels(), "final_widget": ""}) == 1
+    duration = "twilio_studio_execution_duration_seconds"
+    assert registry.get_sample_value(f"{duration}_count", flow_labels()) == 1
+    assert registry.get_sample_value(f"{duration}_sum", flow_labels()) == 95.0
+    le_120 = {**flow_labels(), "le": "120.0"}
+    assert registry.get_sample_value(f"{duration}_bucket", le_120) == 1
+
+
+def test_gaps_are_counted(registry: CollectorRegistry, metrics: StudioMetrics) -> None:
+    metrics.record_gap(FLOW)
+    metrics.record_gap(FLOW, 2)
+    assert registry.get_sample_value("twilio_studio_step_gaps_total", flow_labels()) == 3
+
+
+def test_gauges_replace_all_series_on_each_refresh(
+    registry: CollectorRegistry, metrics: StudioMetrics
+) -> None:
+    metrics.set_active({FLOW: 4, OTHER_FLOW: 1})
+    metrics.set_in_progress({(FLOW, "wait_reply"): 3, (FLOW, "gather"): 1})
+    metrics.set_active({FLOW: 2})
+    metrics.set_in_progress({(FLOW, "gather"): 2})
+    active = "twilio_studio_executions_active"
+    assert registry.get_sample_value(active, flow_labels()) == 2
+    assert registry.get_sample_value(active, flow_labels(OTHER_FLOW)) is None
+    waiting = "twilio_studio_widget_visits_in_progress"
+    assert registry.get_sample_value(waiting, {**flow_labels(), "widget": "gather"}) == 2
+    assert registry.get_sample_value(waiting, {**flow_labels(), "widget": "wait_reply"}) is None
+
+
+def test_a_flow_of_thousands_of_widgets_is_capped(registry: CollectorRegistry) -> None:
+    cap = 500
+    metrics = StudioMetrics(registry, max_series_per_metric=cap)
+    widgets = [f"widget_{n}" for n in range(3000)]
+    for number, widget in enumerate(widgets):
+        metrics.record_step(FLOW, make_step(widget, "Ended", number=number))
+        metrics.record_visit(FLOW, make_visit(2, widget), TRACE)
+
+    families = {f.name: f for f in metrics.collect()}
+    steps = families["twilio_studio_steps"].samples
+    assert len(steps) == cap + 1  # the cap, plus the flow's one overflow series
+    assert sum(s.value for s in steps) == len(widgets)  # nothing lost, only folded
+    overflow = step_labels(
+        widget=OVERFLOW, widget_type=OVERFLOW, event=OVERFLOW, next_widget=OVERFLOW
+    )
+    folded = len(widgets) - cap
+    assert registry.get_sample_value("twilio_studio_steps_total", overflow) == folded
+    count = "twilio_studio_step_duration_seconds_count"
+    overflow_duration = {**flow_labels(), "widget": OVERFLOW, "widget_type": OVERFLOW}
+    assert registry.get_sample_value(count, overflow_duration) == folded
+    hits = "twilio_studio_exporter_series_overflow_total"
+    assert registry.get_sample_value(hits, {"metric": "twilio_studio_steps_total"}) == folded
+    duration_hits = {"metric": "twilio_studio_step_duration_seconds"}
+    assert registry.get_sample_value(hits, duration_hits) == folded
+    # Series that existed before the cap filled keep counting as themselves.
+    metrics.record_step(FLOW, make_step("widget_0", "Ended"))
+    assert registry.get_sample_value("twilio_studio_steps_total", step_labels(
+        widget="widget_0", next_widget="Ended"
+    )) == 2  # fmt: skip
+
+
+def test_metrics_with_only_flow_labels_fold_the_flow_labels(registry: CollectorRegistry) -> None:
+    metrics = StudioMetrics(registry, max_series_per_metric=2)
+    flows = [FlowLabels(f"FW{n:032x}", f"flow {n}") for n in range(5)]
+    for flow in flows:
+        metrics.record_execution_started(flow)
+    started = "twilio_studio_executions_started_total"
+    assert registry.get_sample_value(started, flow_labels(flows[1])) == 1
+    overflow = {"flow_sid": OVERFLOW, "flow": OVERFLOW}
+    assert registry.get_sample_value(started, overflow) == 3
+
+
+def test_gauges_are_capped_too(registry: CollectorRegistry) -> None:
+    metrics = StudioMetrics(registry, max_series_per_metric=2)
+    metrics.set_in_progress({(FLOW, f"w{n}"): 1 for n in range(5)})
+    waiting = "twilio_studio_widget_visits_in_progress"
+    assert registry.get_sample_value(waiting, {**flow_labels(), "widget": OVERFLOW}) == 3
+
+
+def fill(metrics: StudioMetrics) -> None:
+    metrics.record_step(FLOW, make_step())
+    metrics.record_step(OTHER_FLOW, make_step(event='a "quoted" \\ event\n'))
+    metrics.record_visit(FLOW, make_visit(0.25), TRACE)
+    metrics.record_visit(FLOW, make_visit(40), None)
+    metrics.record_execution_started(FLOW)
+    metrics.record_execution_ended(FLOW, "send_welcome", 40.25, TRACE)
+    metrics.record_gap(OTHER_FLOW)
+
+
+def test_snapshot_restores_counters_and_histograms_exactly() -> None:
+    original_registry = CollectorRegistry()
+    original = StudioMetrics(original_registry)
+    fill(original)
+    original.set_active({FLOW: 3})
+    restored_registry = CollectorRegistry()
+    restored = StudioMetrics(restored_registry)
+    restored.restore(original.snapshot())
+    original.set_active({})  # gauges are not part of the snapshot
+    assert openmetrics(restored_registry) == openmetrics(original_registry)
+    # And it keeps counting from there.
+    restored.record_step(FLOW, make_step())
+    assert restored_registry.get_sample_value("twilio_studio_steps_total", step_labels()) == 2
+
+
+def test_restore_replaces_rather_than_adds(registry: CollectorRegistry) -> None:
+    metrics = StudioMetrics(registry)
+    fill(metrics)
+    snapshot = metrics.snapshot()
+    metrics.record_step(FLOW, make_step())
+    metrics.restore(snapshot)
+    assert registry.get_sample_value("twilio_studio_steps_total", step_labels()) == 1
+
+
+def test_restore_rebins_a_snapshot_taken_with_other_buckets(registry: CollectorRegistry) -> None:
+    before = StudioMetrics(CollectorRegistry(), duration_buckets=(1, 10, 100))
+    for seconds in (0, 5, 50, 500):
+        before.record_visit(FLOW, make_visit(seconds), None)
+    after = StudioMetrics(registry, duration_buckets=(2, 60))
+    after.restore(before.snapshot())
+    name = "twilio_studio_step_duration_seconds"
+
+    def bucket(le: str) -> float | None:
+        return registry.get_sample_value(f"{name}_bucket", {**duration_labels(), "le": le})
+
+    # 0 (<=1) -> le 2; 5 (<=10) -> le 60; 50 (<=100) -> +Inf; 500 -> +Inf.
+    assert (bucket("2.0"), bucket("60.0"), bucket("+Inf")) == (1, 2, 4)
+    assert registry.get_sample_value(f"{name}_sum", duration_labels()) == 555
+
+
+def test_restore_folds_series_beyond_a_lower_cap(registry: CollectorRegistry) -> None:
+    wide = StudioMetrics(CollectorRegistry())
+    for n in range(10):
+        wide.record_step(FLOW, make_step(f"w{n}"))
+    narrow = StudioMetrics(registry, max_series_per_metric=4)
+    narrow.restore(wide.snapshot())
+    samples = next(f for f in narrow.collect() if f.name == "twilio_studio_steps").samples
+    assert len(samples) == 5
+    assert sum(s.value for s in samples) == 10
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"not json", id="not-json"),
+        pytest.param(b"[]", id="not-an-object"),
+        pytest.param(b'{"version": 99, "counters": {}, "histograms": {}}', id="future-version"),
+        pytest.param(
+            b'{"version": 1, "counters": {"nope_total": []}, "histograms": {}}',
+            id="unknown-metric",
+        ),
+        pytest.param(
+            b'{"version": 1, "counters": {"twilio_studio_steps_total": [["a", 1]]},'
+            b' "histograms": {}}',
+            id="wrong-label-count",
+        ),
+    ],
+)
+def test_restore_rejects_what_is_not_a_snapshot(metrics: StudioMetrics, data: bytes) -> None:
+    with pytest.raises(ValueError, match=r"snapshot|series|counter"):
+        metrics.restore(data)
+
+
+def test_snapshot_is_compact_json(metrics: StudioMetrics) -> None:
+    fill(metrics)
+    decoded = json.loads(metrics.snapshot())
+    assert decoded["version"] == 1
+    assert set(decoded["counters"]) == {
+        "twilio_studio_steps_total",
+        "twilio_studio_executions_started_total",
+        "twilio_studio_executions_ended_total",
+        "twilio_studio_step_gaps_total",
+    }
+    snapshot = metrics.snapshot()
+    assert b": " not in snapshot  # no pretty-printing
+    assert b", " not in snapshot
+
+
+def test_text_exposition_parses_and_names_follow_conventions(
+    registry: CollectorRegistry, metrics: StudioMetrics
+) -> None:
+    fill(metrics)
+    metrics.set_active({FLOW: 1})
+    metrics.set_in_progress({(FLOW, "wait_reply"): 1})
+    families = {
+        f.name: f.type for f in text_string_to_metric_families(generate_latest(registry).decode())
+    }
+    assert families == {
+        "twilio_studio_steps": "counter",
+        "twilio_studio_step_duration_seconds": "histogram",
+        "twilio_studio_executions_started": "counter",
+        "twilio_studio_executions_ended": "counter",
+        "twilio_studio_execution_duration_seconds": "histogram",
+        "twilio_studio_executions_active": "gauge",
+        "twilio_studio_widget_visits_in_progress": "gauge",
+        "twilio_studio_step_gaps": "counter",
+        "twilio_studio_exporter_series_overflow": "counter",
+    }
+
+
+def test_registering_twice_is_refused(registry: CollectorRegistry) -> None:
+    StudioMetrics(registry)
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        StudioMetrics(registry)
+
+
+@pytest.mark.parametrize(
+    "buckets",
+    [
+        pytest.param((), id="empty"),
+        pytest.param((1, 1, 2), id="repeated"),
+        pytest.param((5, 1), id="decreasing"),
+    ],
+)
+def test_bad_buckets_are_refused(buckets: tuple[float, ...]) -> None:
+    with pytest.raises(ValueError, match="bucket"):
+        StudioMetrics(duration_buckets=buckets)
+
+
+def test_collect_while_recording_sees_consistent_totals(registry: CollectorRegistry) -> None:
+    metrics = StudioMetrics(registry)
+    done = threading.Event()
+    seen: list[float] = []
+
+    def scrape() -> None:
+        while not done.is_set():
+            value = registry.get_sample_value("twilio_studio_steps_total", step_labels())
+            seen.append(value or 0)
+
+    scraper = threading.Thread(target=scrape)
+    scraper.start()
+    for number in range(5000):
+        metrics.record_step(FLOW, make_step(number=number))
+    done.set()
+    scraper.join()
+    assert seen == sorted(seen)  # a counter never goes backwards mid-update
+    assert registry.get_sample_value("twilio_studio_steps_total", step_labels()) == 5000
