@@ -1,0 +1,104 @@
+"""Tests for the exporter's own health metrics."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from studio_exporter.metrics import StudioMetrics
+from studio_exporter.selfmetrics import ExporterMetrics
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def health(registry: CollectorRegistry) -> ExporterMetrics:
+    return ExporterMetrics(registry, version="1.2.3")
+
+
+def test_api_requests_are_counted_by_operation_and_code(
+    registry: CollectorRegistry, health: ExporterMetrics
+) -> None:
+    health.api_request("list_steps", 200, 0.12)
+    health.api_request("list_steps", 200, 0.08)
+    health.api_request("list_steps", "timeout", 10.0)
+    total = "twilio_studio_exporter_api_requests_total"
+    assert registry.get_sample_value(total, {"operation": "list_steps", "code": "200"}) == 2
+    assert registry.get_sample_value(total, {"operation": "list_steps", "code": "timeout"}) == 1
+    duration = "twilio_studio_exporter_api_request_duration_seconds"
+    assert registry.get_sample_value(f"{duration}_count", {"operation": "list_steps"}) == 3
+    assert registry.get_sample_value(
+        f"{duration}_bucket", {"operation": "list_steps", "le": "0.1"}
+    ) == 1  # fmt: skip
+
+
+def test_poll_cycles_start_at_zero_and_count_results(
+    registry: CollectorRegistry, health: ExporterMetrics
+) -> None:
+    cycles = "twilio_studio_exporter_poll_cycles_total"
+    assert registry.get_sample_value(cycles, {"result": "error"}) == 0
+    health.poll_cycle(ok=True)
+    health.poll_cycle(ok=False)
+    health.poll_cycle(ok=True)
+    assert registry.get_sample_value(cycles, {"result": "ok"}) == 2
+    assert registry.get_sample_value(cycles, {"result": "error"}) == 1
+
+
+def test_poll_errors_rate_limits_and_concurrency(
+    registry: CollectorRegistry, health: ExporterMetrics
+) -> None:
+    health.poll_error("server_error")
+    health.rate_limit_wait(1.5)
+    health.rate_limit_wait(0.5)
+    health.set_concurrency_limit(6)
+    assert (
+        registry.get_sample_value(
+            "twilio_studio_exporter_poll_errors_total", {"reason": "server_error"}
+        )
+        == 1
+    )
+    assert registry.get_sample_value("twilio_studio_exporter_rate_limit_waits_total") == 2
+    assert registry.get_sample_value("twilio_studio_exporter_rate_limit_wait_seconds_total") == 2.0
+    assert registry.get_sample_value("twilio_studio_exporter_concurrency_limit") == 6
+
+
+def test_last_successful_poll_is_a_unix_timestamp(
+    registry: CollectorRegistry, health: ExporterMetrics
+) -> None:
+    health.poll_succeeded(datetime(2024, 5, 1, tzinfo=UTC))
+    gauge = "twilio_studio_exporter_last_successful_poll_timestamp_seconds"
+    assert registry.get_sample_value(gauge) == 1714521600
+
+
+def test_export_lag_and_spans(registry: CollectorRegistry, health: ExporterMetrics) -> None:
+    health.export_lag(3.0)
+    health.export_lag(-1.0)  # clock skew: never a negative observation
+    health.spans_exported(10)
+    health.spans_dropped(2)
+    health.span_export_failed()
+    health.set_spans_pending(7)
+    lag = "twilio_studio_exporter_export_lag_seconds"
+    assert registry.get_sample_value(f"{lag}_count") == 2
+    assert registry.get_sample_value(f"{lag}_sum") == 3.0
+    assert registry.get_sample_value("twilio_studio_exporter_spans_exported_total") == 10
+    assert registry.get_sample_value("twilio_studio_exporter_spans_dropped_total") == 2
+    assert registry.get_sample_value("twilio_studio_exporter_span_export_failures_total") == 1
+    assert registry.get_sample_value("twilio_studio_exporter_spans_pending") == 7
+
+
+def test_build_info(registry: CollectorRegistry, health: ExporterMetrics) -> None:
+    info = "twilio_studio_exporter_build_info"
+    assert registry.get_sample_value(info, {"version": "1.2.3"}) == 1
+
+
+def test_lives_beside_the_domain_metrics_in_one_registry(registry: CollectorRegistry) -> None:
+    StudioMetrics(registry)
+    ExporterMetrics(registry)
+    names = {f.name for f in text_string_to_metric_families(generate_latest(registry).decode())}
+    assert "twilio_studio_exporter_series_overflow" in names  # from StudioMetrics
+    assert "twilio_studio_exporter_poll_cycles" in names
