@@ -1,7 +1,8 @@
-"""The simulator behaves like Twilio Studio's read API over real HTTP (paging, auth, errors, time)."""
+"""The simulator behaves like Studio's read API over real HTTP: paging, auth, errors, time."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -193,7 +194,7 @@ def test_page_without_token_is_an_offset(running: Any) -> None:
 
 
 def test_date_and_status_filters(running: Any) -> None:
-    simulator, clock, client = running
+    simulator, _, client = running
     flow = simulator.flow_sids[0]
     listed = executions(client, flow)
     middle = listed[len(listed) // 2]["date_created"]
@@ -228,7 +229,7 @@ def test_executions_and_steps_look_like_studio(running: Any) -> None:
             assert top[0]["transitioned_from"] == "Trigger"
             assert top[-1]["transitioned_to"] == "Ended"
             assert execution["date_updated"] == top[-1]["date_created"]
-            for before, after in zip(top, top[1:], strict=False):
+            for before, after in itertools.pairwise(top):
                 assert before["transitioned_to"] == after["transitioned_from"]
             for step in listed:
                 assert TIMESTAMP.match(step["date_created"])
