@@ -45,7 +45,7 @@ def metric_mismatches(registry: CollectorRegistry, truth: Mapping[str, Any]) -> 
         visits[(labels["flow_sid"], labels["widget"])] += int(value)
     durations: Counter[tuple[str, str]] = Counter()
     for labels, value in samples(registry, "twilio_studio_step_duration_seconds_sum"):
-        durations[(labels["flow_sid"], labels["widget"])] += int(round(value))
+        durations[(labels["flow_sid"], labels["widget"])] += round(value)
     want_visits: dict[tuple[str, str], int] = {}
     want_durations: dict[tuple[str, str], int] = {}
     for flow_sid, flow in truth["flows"].items():
@@ -59,7 +59,7 @@ def metric_mismatches(registry: CollectorRegistry, truth: Mapping[str, Any]) -> 
     def per_flow(name: str) -> Counter[str]:
         counts: Counter[str] = Counter()
         for labels, value in samples(registry, name):
-            counts[labels["flow_sid"]] += int(round(value))
+            counts[labels["flow_sid"]] += round(value)
         return counts
 
     flows = truth["flows"]

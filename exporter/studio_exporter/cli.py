@@ -95,8 +95,7 @@ def _add_exporter_flags(parser: argparse.ArgumentParser) -> None:
         "--state-dir",
         dest="state_dir",
         help="where the state database and the default span file live "
-        f"(default {DEFAULT_STATE_DIR})"
-        + _env_help("state_dir"),
+        f"(default {DEFAULT_STATE_DIR})" + _env_help("state_dir"),
     )
     add(
         "--log-level",
@@ -164,14 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir", dest="state_dir", default=None, help="default: a fresh temporary directory"
     )
     demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--history-executions", type=int, default=3000)
-    demo.add_argument(
-        "--rate", type=float, default=120.0, help="new executions per simulated minute"
-    )
+    demo.add_argument("--history-executions", type=int, default=1000)
+    demo.add_argument("--rate", type=float, default=6.0, help="new executions per simulated minute")
     demo.add_argument(
         "--speed",
         type=float,
-        default=30.0,
+        default=20.0,
         help="how much faster than real time the simulated traffic runs",
     )
     demo.add_argument("--poll-interval", dest="poll_interval", default="5s")
