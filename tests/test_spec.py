@@ -153,17 +153,18 @@ def test_response_schemas_tolerate_change(operation_id: str) -> None:
 @pytest.mark.parametrize(
     ("schema_name", "known"),
     [
-        pytest.param("studio.v2.flow.execution", ["active", "ended"], id="execution"),
-        pytest.param("studio.v2.flow", ["draft", "published"], id="flow"),
+        pytest.param("studio.v2.flow.execution", {"active", "ended"}, id="execution"),
+        pytest.param("studio.v2.flow", {"draft", "published"}, id="flow"),
     ],
 )
 def test_status_is_a_nullable_plain_string_with_known_values(
-    schema_name: str, known: list[str]
+    schema_name: str, known: set[str]
 ) -> None:
     status = SPEC["components"]["schemas"][schema_name]["properties"]["status"]
     assert status["type"] == "string"
     assert status["nullable"] is True
-    assert status["x-known-values"] == known
+    # Subset: Twilio may add values (test_conformance checks the exact list against Twilio's).
+    assert known <= set(status["x-known-values"])
     assert "$ref" not in status
 
 

@@ -83,7 +83,7 @@ def list_execution_parameter(spec: Spec, name: str) -> dict[str, Any]:
 
 # Mutations: how Twilio might change its spec. Each returns nothing and edits in place.
 def add_step_field(spec: Spec) -> None:
-    step_schema(spec)["properties"]["duration"] = {"type": "integer", "nullable": True}
+    step_schema(spec)["properties"]["added_by_test"] = {"type": "integer", "nullable": True}
 
 
 def remove_step_type(spec: Spec) -> None:
@@ -142,8 +142,8 @@ def tighten_page_size(spec: Spec) -> None:
         pytest.param(
             add_step_field,
             [
-                ("ListExecutionStep", "field added", "steps[].duration", None, "integer|null"),
-                ("FetchExecutionStep", "field added", "duration", None, "integer|null"),
+                ("ListExecutionStep", "field added", "steps[].added_by_test", None, "integer|null"),
+                ("FetchExecutionStep", "field added", "added_by_test", None, "integer|null"),
             ],
             id="field-added",
         ),
@@ -293,9 +293,9 @@ def test_main_reports_changes_and_exits_1(
     assert out == [
         f"Changes in the operations we use ({old_path} -> {new_path}):",
         "ListExecutionStep",
-        "  field added         steps[].duration: integer|null",
+        "  field added         steps[].added_by_test: integer|null",
         "FetchExecutionStep",
-        "  field added         duration: integer|null",
+        "  field added         added_by_test: integer|null",
         "2 changes.",
     ]
 

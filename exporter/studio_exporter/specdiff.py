@@ -448,3 +448,7 @@ def main(argv: Sequence[str]) -> int:
         return 2
     sys.stdout.write(format_report(changes, str(old_path), str(new_path)))
     return 1 if changes else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
