@@ -386,7 +386,7 @@ def studio_overview() -> dash.Dashboard:
                     height=5,
                 ),
                 # No gap series yet means no gap happened: zero is the honest answer.
-                _prom(f"sum(increase({gaps}[$__range])) or vector(0)", instant=True),
+                _prom(f"sum(increase({gaps}[$__range])) or on () vector(0)", instant=True),
             )
         )
         .with_row(dash.Row("Executions"))
@@ -557,7 +557,7 @@ def widget_drilldown() -> dash.Dashboard:
                     height=5,
                 ),
                 # No series means nobody entered the widget yet: zero waiting is true.
-                _prom(f"sum({waiting}) or vector(0)", instant=True),
+                _prom(f"sum({waiting}) or on () vector(0)", instant=True),
             )
         )
         .with_panel(
@@ -585,7 +585,7 @@ def widget_drilldown() -> dash.Dashboard:
                     height=5,
                 ),
                 _prom(
-                    f"(sum(rate({failures}[$__range])) or vector(0)) "
+                    f"(sum(rate({failures}[$__range])) or on () vector(0)) "
                     f"/ sum(rate({steps}[$__range]))",
                     instant=True,
                 ),
@@ -634,7 +634,7 @@ def widget_drilldown() -> dash.Dashboard:
                 ),
                 # No failure series means no failure: zero is the honest answer.
                 _prom(
-                    f"sum by (event) (rate({failures}[$__rate_interval])) or vector(0)",
+                    f"sum by (event) (rate({failures}[$__rate_interval])) or on () vector(0)",
                     "{{event}}",
                 ),
             )
@@ -690,7 +690,7 @@ def widget_drilldown() -> dash.Dashboard:
                     _warn_above(100, 1000),
                     span=24,
                 ),
-                _prom(f"sum({waiting}) or vector(0)", "waiting"),
+                _prom(f"sum({waiting}) or on () vector(0)", "waiting"),
             )
         )
         .with_row(dash.Row("Traces"))
@@ -711,7 +711,8 @@ def _node_graph_queries() -> list[prometheus.Dataquery]:
     buckets = f"twilio_studio_step_duration_seconds_bucket{{{ONE_FLOW}}}"
     left = f"sum by (id) ({_copy_label(f'increase({steps}[$__range])', 'id', 'widget')})"
     entered = f"sum by (id) ({_copy_label(f'increase({steps}[$__range])', 'id', 'next_widget')})"
-    nodes = _copy_label(f"{left} or {entered}", "title", "id")
+    # Whole visits: increase() extrapolates to fractions over the range.
+    nodes = f"round({_copy_label(f'{left} or {entered}', 'title', 'id')})"
     p90 = _quantile_over_range(0.9, buckets, "widget")
     p90 = f"sum by (id) ({_copy_label(p90, 'id', 'widget')})"
     transitions = f"sum by (widget, next_widget) (rate({steps}[$__range]))"
@@ -902,7 +903,8 @@ def exporter_health() -> dash.Dashboard:
                 ),
                 # No error series means no error: zero is the honest answer.
                 _prom(
-                    f'sum by (code) (rate({api}{{code!~"2.."}}[$__rate_interval])) or vector(0)',
+                    f'sum by (code) (rate({api}{{code!~"2.."}}[$__rate_interval])) '
+                    "or on () vector(0)",
                     "{{code}}",
                 ),
             )
@@ -935,7 +937,7 @@ def exporter_health() -> dash.Dashboard:
                     _warn_above(0.1, 1),
                 ),
                 _prom(
-                    f'sum(rate({api}{{code="429"}}[$__rate_interval])) or vector(0)',
+                    f'sum(rate({api}{{code="429"}}[$__rate_interval])) or on () vector(0)',
                     "429 answers",
                     "A",
                 ),
@@ -980,7 +982,7 @@ def exporter_health() -> dash.Dashboard:
                 # No error series means no error: zero is the honest answer.
                 _prom(
                     "sum by (reason) (rate(twilio_studio_exporter_poll_errors_total"
-                    "[$__rate_interval])) or vector(0)",
+                    "[$__rate_interval])) or on () vector(0)",
                     "error {{reason}}",
                     "B",
                 ),
@@ -1034,7 +1036,7 @@ def exporter_health() -> dash.Dashboard:
                 # No gap series means no gap: zero is the honest answer.
                 _prom(
                     "sum by (flow) (rate(twilio_studio_step_gaps_total[$__rate_interval])) "
-                    "or vector(0)",
+                    "or on () vector(0)",
                     "{{flow}}",
                 ),
             )
@@ -1051,7 +1053,7 @@ def exporter_health() -> dash.Dashboard:
                 # No overflow series means the cap was never hit: zero is the honest answer.
                 _prom(
                     "sum by (metric) (rate(twilio_studio_exporter_series_overflow_total"
-                    "[$__rate_interval])) or vector(0)",
+                    "[$__rate_interval])) or on () vector(0)",
                     "{{metric}}",
                 ),
             )

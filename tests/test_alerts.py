@@ -93,3 +93,19 @@ def test_alert_is_unit_tested_firing_and_silent(rule: dict[str, Any]) -> None:
     ]
     assert any(check["exp_alerts"] for check in checks), "a case where it fires"
     assert any(not check["exp_alerts"] for check in checks), "a case where it stays silent"
+
+
+def test_prometheus_in_the_stack_loads_the_rules_and_not_their_tests() -> None:
+    root = ALERTS.parent.parent
+    config = yaml.safe_load((root / "deploy" / "prometheus.yml").read_text(encoding="utf-8"))
+    compose = yaml.safe_load((root / "deploy" / "docker-compose.yml").read_text(encoding="utf-8"))
+    mount = next(
+        volume
+        for volume in compose["services"]["prometheus"]["volumes"]
+        if volume.startswith("../grafana/alerts:")
+    )
+    inside = mount.split(":")[1]
+    (pattern,) = config["rule_files"]
+    assert pattern.startswith(f"{inside}/")
+    loaded = sorted(path.name for path in ALERTS.glob(pattern.removeprefix(f"{inside}/")))
+    assert loaded == [RULES.name]

@@ -265,3 +265,53 @@ def test_every_query_is_valid_promql(tmp_path: Path) -> None:
 def test_write_returns_the_paths(tmp_path: Path) -> None:
     written = write(tmp_path / "new")
     assert {path.name for path in written} == set(build_dashboards())
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def test_provisioning_loads_the_committed_dashboards_where_compose_mounts_them() -> None:
+    provider = load_yaml(ROOT / "grafana/provisioning/dashboards/studio-exporter.yaml")
+    compose = load_yaml(ROOT / "deploy/docker-compose.yml")
+    mounts = compose["services"]["grafana"]["volumes"]
+    path = provider["providers"][0]["options"]["path"]
+    assert f"../grafana/dashboards:{path}:ro" in mounts
+    assert "../grafana/provisioning:/etc/grafana/provisioning:ro" in mounts
+
+
+def test_provisioned_datasources_fit_the_variables_and_link_exemplars_to_traces() -> None:
+    sources = load_yaml(ROOT / "grafana/provisioning/datasources/studio-exporter.yaml")
+    by_type = {source["type"]: source for source in sources["datasources"]}
+    variable_types = {
+        variable["query"]
+        for board in build_dashboards().values()
+        for variable in board["templating"]["list"]
+        if variable["type"] == "datasource"
+    }
+    assert variable_types == {"prometheus", "tempo"} == set(by_type)
+    destinations = by_type["prometheus"]["jsonData"]["exemplarTraceIdDestinations"]
+    assert destinations == [{"name": "trace_id", "datasourceUid": by_type["tempo"]["uid"]}]
+
+
+def test_compose_wires_exemplars_otlp_and_the_scrape_job() -> None:
+    compose = load_yaml(ROOT / "deploy/docker-compose.yml")["services"]
+    assert "--enable-feature=exemplar-storage" in compose["prometheus"]["command"]
+    endpoint = compose["exporter"]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
+    tempo = load_yaml(ROOT / "deploy/tempo.yaml")
+    http = tempo["distributor"]["receivers"]["otlp"]["protocols"]["http"]["endpoint"]
+    assert endpoint == f"http://tempo:{http.rsplit(':', 1)[1]}"
+    scrape = load_yaml(ROOT / "deploy/prometheus.yml")["scrape_configs"][0]
+    assert re.fullmatch(".*studio.*", scrape["job_name"])
+    listen = compose["exporter"]["environment"]["STUDIO_EXPORTER_WEB_LISTEN_ADDRESS"]
+    assert scrape["static_configs"][0]["targets"] == [f"exporter:{listen.rsplit(':', 1)[1]}"]
+
+
+def test_prometheus_config_is_valid() -> None:
+    result = subprocess.run(
+        [promtool(), "check", "config", "--syntax-only", str(ROOT / "deploy/prometheus.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
