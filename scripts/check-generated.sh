@@ -11,8 +11,9 @@ bash "$root/scripts/generate.sh" "$work" >/dev/null
 
 # Compare whole trees, not git's view: a stale file left in generated/ (tracked or not) is a
 # difference too. Caches that tools drop next to the code are not part of the output.
+cd "$root"
 if diff -ruN --exclude=__pycache__ --exclude='*.pyc' --exclude=.ruff_cache --exclude=.mypy_cache \
-    "$root/generated/studio_client" "$work/studio_client" >"$work/diff.txt"; then
+    generated/studio_client "$work/studio_client" >"$work/diff.txt"; then
     echo "generated/ is up to date with openapi/"
 else
     cat "$work/diff.txt"

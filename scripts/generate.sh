@@ -41,4 +41,4 @@ fi
 mkdir -p "$out_parent"
 rm -rf "${out_parent:?}/$package"
 mv "$work/$package" "$out_parent/$package"
-echo "generated $out_parent/$package"
+echo "wrote ${out_parent#"$root"/}/$package"
