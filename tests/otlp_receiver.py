@@ -91,11 +91,15 @@ class OtlpReceiver:
         self.requests = 0  # every POST, refused ones included
         self.refused = 0
         self.content_encodings: list[str] = []
+        self.headers: list[dict[str, str]] = []  # of every request, names in lower case
         self._down_for: int | None = 0  # None: down until come_up()
         self._changed = threading.Condition()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll interval keeps stop() (and so each test's teardown) quick.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def base_url(self) -> str:
@@ -162,6 +166,8 @@ class OtlpReceiver:
                 if self.path != "/v1/traces":
                     self._reply(404, b"")
                     return
+                with receiver._changed:
+                    receiver.headers.append({k.lower(): v for k, v in self.headers.items()})
                 status = receiver._accept(body, self.headers.get("Content-Encoding", ""))
                 payload = ExportTraceServiceResponse().SerializeToString() if status == 200 else b""
                 self._reply(status, payload)
