@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from studio_exporter.config import RETENTION
-from studio_exporter.domain import Execution, ExecutionPath, Flow
+from studio_exporter.domain import Execution, ExecutionPath, Flow, Step
 from studio_exporter.metrics import FlowLabels, StudioMetrics
 from studio_exporter.pipeline import ExecutionUpdate, plan_update
 from studio_exporter.selfmetrics import ExporterMetrics
@@ -442,6 +442,58 @@ class Poller:
         self._refresh_gauges()
         self._finish_cycle(report)
         return report
+
+    # -- push (Event Streams) -----------------------------------------------------------------
+
+    async def apply_pushed(
+        self,
+        flow_sid: str,
+        execution: Execution,
+        steps: Sequence[Step],
+        *,
+        refresh_gauges: bool = True,
+    ) -> None:
+        """Export what webhook events brought for one execution, through the polling path.
+
+        ``steps`` are the execution's steps known so far (any subset, in any order). The same
+        ``plan_update`` and ``_apply`` as polling run on them, so a step counts once whether
+        push or poll saw it first: the store's exported-step marks decide. An execution
+        already done is left alone. Raises ``ApiError`` when the flow cannot be read (the
+        caller keeps the events and retries) and ``StateError`` when the commit fails.
+        """
+        if self.flow_filter and flow_sid not in self.flow_filter:
+            return
+        try:
+            # Pure push mode has no poll cycle to refresh flows: do it here, on its interval.
+            await self.refresh_flows()
+        except ApiError as error:
+            if flow_sid not in self.flows:
+                raise
+            log.warning("refreshing flows failed: %s", error)
+        flow = self.flows.get(flow_sid)
+        if flow is None:
+            # Created since the last refresh; it will be listed by the next one.
+            flow = await self.api.fetch_flow(flow_sid)
+            self.flows[flow_sid] = flow
+        first_seen = not self.store.is_known(execution.sid)
+        if not first_seen and self.store.is_done(execution.sid):
+            return
+        exported = (
+            set()
+            if first_seen
+            else self.store.exported_steps(execution.sid, [step.sid for step in steps])
+        )
+        update = plan_update(
+            execution,
+            steps,
+            flow,
+            exported=exported,
+            first_seen=first_seen,
+            status_ended=self._status_ended(execution),
+        )
+        await self._apply(flow, [update], CycleReport(), cursor=None)
+        if refresh_gauges:
+            self._refresh_gauges()
 
 
 def _unknown_flow(flow_sid: str) -> Flow:
