@@ -15,6 +15,7 @@ _NAME_WIDTH: Final = 28
 _TIME_WIDTH: Final = 7
 _OUTCOME_WIDTH: Final = 30
 _INDENT: Final = "  "
+_MIN_BAR: Final = 10
 
 
 def format_duration(seconds: float) -> str:
@@ -123,8 +124,14 @@ def render_waterfall(path: ExecutionPath, *, flow_name: str | None = None, width
     name_width = max(name_width, len("widget"))
     outcome_width = min(_OUTCOME_WIDTH, max((len(r.outcome) for r in rows), default=5))
     outcome_width = max(outcome_width, len("event"))
-    fixed = name_width + 2 * (_TIME_WIDTH + 1) + outcome_width + 4
-    bar_width = max(width - fixed, 10)
+    # Narrow terminals: shrink the outcome column, then the names, to keep a usable bar.
+    columns = 2 * (_TIME_WIDTH + 1) + 4
+    deficit = name_width + outcome_width + columns + _MIN_BAR - width
+    if deficit > 0:
+        cut = min(deficit, outcome_width - len("event"))
+        outcome_width -= cut
+        name_width -= min(deficit - cut, name_width - len("widget"))
+    bar_width = width - name_width - outcome_width - columns
 
     title = flow_name or execution.flow_sid
     status = "ended" if path.end_step is not None or execution.is_ended else execution.status
