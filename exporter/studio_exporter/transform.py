@@ -1,0 +1,424 @@
+"""Rebuild an execution's path (visits and gaps) from its Studio steps: pure, no I/O, no clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from itertools import pairwise
+
+from studio_exporter.domain import (
+    ENDED,
+    TRIGGER,
+    Execution,
+    ExecutionPath,
+    Flow,
+    Gap,
+    Step,
+    Visit,
+)
+
+#: The widget type of an open visit whose widget the flow definition does not name.
+UNKNOWN_WIDGET_TYPE = "unknown"
+
+# Private vertex names for the tie-break graph. Widget names are user text without NUL bytes, so
+# these cannot collide with a real widget.
+_SINK = "\x00ended"  # where every step to Ended goes: nothing leaves it, so it always ends a trail
+_HUB = "\x00hub"  # joins the ends of trails to the starts of others (see _order_same_second)
+_ENTRY = "\x00entry"  # the tail of the virtual edge into the widget the chain is in
+
+# Orders visits: the first widget of the top-level chain sorts before a step entered at the same
+# time; the first widget of a subflow sorts right after the parent step's own visit.
+_OWN_ENTRY = 0
+_SUBFLOW_START = 1
+
+
+def build_path(
+    execution: Execution, steps: Iterable[Step], flow: Flow | None = None
+) -> ExecutionPath:
+    """Rebuild ``execution`` from its ``steps`` (any order, duplicates allowed).
+
+    A step is a transition: it closes the visit of ``transitioned_from`` and opens the visit of
+    ``transitioned_to`` (unless that is ``Ended``). The steps are split into chains: the
+    top-level chain (``parent_step_sid`` None) starts in ``flow.initial_widget`` (``Trigger``
+    without a flow) entered at ``execution.date_created``; the chain of steps sharing one
+    ``parent_step_sid`` P is a subflow run by step P, starting in ``Trigger`` entered at P's
+    ``date_created``, and its visits carry ``parent_step_sid=P``.
+
+    Order: by ``date_created``; steps of the same second (REST timestamps are whole seconds) are
+    ordered by following the chain from the widget the chain is in. Where several orders fit
+    (loops) the one with the fewest gaps is taken, and among those a deterministic one (by step
+    sid), preferring to end where the next second's steps start.
+
+    Gaps (Studio's step logs are best-effort; nothing is invented across a break):
+
+    - a step that does not leave the widget its chain is in is the ``after`` of a ``Gap`` whose
+      ``before`` is the previous step of the chain (None for a chain's first step). The visit it
+      closes has an unknown start and is not produced; the visit the previous step opened is
+      not produced either, neither closed nor open, since what happened in it is unknown.
+    - the first step of a subflow whose parent step P is missing is a gap (``before`` None):
+      the subflow's start time is unknown.
+    - once a chain reached ``Ended``, each later step of it is a gap and opens no visit.
+
+    The last widget a chain entered without a step out is an open visit (``exit_step`` None),
+    typed from the flow definition or ``"unknown"``, unless the execution is ended: then the
+    steps out of it were lost and the visit is not produced (it is not still waiting).
+
+    ``path.steps`` holds every distinct step once, sorted by ``date_created``; steps of one
+    second keep their chain order, a parent step followed by the subflow it ran.
+    ``path.visits`` is sorted by ``entered_at``, then by the position of the step that entered
+    it (a subflow's first widget right after the parent step). Times are kept as Studio gave
+    them: a step dated before the visit it closes (clock skew, or a step dated before the
+    execution) gives a negative duration rather than an invented time.
+
+    A closed visit's ``widget_type`` is its exit step's ``widget_type``, or, if that is empty,
+    the flow definition's type of the widget, or ``"unknown"``.
+    """
+    unique = _distinct(steps)
+    chains: dict[str | None, list[Step]] = {}
+    for step in unique.values():
+        chains.setdefault(step.parent_step_sid, []).append(step)
+
+    first_widget = flow.initial_widget if flow is not None else TRIGGER
+    top = _order_chain(chains.pop(None, []), first_widget)
+    visits: list[Visit] = []
+    gaps: list[Gap] = []
+    _walk(
+        execution,
+        top,
+        first_widget=first_widget,
+        started_at=execution.date_created,
+        parent_step_sid=None,
+        flow=flow,
+        flow_sid=execution.flow_sid,
+        visits=visits,
+        gaps=gaps,
+    )
+    if not chains:
+        # The common case, kept cheap: one chain, whose order is the path order.
+        if not all(a.entered_at <= b.entered_at for a, b in pairwise(visits)):
+            position = {step.sid: index for index, step in enumerate(top)}
+            visits.sort(key=lambda visit: _visit_key(visit, position))
+        return ExecutionPath(execution, tuple(top), tuple(visits), tuple(gaps))
+
+    ordered: dict[str | None, list[Step]] = {None: top}
+    for parent_sid, chain in chains.items():
+        # A subflow is a flow of its own: the given flow describes it only if the sids match.
+        sub_flow_sid = min(chain, key=_step_key).flow_sid
+        sub_flow = flow if flow is not None and flow.sid == sub_flow_sid else None
+        sub_first = sub_flow.initial_widget if sub_flow is not None else TRIGGER
+        ordered[parent_sid] = sub_chain = _order_chain(chain, sub_first)
+        parent = unique.get(parent_sid) if parent_sid is not None else None
+        _walk(
+            execution,
+            sub_chain,
+            first_widget=sub_first if parent is not None else None,
+            started_at=parent.date_created if parent is not None else execution.date_created,
+            parent_step_sid=parent_sid,
+            flow=sub_flow,
+            flow_sid=sub_flow_sid,
+            visits=visits,
+            gaps=gaps,
+        )
+
+    position = _nested_positions(ordered)
+    path_steps = sorted(unique.values(), key=lambda step: (step.date_created, position[step.sid]))
+    visits.sort(key=lambda visit: _visit_key(visit, position))
+    gaps.sort(key=lambda gap: (gap.after.date_created, position[gap.after.sid]))
+    return ExecutionPath(execution, tuple(path_steps), tuple(visits), tuple(gaps))
+
+
+def _distinct(steps: Iterable[Step]) -> dict[str, Step]:
+    """The steps by sid. Copies of a step are collapsed; if they differ, a fixed one is kept."""
+    unique: dict[str, Step] = {}
+    for step in steps:
+        seen = unique.setdefault(step.sid, step)
+        # Differing records with one sid should not happen; keeping the smallest by value keeps
+        # the result independent of the input order.
+        if seen is not step and seen != step and _record_key(step) < _record_key(seen):
+            unique[step.sid] = step
+    return unique
+
+
+def _record_key(step: Step) -> tuple[str, ...]:
+    return (
+        step.date_created.isoformat(),
+        step.transitioned_from,
+        step.transitioned_to,
+        step.event,
+        step.widget_type,
+        step.parent_step_sid or "",
+        step.flow_sid,
+        step.execution_sid,
+        step.account_sid,
+    )
+
+
+def _step_key(step: Step) -> tuple[datetime, str]:
+    return (step.date_created, step.sid)
+
+
+def _order_chain(chain: list[Step], first_widget: str) -> list[Step]:
+    """The chain's steps in time order, same-second steps ordered by following the chain."""
+    chain.sort(key=_step_key)
+    groups: list[list[Step]] = []
+    for step in chain:
+        if groups and groups[-1][0].date_created == step.date_created:
+            groups[-1].append(step)
+        else:
+            groups.append([step])
+    ordered: list[Step] = []
+    state: str | None = first_widget  # None once the chain reached Ended
+    for index, group in enumerate(groups):
+        if len(group) == 1:
+            ordered.append(group[0])
+        else:
+            following = groups[index + 1] if index + 1 < len(groups) else []
+            ordered.extend(_order_same_second(group, state, _good_starts(following)))
+        if state is not None:
+            ends = any(step.transitioned_to == ENDED for step in group)
+            state = None if ends else ordered[-1].transitioned_to
+    return ordered
+
+
+def _good_starts(group: list[Step]) -> set[str]:
+    """Widgets that the steps of ``group`` can best continue from: where a chain must start.
+
+    A widget left more often than entered within the group must start a trail there; if there
+    is none, the group is made of loops, and it can start from any widget it leaves.
+    """
+    balance: dict[str, int] = {}
+    for step in group:
+        balance[step.transitioned_from] = balance.get(step.transitioned_from, 0) + 1
+        balance[step.transitioned_to] = balance.get(step.transitioned_to, 0) - 1
+    surplus = {widget for widget, count in balance.items() if count > 0}
+    return surplus or {step.transitioned_from for step in group}
+
+
+def _order_same_second(group: list[Step], state: str | None, next_starts: set[str]) -> list[Step]:
+    """Order steps of one second so that the fewest of them break the chain.
+
+    The trail that continues from ``state`` goes first. The other trails each start with a
+    break; the order among them only decides where the second ends, so a trail ending in a
+    widget the next second's steps leave from goes last, before only those ending the chain.
+    """
+    fast = _follow(group, state)
+    if fast is not None:
+        return fast
+    continuing, others = _fewest_trails(group, state)
+
+    def placement(trail: list[Step]) -> tuple[bool, bool, str]:
+        last = trail[-1]
+        return (last.transitioned_to == ENDED, last.transitioned_to in next_starts, trail[0].sid)
+
+    ordered = continuing
+    for trail in sorted((_rotate(trail, next_starts) for trail in others), key=placement):
+        ordered.extend(trail)
+    return ordered
+
+
+def _rotate(trail: list[Step], next_starts: set[str]) -> list[Step]:
+    """A closed trail (a loop) may start anywhere: start it where the next second continues."""
+    if trail[-1].transitioned_to != trail[0].transitioned_from:
+        return trail
+    for index, step in enumerate(trail):
+        if step.transitioned_from in next_starts:
+            return trail[index:] + trail[:index]
+    return trail
+
+
+def _fewest_trails(group: list[Step], state: str | None) -> tuple[list[Step], list[list[Step]]]:
+    """Cover the steps with the fewest trails: (the trail leaving ``state``, the others).
+
+    The steps are the edges of a small directed multigraph (widget to widget); an order with k
+    breaks is a cover by k trails, or k+1 if one continues from ``state``. A virtual edge from
+    ``_ENTRY`` into ``state`` makes the continuing trail part of the cover. The minimum cover
+    is found the textbook way: a hub vertex gets an edge to every vertex for each unit of
+    surplus out-degree and an edge from every vertex for each unit of surplus in-degree; an
+    Eulerian circuit of that balanced graph, cut at the hub, is a minimum set of trails.
+    Circuits not touching the hub (balanced loops on their own) are one trail each. Edges are
+    walked in sid order, so the result does not depend on the input order.
+    """
+    # Edge i runs tails[i] -> heads[i]; only edges of real steps have a step.
+    tails: list[str] = []
+    heads: list[str] = []
+    edge_steps: list[Step | None] = []
+    for step in sorted(group, key=lambda s: s.sid):
+        tails.append(step.transitioned_from)
+        heads.append(_SINK if step.transitioned_to == ENDED else step.transitioned_to)
+        edge_steps.append(step)
+    if state is not None:
+        tails.append(_ENTRY)
+        heads.append(state)
+        edge_steps.append(None)
+
+    balance: dict[str, int] = {}
+    for tail, head in zip(tails, heads, strict=True):
+        balance[tail] = balance.get(tail, 0) + 1
+        balance[head] = balance.get(head, 0) - 1
+    for vertex in sorted(balance):
+        surplus = balance[vertex]
+        tails.extend([_HUB] * surplus if surplus > 0 else [vertex] * -surplus)
+        heads.extend([vertex] * surplus if surplus > 0 else [_HUB] * -surplus)
+        edge_steps.extend([None] * abs(surplus))
+
+    outgoing: dict[str, list[int]] = {}
+    for edge in range(len(tails) - 1, -1, -1):
+        # Filled backwards so that list.pop() takes the smallest edge first.
+        outgoing.setdefault(tails[edge], []).append(edge)
+    walks = [_circuit(_HUB, outgoing, heads)] if _HUB in outgoing else []
+    trails = _cut_at_hub(walks[0], tails) if walks else []
+    for edge, tail in enumerate(tails):
+        if edge in outgoing.get(tail, ()):
+            trails.append(_circuit(tail, outgoing, heads))
+
+    continuing: list[Step] = []
+    others: list[list[Step]] = []
+    for trail in trails:
+        trail_steps = [step for step in (edge_steps[edge] for edge in trail) if step is not None]
+        if any(tails[edge] == _ENTRY for edge in trail):
+            continuing = trail_steps
+        elif trail_steps:
+            others.append(trail_steps)
+    return continuing, others
+
+
+def _follow(group: list[Step], state: str | None) -> list[Step] | None:
+    """The group's order if following the chain from ``state`` never has a choice, else None."""
+    if state is None:
+        return None
+    remaining = list(group)
+    ordered: list[Step] = []
+    while remaining:
+        matches = [s for s in remaining if s.transitioned_from == state]
+        if len(matches) != 1:
+            return None
+        step = matches[0]
+        ordered.append(step)
+        remaining.remove(step)
+        if step.transitioned_to == ENDED and remaining:
+            return None
+        state = step.transitioned_to
+    return ordered
+
+
+def _circuit(start: str, outgoing: dict[str, list[int]], heads: list[str]) -> list[int]:
+    """Hierholzer's algorithm: the edges of a closed (or maximal) walk from ``start``, in order."""
+    stack: list[tuple[str, int]] = [(start, -1)]
+    walk: list[int] = []
+    while stack:
+        vertex, via = stack[-1]
+        edges = outgoing.get(vertex)
+        if edges:
+            edge = edges.pop()
+            stack.append((heads[edge], edge))
+        else:
+            stack.pop()
+            if via >= 0:
+                walk.append(via)
+    walk.reverse()
+    return walk
+
+
+def _cut_at_hub(walk: list[int], tails: list[str]) -> list[list[int]]:
+    """Split a circuit through the hub into the trails between its visits of the hub."""
+    trails: list[list[int]] = []
+    for edge in walk:
+        if tails[edge] == _HUB:
+            trails.append([])
+        trails[-1].append(edge)
+    return trails
+
+
+def _walk(
+    execution: Execution,
+    chain: list[Step],
+    *,
+    first_widget: str | None,
+    started_at: datetime,
+    parent_step_sid: str | None,
+    flow: Flow | None,
+    flow_sid: str,
+    visits: list[Visit],
+    gaps: list[Gap],
+) -> None:
+    """Turn one ordered chain into visits and gaps (appended to ``visits`` and ``gaps``).
+
+    ``first_widget`` None means the chain's start is unknown (``started_at`` is then unused):
+    its first step is a gap.
+    """
+    current = first_widget  # the widget the chain is in; None when unknown or after Ended
+    entered_at = started_at
+    entry: Step | None = None
+    previous: Step | None = None
+    over = False
+    for step in chain:
+        if current is not None and step.transitioned_from == current:
+            widget_type = step.widget_type or _widget_type(flow, current)
+            visits.append(
+                Visit(current, widget_type, flow_sid, entered_at, entry, step, parent_step_sid)
+            )
+        else:
+            gaps.append(Gap(execution.sid, previous, step, parent_step_sid))
+        previous = step
+        if over:
+            continue
+        if step.transitioned_to == ENDED:
+            # Nothing follows the end: a later step is a gap even if it claims to leave "Ended".
+            over = True
+            current = None
+        else:
+            current = step.transitioned_to
+            entered_at = step.date_created
+            entry = step
+    if current is not None and not execution.is_ended:
+        widget_type = _widget_type(flow, current)
+        visits.append(
+            Visit(current, widget_type, flow_sid, entered_at, entry, None, parent_step_sid)
+        )
+
+
+def _widget_type(flow: Flow | None, widget: str) -> str:
+    if flow is None:
+        return UNKNOWN_WIDGET_TYPE
+    return flow.widget_type(widget) or UNKNOWN_WIDGET_TYPE
+
+
+def _nested_positions(ordered: dict[str | None, list[Step]]) -> dict[str, int]:
+    """Each step's index in nesting order: a parent step, then its subflow, then the next step."""
+    position: dict[str, int] = {}
+    placed: set[str | None] = set()
+
+    def place(parent_sid: str | None) -> None:
+        # Iterative depth-first walk: subflows can nest, and data can be arbitrarily deep.
+        stack: list[tuple[str | None, int]] = [(parent_sid, 0)]
+        placed.add(parent_sid)
+        while stack:
+            chain_sid, index = stack.pop()
+            chain = ordered[chain_sid]
+            if index >= len(chain):
+                continue
+            step = chain[index]
+            position[step.sid] = len(position)
+            stack.append((chain_sid, index + 1))
+            if step.sid in ordered and step.sid not in placed:
+                placed.add(step.sid)
+                stack.append((step.sid, 0))
+
+    place(None)
+    # Subflows whose parent step is missing (or unreachable in broken data) come after.
+    leftovers = sorted(
+        (sid for sid in ordered if sid not in placed),
+        key=lambda sid: (_step_key(ordered[sid][0]), sid or ""),
+    )
+    for sid in leftovers:
+        if sid not in placed:
+            place(sid)
+    return position
+
+
+def _visit_key(visit: Visit, position: dict[str, int]) -> tuple[datetime, int, int]:
+    if visit.entry_step is not None:
+        return (visit.entered_at, position[visit.entry_step.sid], _OWN_ENTRY)
+    if visit.parent_step_sid is not None:
+        return (visit.entered_at, position[visit.parent_step_sid], _SUBFLOW_START)
+    return (visit.entered_at, -1, _OWN_ENTRY)

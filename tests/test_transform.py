@@ -1,0 +1,678 @@
+"""Tests for the pure transform from Studio steps to an execution's visits and gaps."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from itertools import pairwise
+from typing import Any, TypeVar
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from studio_exporter.domain import ENDED, TRIGGER, Execution, ExecutionPath, Flow, Step, Visit
+from studio_exporter.transform import UNKNOWN_WIDGET_TYPE, build_path
+
+from tests.factories import (
+    BASE_TIME,
+    FLOW_SID,
+    at,
+    make_chain,
+    make_execution,
+    make_flow,
+    make_step,
+    step_sid,
+)
+
+SUBFLOW_SID = "FW" + "b" * 32
+
+VisitRow = tuple[str, float, float | None, int | None]  # widget, entered, left, parent step
+GapRow = tuple[int | None, int]  # before, after (step numbers)
+
+
+def number(step: Step | None) -> int | None:
+    return None if step is None else int(step.sid[2:], 16)
+
+
+def seconds(moment: datetime | None) -> float | None:
+    return None if moment is None else (moment - BASE_TIME).total_seconds()
+
+
+def visit_rows(path: ExecutionPath) -> list[VisitRow]:
+    return [
+        (
+            visit.widget,
+            (visit.entered_at - BASE_TIME).total_seconds(),
+            seconds(visit.left_at),
+            None if visit.parent_step_sid is None else int(visit.parent_step_sid[2:], 16),
+        )
+        for visit in path.visits
+    ]
+
+
+def gap_rows(path: ExecutionPath) -> list[GapRow]:
+    return [(number(gap.before), int(gap.after.sid[2:], 16)) for gap in path.gaps]
+
+
+def step_numbers(path: ExecutionPath) -> list[int]:
+    return [int(step.sid[2:], 16) for step in path.steps]
+
+
+def sub(widgets: Sequence[str], times: Sequence[float], first: int, parent: int) -> list[Step]:
+    """A subflow chain run by step number ``parent``."""
+    return make_chain(
+        widgets,
+        times,
+        first_number=first,
+        parent_step_sid=step_sid(parent),
+        flow_sid=SUBFLOW_SID,
+    )
+
+
+LINEAR = make_chain([TRIGGER, "a", "b", ENDED], [1, 5, 7], first_number=1)
+SAME_SECOND = [
+    make_step(TRIGGER, "a", 3, number=4),
+    make_step("a", "b", 3, number=2),
+    make_step("b", "c", 3, number=3),
+    make_step("c", ENDED, 3, number=1),
+]
+# A split that loops back through "a" twice within one second, then leaves for "b".
+LOOPS = [
+    make_step(TRIGGER, "split", 1, number=10),
+    make_step("split", "a", 2, number=5),
+    make_step("a", "split", 2, number=7),
+    make_step("split", "a", 2, number=3),
+    make_step("a", "split", 2, number=2),
+    make_step("split", "b", 2, number=1),
+    make_step("b", ENDED, 4, number=11),
+]
+# The loop's exit has the smallest sid: taking it first would strand the loop as a gap.
+LOOP_EXIT_FIRST_BY_SID = [
+    make_step(TRIGGER, "split", 2, number=9),
+    make_step("split", "b", 2, number=1),
+    make_step("split", "a", 2, number=8),
+    make_step("a", "split", 2, number=7),
+    make_step("b", ENDED, 2, number=2),
+]
+PARENT_FIRST = make_step(TRIGGER, "sub", 1, number=1, widget_type="trigger")
+PARENT_NEXT = make_step("sub", ENDED, 5, number=4, event="completed", widget_type="run-subflow")
+
+
+@pytest.mark.parametrize(
+    ("status", "steps", "visits", "gaps"),
+    [
+        pytest.param(
+            "ended",
+            [
+                make_step(
+                    TRIGGER, ENDED, 0, number=1, event="incomingRequest", widget_type="trigger"
+                )
+            ],
+            [(TRIGGER, 0, 0, None)],
+            [],
+            id="seed-payload-trigger-to-ended",
+        ),
+        pytest.param(
+            "ended",
+            LINEAR,
+            [(TRIGGER, 0, 1, None), ("a", 1, 5, None), ("b", 5, 7, None)],
+            [],
+            id="linear",
+        ),
+        pytest.param(
+            "ended",
+            SAME_SECOND,
+            [(TRIGGER, 0, 3, None), ("a", 3, 3, None), ("b", 3, 3, None), ("c", 3, 3, None)],
+            [],
+            id="same-second-ties-newest-first",
+        ),
+        pytest.param(
+            "ended",
+            list(reversed(LOOPS)),
+            [
+                (TRIGGER, 0, 1, None),
+                ("split", 1, 2, None),
+                ("a", 2, 2, None),
+                ("split", 2, 2, None),
+                ("a", 2, 2, None),
+                ("split", 2, 2, None),
+                ("b", 2, 4, None),
+            ],
+            [],
+            id="same-second-loops",
+        ),
+        pytest.param(
+            "ended",
+            LOOP_EXIT_FIRST_BY_SID,
+            [
+                (TRIGGER, 0, 2, None),
+                ("split", 2, 2, None),
+                ("a", 2, 2, None),
+                ("split", 2, 2, None),
+                ("b", 2, 2, None),
+            ],
+            [],
+            id="same-second-loop-before-exit-with-smaller-sid",
+        ),
+        pytest.param(
+            "active",
+            make_chain([TRIGGER, "ask"], [1], first_number=1),
+            [(TRIGGER, 0, 1, None), ("ask", 1, None, None)],
+            [],
+            id="waiting-open-visit",
+        ),
+        pytest.param(
+            "active",
+            [],
+            [(TRIGGER, 0, None, None)],
+            [],
+            id="no-steps-yet",
+        ),
+        pytest.param(
+            "ended",
+            [],
+            [],
+            [],
+            id="ended-without-steps-invents-nothing",
+        ),
+        pytest.param(
+            "ended",
+            make_chain([TRIGGER, "a", "b"], [1, 2], first_number=1),
+            [(TRIGGER, 0, 1, None), ("a", 1, 2, None)],
+            [],
+            id="ended-without-end-step-has-no-open-visit",
+        ),
+        pytest.param(
+            "ended",
+            [LINEAR[0], LINEAR[2]],
+            [(TRIGGER, 0, 1, None)],
+            [(1, 3)],
+            id="gap-in-the-middle",
+        ),
+        pytest.param(
+            "ended",
+            [
+                make_step(TRIGGER, "a", 1, number=1),
+                make_step("b", "c", 3, number=3),
+                make_step("c", ENDED, 4, number=4),
+            ],
+            [(TRIGGER, 0, 1, None), ("c", 3, 4, None)],
+            [(1, 3)],
+            id="gap-then-chain-resumes",
+        ),
+        pytest.param(
+            "ended",
+            LINEAR[1:],
+            [("b", 5, 7, None)],
+            [(None, 2)],
+            id="missing-first-step",
+        ),
+        pytest.param(
+            "ended",
+            [*LINEAR, *LINEAR, LINEAR[1]],
+            [(TRIGGER, 0, 1, None), ("a", 1, 5, None), ("b", 5, 7, None)],
+            [],
+            id="duplicate-steps",
+        ),
+        pytest.param(
+            "ended",
+            [LINEAR[1], LINEAR[2], LINEAR[0]],
+            [(TRIGGER, 0, 1, None), ("a", 1, 5, None), ("b", 5, 7, None)],
+            [],
+            id="any-input-order",
+        ),
+        pytest.param(
+            "ended",
+            [
+                PARENT_NEXT,
+                *reversed(sub([TRIGGER, "s1", ENDED], [2, 4], first=2, parent=1)),
+                PARENT_FIRST,
+            ],
+            [
+                (TRIGGER, 0, 1, None),
+                ("sub", 1, 5, None),
+                (TRIGGER, 1, 2, 1),
+                ("s1", 2, 4, 1),
+            ],
+            [],
+            id="subflow-nests-under-parent-step",
+        ),
+        pytest.param(
+            "ended",
+            sub([TRIGGER, "s1", ENDED], [2, 4], first=2, parent=9),
+            [("s1", 2, 4, 9)],
+            [(None, 2)],
+            id="subflow-with-missing-parent-step",
+        ),
+        pytest.param(
+            "ended",
+            [
+                *make_chain([TRIGGER, "a", ENDED], [1, 2], first_number=1),
+                *make_chain(["x", "y", "z"], [3, 4], first_number=3),
+            ],
+            [(TRIGGER, 0, 1, None), ("a", 1, 2, None)],
+            [(2, 3), (3, 4)],
+            id="steps-after-ended",
+        ),
+        pytest.param(
+            "ended",
+            [
+                make_step(TRIGGER, "a", 1, number=1),
+                make_step("a", ENDED, 2, number=2),
+                make_step(ENDED, "b", 3, number=3),
+            ],
+            [(TRIGGER, 0, 1, None), ("a", 1, 2, None)],
+            [(2, 3)],
+            id="nothing-leaves-ended",
+        ),
+        pytest.param(
+            "ended",
+            [make_step(TRIGGER, "a", 5, number=1), make_step("a", ENDED, 3, number=2)],
+            [],
+            [(None, 2), (2, 1)],
+            id="steps-out-of-time-order-are-gaps",
+        ),
+    ],
+)
+def test_build_path_examples(
+    status: str, steps: list[Step], visits: list[VisitRow], gaps: list[GapRow]
+) -> None:
+    path = build_path(make_execution(status=status), steps)
+
+    assert visit_rows(path) == visits
+    assert gap_rows(path) == gaps
+    assert sorted(step_numbers(path)) == sorted({number(s) for s in steps})  # type: ignore[type-var]
+
+
+@pytest.mark.parametrize(
+    ("steps", "order"),
+    [
+        pytest.param(LINEAR, [1, 2, 3], id="linear"),
+        pytest.param(SAME_SECOND, [4, 2, 3, 1], id="same-second-chain-not-sid-order"),
+        pytest.param(LOOP_EXIT_FIRST_BY_SID, [9, 8, 7, 1, 2], id="loop-before-exit"),
+        pytest.param(
+            [PARENT_NEXT, *sub([TRIGGER, "s1", ENDED], [2, 4], first=2, parent=1), PARENT_FIRST],
+            [1, 2, 3, 4],
+            id="subflow-between-parent-steps",
+        ),
+        pytest.param(
+            [
+                make_step(TRIGGER, "sub", 1, number=5),
+                make_step("sub", "after", 1, number=1),
+                *sub([TRIGGER, "s1", ENDED], [1, 1], first=2, parent=5),
+            ],
+            [5, 2, 3, 1],
+            id="same-second-subflow-after-its-parent-step",
+        ),
+    ],
+)
+def test_steps_are_in_path_order(steps: list[Step], order: list[int]) -> None:
+    path = build_path(make_execution(status="ended"), steps)
+
+    assert step_numbers(path) == order
+
+
+def test_same_second_loops_follow_the_chain() -> None:
+    path = build_path(make_execution(status="ended"), reversed(LOOPS))
+
+    assert not path.gaps
+    assert [s.transitioned_from for s in path.steps] == [
+        TRIGGER, "split", "a", "split", "a", "split", "b",
+    ]  # fmt: skip
+    assert all(a.transitioned_to == b.transitioned_from for a, b in pairwise(path.steps))
+
+
+def test_same_second_gap_ends_where_the_next_second_continues() -> None:
+    # In second 2, "a" -> "b" continues the chain; "x" -> "y" and "p" -> "q" are stranded
+    # (their entering steps are lost). The next second leaves "q", so "p" -> "q" goes last.
+    steps = [
+        make_step(TRIGGER, "a", 1, number=10),
+        make_step("a", "b", 2, number=20),
+        make_step("p", "q", 2, number=2),
+        make_step("x", "y", 2, number=3),
+        make_step("q", ENDED, 3, number=30),
+    ]
+    path = build_path(make_execution(status="ended"), steps)
+
+    assert step_numbers(path) == [10, 20, 3, 2, 30]
+    assert gap_rows(path) == [(20, 3), (3, 2)]
+    assert visit_rows(path) == [(TRIGGER, 0, 1, None), ("a", 1, 2, None), ("q", 2, 3, None)]
+
+
+def test_subflow_visits_carry_parent_and_flow() -> None:
+    steps = [
+        PARENT_FIRST,
+        *sub([TRIGGER, "s1", ENDED], [2, 4], first=2, parent=1),
+        PARENT_NEXT,
+    ]
+    path = build_path(make_execution(status="ended"), steps)
+
+    subflow_visits = [v for v in path.visits if v.parent_step_sid is not None]
+    assert {v.parent_step_sid for v in subflow_visits} == {PARENT_FIRST.sid}
+    assert {v.flow_sid for v in subflow_visits} == {SUBFLOW_SID}
+    assert subflow_visits[0].entered_at == PARENT_FIRST.date_created
+    assert subflow_visits[0].entry_step is None
+    assert path.end_step == PARENT_NEXT
+    assert not path.gaps
+
+
+def test_subflow_with_missing_parent_gap_names_the_parent() -> None:
+    steps = sub([TRIGGER, "s1"], [2], first=2, parent=9)
+    path = build_path(make_execution(status="active"), steps)
+
+    [gap] = path.gaps
+    assert gap.before is None
+    assert gap.after == steps[0]
+    assert gap.parent_step_sid == step_sid(9)
+    assert gap.execution_sid == make_execution().sid
+    assert visit_rows(path) == [(TRIGGER, 0, None, None), ("s1", 2, None, 9)]
+
+
+@pytest.mark.parametrize(
+    ("flow", "widget_type"),
+    [
+        pytest.param(None, UNKNOWN_WIDGET_TYPE, id="no-flow"),
+        pytest.param(make_flow({TRIGGER: "trigger"}), UNKNOWN_WIDGET_TYPE, id="widget-not-in-flow"),
+        pytest.param(
+            make_flow({TRIGGER: "trigger", "ask": "send-and-wait-for-reply"}),
+            "send-and-wait-for-reply",
+            id="widget-in-flow",
+        ),
+    ],
+)
+def test_open_visit_type_comes_from_the_flow(flow: Flow | None, widget_type: str) -> None:
+    steps = [make_step(TRIGGER, "ask", 1, widget_type="trigger")]
+    path = build_path(make_execution(status="active"), steps, flow)
+
+    closed, open_visit = path.visits
+    assert closed.widget_type == "trigger"
+    assert open_visit.is_open
+    assert open_visit.widget_type == widget_type
+    assert open_visit.entry_step == steps[0]
+
+
+def test_closed_visit_without_step_type_falls_back_to_the_flow() -> None:
+    flow = make_flow({TRIGGER: "trigger", "a": "split-based-on"})
+    steps = [
+        make_step(TRIGGER, "a", 1, widget_type=""),
+        make_step("a", "b", 2, widget_type=""),
+        make_step("b", ENDED, 3, widget_type=""),
+    ]
+    path = build_path(make_execution(status="ended"), steps, flow)
+
+    assert [v.widget_type for v in path.visits] == ["trigger", "split-based-on", "unknown"]
+
+
+def test_flow_initial_widget_starts_the_chain() -> None:
+    flow = make_flow({"Start": "trigger"}, initial_widget="Start")
+    steps = [make_step("Start", "a", 1, number=1), make_step("a", ENDED, 2, number=2)]
+    path = build_path(make_execution(status="ended"), steps, flow)
+
+    assert visit_rows(path) == [("Start", 0, 1, None), ("a", 1, 2, None)]
+    assert not path.gaps
+
+
+def test_clock_skew_is_kept_not_clamped() -> None:
+    steps = [make_step(TRIGGER, ENDED, 0)]
+    path = build_path(make_execution(status="ended", created=2), steps)
+
+    [visit] = path.visits
+    assert visit.duration_seconds == -2.0
+
+
+def test_visit_links_entry_and_exit_steps() -> None:
+    path = build_path(make_execution(status="ended"), LINEAR)
+
+    assert [(number(v.entry_step), number(v.exit_step)) for v in path.visits] == [
+        (None, 1),
+        (1, 2),
+        (2, 3),
+    ]
+    assert [v.event for v in path.visits] == ["next"] * 3
+    assert path.final_widget == "b"
+    assert path.ended_at == at(7)
+
+
+def test_input_is_consumed_once() -> None:
+    path = build_path(make_execution(status="ended"), iter(LINEAR))
+
+    assert step_numbers(path) == [1, 2, 3]
+
+
+# ---------------------------------------------------------------------------------------------
+# Property tests over generated executions.
+
+PROPERTY_SETTINGS = settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+DURATIONS = st.sampled_from([0, 0, 0, 0, 1, 1, 2, 5, 60, 3600])
+SUBFLOW_WIDGET = "sub"
+T = TypeVar("T")
+Graph = dict[str, list[tuple[str, str]]]  # widget -> [(event, next widget)]
+
+
+@dataclass
+class Generated:
+    """An execution walked over a random flow, with the visits that really happened."""
+
+    execution: Execution
+    steps: list[Step]  # in walk order
+    visits: list[tuple[str, datetime, datetime | None, str | None]] = field(default_factory=list)
+    parents: set[str] = field(default_factory=set)  # sids of steps that ran a subflow
+
+
+@dataclass
+class _Walker:
+    draw: Any
+    rng: random.Random
+    subgraph: Graph
+    budget: int
+    min_duration: int
+    out: Generated
+
+    def step(
+        self, widget: str, entered: datetime, earliest: datetime, parent: str | None, graph: Graph
+    ) -> Step | None:
+        """Leave ``widget`` (entered at ``entered``) at or after ``earliest``; None: budget out."""
+        if self.budget == 0:
+            self.out.visits.append((widget, entered, None, parent))
+            return None
+        self.budget -= 1
+        left = earliest + (at(max(self.min_duration, self.draw(DURATIONS))) - BASE_TIME)
+        event, target = self.draw(st.sampled_from(graph[widget]))
+        made = Step(
+            # Random high bits so sid order is not walk order; the count keeps sids distinct.
+            sid=f"FT{self.rng.getrandbits(96):024x}{len(self.out.steps):08x}",
+            flow_sid=SUBFLOW_SID if parent else FLOW_SID,
+            execution_sid=self.out.execution.sid,
+            event=event,
+            transitioned_from=widget,
+            transitioned_to=target,
+            widget_type="run-subflow" if widget == SUBFLOW_WIDGET else "split-based-on",
+            date_created=left,
+            parent_step_sid=parent,
+        )
+        self.out.steps.append(made)
+        self.out.visits.append((widget, entered, left, parent))
+        return made
+
+    def walk(self, graph: Graph, start: datetime, parent: str | None) -> datetime | None:
+        """Walk from Trigger to Ended: the time it ended, or None if the budget ran out first."""
+        widget, entered = TRIGGER, start
+        entry: Step | None = None
+        while widget != ENDED:
+            earliest = entered
+            if widget == SUBFLOW_WIDGET and entry is not None:
+                # The parent leaves the subflow widget only after the subflow it ran ended.
+                self.out.parents.add(entry.sid)
+                # A subflow without a step yet leaves no trace: only the parent's visit shows.
+                finished = self.walk(self.subgraph, entered, entry.sid) if self.budget else None
+                if finished is None:
+                    self.out.visits.append((widget, entered, None, parent))
+                    return None
+                earliest = finished
+            entry = self.step(widget, entered, earliest, parent, graph)
+            if entry is None:
+                return None
+            widget, entered = entry.transitioned_to, entry.date_created
+        return entered
+
+
+def _graph(draw: Any, names: list[str], targets: list[str]) -> Graph:
+    return {
+        name: [
+            (f"e{index}", draw(st.sampled_from(targets)))
+            for index in range(draw(st.integers(1, 3)))
+        ]
+        for name in names
+    }
+
+
+@st.composite
+def generated(draw: Any, *, min_duration: int = 0, subflows: bool = True) -> Generated:
+    widgets = [f"w{index}" for index in range(draw(st.integers(1, 4)))]
+    if subflows and draw(st.booleans()):
+        widgets.append(SUBFLOW_WIDGET)
+    graph = _graph(draw, [TRIGGER, *widgets], [*widgets, ENDED, ENDED])
+    subgraph = _graph(draw, [TRIGGER, "s0", "s1"], ["s0", "s1", ENDED])
+    execution_sid = f"FN{draw(st.integers(0, 2**128 - 1)):032x}"
+    out = Generated(execution=make_execution(sid=execution_sid), steps=[])
+    walker = _Walker(
+        draw=draw,
+        rng=draw(st.randoms(use_true_random=False)),
+        subgraph=subgraph,
+        budget=draw(st.integers(0, 30)),
+        min_duration=min_duration,
+        out=out,
+    )
+    finished = walker.walk(graph, BASE_TIME, None)
+    out.execution = replace(out.execution, status="active" if finished is None else "ended")
+    return out
+
+
+def _visit_multiset(
+    visits: Sequence[Visit] | Sequence[tuple[str, datetime, datetime | None, str | None]],
+) -> Counter[tuple[str, datetime, datetime | None, str | None]]:
+    rows = [
+        (v.widget, v.entered_at, v.left_at, v.parent_step_sid) if isinstance(v, Visit) else v
+        for v in visits
+    ]
+    return Counter(rows)
+
+
+def _chains(path: ExecutionPath) -> dict[str | None, list[Visit]]:
+    chains: dict[str | None, list[Visit]] = {}
+    for visit in path.visits:
+        chains.setdefault(visit.parent_step_sid, []).append(visit)
+    return chains
+
+
+def _shuffled(items: Sequence[T], rng: random.Random) -> list[T]:
+    copy = list(items)
+    rng.shuffle(copy)
+    return copy
+
+
+@PROPERTY_SETTINGS
+@given(generated(), st.randoms(use_true_random=False))
+def test_complete_steps_give_the_true_visits(run: Generated, rng: random.Random) -> None:
+    path = build_path(run.execution, _shuffled(run.steps, rng))
+
+    assert not path.gaps
+    # Loops within one second may be linearised in another order than they happened, but
+    # every such order yields the same visits (widget, entered, left).
+    assert _visit_multiset(path.visits) == _visit_multiset(run.visits)
+    assert Counter(path.steps) == Counter(run.steps)
+
+
+@PROPERTY_SETTINGS
+@given(generated(), st.randoms(use_true_random=False))
+def test_result_does_not_depend_on_input_order(run: Generated, rng: random.Random) -> None:
+    steps = run.steps + rng.sample(run.steps, len(run.steps) // 3)
+    mutilated = [s for s in steps if rng.random() > 0.2]
+
+    first = build_path(run.execution, _shuffled(mutilated, rng))
+    second = build_path(run.execution, _shuffled(mutilated, rng))
+
+    assert first == second
+
+
+@PROPERTY_SETTINGS
+@given(generated())
+def test_visits_are_contiguous_within_each_chain(run: Generated) -> None:
+    path = build_path(run.execution, reversed(run.steps))
+
+    for chain in _chains(path).values():
+        for earlier, later in pairwise(chain):
+            assert earlier.left_at == later.entered_at
+            assert earlier.exit_step is later.entry_step
+        assert all(not visit.is_open for visit in chain[:-1])
+    entered = [visit.entered_at for visit in path.visits]
+    assert entered == sorted(entered)
+
+
+@PROPERTY_SETTINGS
+@given(generated())
+def test_ended_execution_durations_sum_to_its_length(run: Generated) -> None:
+    path = build_path(run.execution, reversed(run.steps))
+
+    top = [visit for visit in path.visits if visit.parent_step_sid is None]
+    if run.execution.is_ended:
+        assert path.ended_at is not None
+        total = sum(visit.duration_seconds or 0.0 for visit in top)
+        assert total == (path.ended_at - run.execution.date_created).total_seconds()
+        assert not any(visit.is_open for visit in path.visits)
+    else:
+        assert path.end_step is None
+        assert top[-1].is_open
+
+
+@PROPERTY_SETTINGS
+@given(generated(), st.randoms(use_true_random=False))
+def test_lost_steps_are_accounted_for(run: Generated, rng: random.Random) -> None:
+    lost = {s.sid for s in run.steps if rng.random() < 0.25}
+    kept = [s for s in run.steps if s.sid not in lost]
+    path = build_path(run.execution, _shuffled(kept + kept[: len(kept) // 2], rng))
+
+    # Every step appears once, and either closes exactly one visit or follows exactly one gap.
+    assert Counter(s.sid for s in path.steps) == Counter(s.sid for s in kept)
+    closers = [v.exit_step.sid for v in path.visits if v.exit_step is not None]
+    afters = [gap.after.sid for gap in path.gaps]
+    assert sorted(closers + afters) == sorted(s.sid for s in kept)
+    # Nothing is invented: durations stay non-negative and visits of a chain never overlap.
+    assert all((v.duration_seconds or 0.0) >= 0 for v in path.visits)
+    for chain in _chains(path).values():
+        for earlier, later in pairwise(chain):
+            assert earlier.left_at is not None
+            assert earlier.left_at <= later.entered_at
+    # Each lost step breaks a chain at most once; a lost parent step also orphans its subflow.
+    orphaned = len(lost & run.parents)
+    assert len(path.gaps) <= len(lost) + orphaned, (lost, path)
+
+
+@PROPERTY_SETTINGS
+@given(generated(min_duration=1), st.data())
+def test_one_lost_step_is_one_gap(run: Generated, data: st.DataObject) -> None:
+    # With distinct seconds the order is certain, so a lost step is exactly one gap, between
+    # its neighbours in its chain (unless it was the chain's last step or a self-loop).
+    chains: dict[str | None, list[Step]] = {}
+    for made in run.steps:
+        chains.setdefault(made.parent_step_sid, []).append(made)
+    candidates = [
+        (chain[index - 1] if index else None, chain[index], chain[index + 1])
+        for chain in chains.values()
+        for index in range(len(chain) - 1)
+        if chain[index].transitioned_from != chain[index].transitioned_to
+        and chain[index].sid not in run.parents
+    ]
+    if not candidates:
+        return
+    before, lost, after = data.draw(st.sampled_from(candidates))
+    path = build_path(run.execution, [s for s in run.steps if s is not lost])
+
+    assert [(gap.before, gap.after) for gap in path.gaps] == [(before, after)]
+    assert not any(visit.exit_step is after for visit in path.visits)
+    assert not any(visit.entry_step is before and before is not None for visit in path.visits)
