@@ -100,7 +100,9 @@ def metric_mismatches(registry: CollectorRegistry, truth: Mapping[str, Any]) -> 
 def expected_span_count(truth: Mapping[str, Any]) -> int:
     """One span per closed visit plus one root span per ended execution."""
     visits = sum(
-        stats["visits"] for flow in truth["flows"].values() for stats in flow["widgets"].values()
+        int(stats["visits"])
+        for flow in truth["flows"].values()
+        for stats in flow["widgets"].values()
     )
-    ended = sum(flow["executions_ended"] for flow in truth["flows"].values())
+    ended = sum(int(flow["executions_ended"]) for flow in truth["flows"].values())
     return visits + ended

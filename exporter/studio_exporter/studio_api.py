@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+
 from studio_client.api.studio_v2_execution import fetch_execution, list_execution
 from studio_client.api.studio_v2_execution_step import fetch_execution_step, list_execution_step
 from studio_client.api.studio_v2_flow import fetch_flow, list_flow
@@ -36,7 +37,6 @@ from studio_client.models.list_flow_response import ListFlowResponse
 from studio_client.models.page_meta import PageMeta
 from studio_client.models.studio_error import StudioError
 from studio_client.types import Unset
-
 from studio_exporter.config import Credentials
 from studio_exporter.domain import TRIGGER, Execution, Flow, Step, Transition, Widget
 from studio_exporter.sids import (
@@ -264,7 +264,7 @@ class StudioApi:
             if not isinstance(next_url, str) or not next_url:
                 return records
             query = parse_qs(urlsplit(next_url).query)
-            token = (query.get("PageToken") or [None])[0]
+            token = next(iter(query.get("PageToken", ())), None)
             if token is None or token in seen_tokens:
                 raise ApiError(
                     operation, "malformed", "next_page_url without a new PageToken; stopping"
@@ -272,7 +272,7 @@ class StudioApi:
             seen_tokens.add(token)
             current = dict(params)
             current["page_token"] = token
-            page_number = (query.get("Page") or [None])[0]
+            page_number = next(iter(query.get("Page", ())), None)
             if page_number is not None and page_number.isdigit():
                 current["page"] = int(page_number)
         raise ApiError(operation, "malformed", f"more than {MAX_PAGES} pages; stopping")
@@ -320,7 +320,8 @@ class StudioApi:
                 response = await self._http.request(**kwargs)
             except httpx.TimeoutException as error:
                 self._observe(operation, "timeout", started)
-                raise _RetryableError("timeout", "timeout", f"timed out ({type(error).__name__})") from None
+                detail = f"timed out ({type(error).__name__})"
+                raise _RetryableError("timeout", "timeout", detail) from None
             except httpx.TransportError as error:
                 self._observe(operation, "connection_error", started)
                 raise _RetryableError(
@@ -351,7 +352,8 @@ class StudioApi:
             raise _RetryableError("malformed", "malformed", f"malformed body: {error}") from None
         if not isinstance(parsed, expected):
             self._observe(operation, "malformed", started)
-            raise _RetryableError("malformed", "malformed", f"unexpected body type {type(parsed).__name__}")
+            detail = f"unexpected body type {type(parsed).__name__}"
+            raise _RetryableError("malformed", "malformed", detail)
         try:
             converted = convert(parsed)
         except MalformedError as error:

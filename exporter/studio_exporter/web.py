@@ -58,8 +58,11 @@ class ExporterHTTPServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
+        host_text = host.decode() if isinstance(host, bytes) else str(host)
         scheme = "https" if isinstance(self.socket, ssl.SSLSocket) else "http"
-        shown = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
+        shown = "127.0.0.1" if host_text in ("0.0.0.0", "") else host_text  # noqa: S104
+        if ":" in shown:
+            shown = f"[{shown}]"
         return f"{scheme}://{shown}:{port}"
 
 
