@@ -93,9 +93,15 @@ def test_reset_closes_the_connection_without_a_response(simulator: Simulator) ->
     assert truth["requests"]["by_status"] == {"reset": 1}
 
 
-@pytest.mark.parametrize("kind", [pytest.param("malformed_json"), pytest.param("truncated_json")])
-def test_broken_json_is_served_with_200(simulator: Simulator, kind: str) -> None:
-    simulator.set_faults(Faults(**{kind: 1.0}))
+@pytest.mark.parametrize(
+    ("kind", "faults"),
+    [
+        pytest.param("malformed_json", Faults(malformed_json=1.0), id="malformed"),
+        pytest.param("truncated_json", Faults(truncated_json=1.0), id="truncated"),
+    ],
+)
+def test_broken_json_is_served_with_200(simulator: Simulator, kind: str, faults: Faults) -> None:
+    simulator.set_faults(faults)
     with client_for(simulator) as client:
         response = client.get("/v2/Flows")
     assert response.status_code == 200

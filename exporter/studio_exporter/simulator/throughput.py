@@ -48,9 +48,10 @@ async def _worker(host: str, port: int, paths: list[str], deadline: float) -> in
     try:
         while time.perf_counter() < deadline:
             path = paths[done % len(paths)]
-            writer.write(
-                f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: {_AUTH}\r\n\r\n".encode()
+            request = (
+                f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: {_AUTH}\r\n\r\n"
             )
+            writer.write(request.encode())
             head = await reader.readuntil(b"\r\n\r\n")
             length = 0
             for line in head.split(b"\r\n"):
@@ -96,7 +97,8 @@ def measure(seconds: float = 5.0, connections: int = 16, executions: int = 2000)
         line = child.stdout.readline()
         base = line.rsplit(" ", 1)[-1].strip()
         parts = urlsplit(base)
-        assert parts.hostname is not None and parts.port is not None
+        if parts.hostname is None or parts.port is None:
+            raise RuntimeError(f"the simulator did not print its URL: {line!r}")
         paths = _step_paths(base, executions)
         started = time.perf_counter()
         served = asyncio.run(_blast(parts.hostname, parts.port, paths, seconds, connections))
