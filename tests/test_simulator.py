@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from studio_exporter.simulator import FakeClock, Faults, Simulator, SimulatorConfig
 from studio_exporter.simulator.flows import WIDGET_EVENTS
 

@@ -15,6 +15,8 @@ import yaml
 from openapi_core import OpenAPI
 from openapi_core.datatypes import RequestParameters
 from openapi_core.validation.response.exceptions import InvalidData
+from werkzeug.datastructures import Headers, ImmutableMultiDict
+
 from studio_client import AuthenticatedClient
 from studio_client.api.studio_v2_execution import fetch_execution, list_execution
 from studio_client.api.studio_v2_execution_context import fetch_execution_context
@@ -28,7 +30,6 @@ from studio_client.models import (
     PageMeta,
 )
 from studio_exporter.simulator import FakeClock, Faults, Simulator, SimulatorConfig
-from werkzeug.datastructures import Headers, ImmutableMultiDict
 
 pytestmark = pytest.mark.integration
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from studio_exporter.simulator import FakeClock, Faults, Simulator, SimulatorConfig
 
 pytestmark = pytest.mark.integration

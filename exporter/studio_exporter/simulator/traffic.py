@@ -8,7 +8,18 @@ execution is ``active`` until its end step is visible.
 History executions (ended before the simulator starts) keep real-life durations. Live
 executions arrive at ``rate`` per simulated minute, and their durations are divided by
 ``speed``: timestamps always follow the clock, so time between steps is compressed rather than
-the clock being run ahead of the exporter's.
+the clock being run ahead of the exporter's. Live executions are created when the clock
+reaches them (on the next request or truth), so a big jump of a fake clock with a high rate
+creates them all at once.
+
+Subflows. A run-subflow widget R runs its subflow inside the parent's execution: the subflow's
+steps are in the parent execution's step list, with ``flow_sid`` = the subflow's SID and
+``parent_step_sid`` = the SID of the parent step P that transitioned into R. The subflow chain
+starts in its own ``Trigger`` (entered at P's ``date_created``, left with event
+``incomingParent``) and ends with a step to ``Ended`` (that is the subflow's end, not the
+execution's). Then the parent leaves R with a step ``completed`` (or ``failed``) at or after
+the subflow's last step, and goes on. The execution's end is the top-level step
+(``parent_step_sid`` null) to ``Ended``. Step URLs stay under the execution's own flow.
 """
 
 from __future__ import annotations
