@@ -1,0 +1,97 @@
+"""Tests for throttle: AIMD concurrency, Retry-After pauses and jittered backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from studio_exporter.throttle import (
+    MAX_RETRY_AFTER_SECONDS,
+    AdaptiveLimiter,
+    RetryPolicy,
+    parse_retry_after,
+)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_throttling_halves_and_success_recovers() -> None:
+    limiter = AdaptiveLimiter(8, recover_after=3, clock=FakeClock())
+    limiter.on_throttled(0)
+    assert limiter.limit == 4
+    limiter.on_throttled(0)
+    limiter.on_throttled(0)
+    limiter.on_throttled(0)
+    assert limiter.limit == 1, "never below the minimum"
+    for _ in range(3):
+        limiter.on_success()
+    assert limiter.limit == 2
+    for _ in range(100):
+        limiter.on_success()
+    assert limiter.limit == 8, "never above the maximum"
+
+
+def test_retry_after_is_capped_and_defaulted() -> None:
+    limiter = AdaptiveLimiter(4, clock=FakeClock())
+    assert limiter.on_throttled(None) == 1.0
+    assert limiter.on_throttled(10_000) == MAX_RETRY_AFTER_SECONDS
+
+
+def test_slots_bound_requests_in_flight() -> None:
+    async def scenario() -> int:
+        limiter = AdaptiveLimiter(3)
+        peak = 0
+
+        async def request() -> None:
+            nonlocal peak
+            async with limiter.slot():
+                peak = max(peak, limiter.in_flight)
+                await asyncio.sleep(0.01)
+
+        await asyncio.gather(*(request() for _ in range(20)))
+        assert limiter.in_flight == 0
+        return peak
+
+    assert asyncio.run(scenario()) == 3
+
+
+def test_retry_after_pauses_new_requests() -> None:
+    async def scenario() -> float:
+        limiter = AdaptiveLimiter(4)
+        limiter.on_throttled(0.2)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with limiter.slot():
+            return loop.time() - started
+
+    assert asyncio.run(scenario()) >= 0.15
+
+
+def test_backoff_is_jittered_and_bounded() -> None:
+    policy = RetryPolicy(base_delay=0.5, max_delay=4.0)
+    rng = random.Random(1)
+    delays = [policy.delay(attempt, rng) for attempt in range(1, 10) for _ in range(20)]
+    assert all(0.0 <= delay <= 4.0 for delay in delays)
+    assert len(set(delays)) > 100
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        pytest.param(None, None, id="absent"),
+        pytest.param("3", 3.0, id="seconds"),
+        pytest.param(" 1.5 ", 1.5, id="fraction"),
+        pytest.param("-4", 0.0, id="negative"),
+        pytest.param("Wed, 21 Oct 2015 07:28:00 GMT", None, id="http-date"),
+    ],
+)
+def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(header) == seconds
