@@ -80,12 +80,15 @@ def test_lists_flows_executions_and_steps(simulator: Simulator) -> None:
 
     flows, executions, (flow, steps) = run(make_api(simulator), work)
     assert {flow.sid for flow in flows} == set(simulator.flow_sids)
-    assert flow.widgets and flow.initial_widget == "Trigger"
-    assert executions and all(e.flow_sid == flow.sid for e in executions)
+    assert flow.widgets
+    assert flow.initial_widget == "Trigger"
+    assert executions
+    assert all(e.flow_sid == flow.sid for e in executions)
     created = [execution.date_created for execution in executions]
     assert created == sorted(created, reverse=True), "executions are listed newest first"
     assert all(e.date_created.tzinfo is not None for e in executions)
-    assert steps and all(step.execution_sid == executions[0].sid for step in steps)
+    assert steps
+    assert all(step.execution_sid == executions[0].sid for step in steps)
     assert all(step.context is None for step in steps), "context is dropped unless opted in"
 
 
