@@ -1,0 +1,736 @@
+"""Push mode: receive Event Streams webhooks durably, then turn their events into exports.
+
+Two halves, joined only by the store's event inbox:
+
+``WebhookReceiver`` runs on the web server's threads. It checks ``X-Twilio-Signature`` before
+anything else (403 unread when missing or wrong), optionally HTTP basic auth (401), parses the
+delivery (400 when it is not JSON), commits the Studio events to the inbox in one transaction
+(``Store.enqueue_events`` skips CloudEvent ids seen before) and only then answers 200. Other
+event types are acknowledged and ignored. A full inbox answers 429 so that Twilio retries; a
+store failure answers 503. The receiver does no network I/O: one SQLite commit per delivery
+keeps it far inside Twilio's 5 s.
+
+``PushProcessor`` runs on the exporter's event loop. It reads the inbox in arrival order,
+keeps a bounded in-memory view of each execution in progress (the steps known so far and which
+are applied) and hands each execution's steps to ``Poller.apply_pushed``, the same planning and
+apply path as polling.
+
+- Order: a step waits until the step that entered its widget is known (or it leaves the
+  chain's first widget, or for a subflow chain its parent step is known). After ``reorder_window``
+  the execution's steps are listed once over REST to fill the hole, and whatever still waits
+  is applied anyway: the transform reports the gap, and hybrid mode's sweep may fill it.
+- Completeness: a step event without a needed field is completed with a REST fetch of that step;
+  when execution.ended arrives the execution's step list is read once over REST (cheap: one
+  request) so lost step events cost nothing; an execution first seen after a restart or an
+  eviction is read once too, to learn the steps applied before.
+- Guarantees: metrics are exactly once, because ``apply_pushed`` exports only steps without an
+  exported-step mark and commits marks, metrics snapshot and spans in one transaction. Twilio
+  delivers at least once; the inbox deduplicates on the event id. Nothing acknowledged is lost:
+  an inbox row is deleted (``ack_events``) only after the apply that holds its effects has
+  committed; a crash in between replays the row, and the step marks make the replay a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hmac
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+from urllib.parse import quote
+
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import Counter as PromCounter
+
+from studio_exporter.domain import TRIGGER, Execution, Step
+from studio_exporter.eventstreams import (
+    EXECUTION_ENDED,
+    EXECUTION_STARTED,
+    SIGNATURE_HEADER,
+    STEP_ENDED,
+    STUDIO_EVENT_TYPES,
+    EventError,
+    ExecutionEvent,
+    StepEvent,
+    complete_step,
+    decode_event,
+    execution_event,
+    parse_delivery,
+    step_event,
+    verify_signature,
+)
+from studio_exporter.state import InboxEvent, InboxFull, StateError, Store
+from studio_exporter.studio_api import ApiError
+from studio_exporter.web import HookResponse
+
+log = logging.getLogger(__name__)
+
+#: Where the receiver is mounted on the exporter's web server unless configured otherwise.
+DEFAULT_WEBHOOK_PATH = "/webhooks/event-streams"
+#: How long a step waits for the step before it, and an ended execution for its end step.
+DEFAULT_REORDER_WINDOW = timedelta(seconds=30)
+#: Executions kept in memory; beyond it, fully applied ones are forgotten (oldest first).
+DEFAULT_MAX_TRACKED = 10_000
+#: Inbox rows held in memory at once; beyond it the processor stops reading new ones.
+DEFAULT_MAX_LOADED = 50_000
+#: Inbox rows read per pass.
+DEFAULT_BATCH_SIZE = 1_000
+#: REST failures for one execution before its events are given up (logged and counted).
+MAX_ATTEMPTS = 8
+
+_OTHER_TYPE = "other"
+
+
+# -- receiving ------------------------------------------------------------------------------
+
+
+def _json(status: int, **fields: object) -> HookResponse:
+    return HookResponse(status, json.dumps(fields, sort_keys=True).encode() + b"\n")
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value
+    return None
+
+
+class WebhookReceiver:
+    """The Event Streams webhook: a ``web.PostHook`` that commits events before answering.
+
+    ``public_url`` is the sink URL as configured at Twilio, for when a proxy in front of the
+    exporter changes the scheme, host or path (the request's query string, which carries
+    ``bodySHA256``, is kept). ``on_accepted`` is called (from the HTTP thread) after new events
+    were committed: ``PushProcessor.wake``.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        auth_token: str,
+        *,
+        public_url: str | None = None,
+        basic_auth: tuple[str, str] | None = None,
+        metrics: CollectorRegistry,
+        on_accepted: Callable[[], None] | None = None,
+    ) -> None:
+        if not auth_token:
+            raise ValueError("the webhook receiver needs the account's auth token")
+        self.store = store
+        self.auth_token = auth_token
+        self.public_url = public_url
+        self.on_accepted = on_accepted
+        self._credentials = basic_auth
+        self._basic = (
+            None
+            if basic_auth is None
+            else base64.b64encode(f"{basic_auth[0]}:{basic_auth[1]}".encode())
+        )
+        self.events_received = PromCounter(
+            "twilio_studio_exporter_events_received",
+            "Event Streams events received, by CloudEvent type (other: not a Studio type) and "
+            "result (accepted, duplicate, ignored, rejected).",
+            ["type", "result"],
+            registry=metrics,
+        )
+        self.requests = PromCounter(
+            "twilio_studio_exporter_webhook_requests",
+            "Event Streams webhook deliveries, by HTTP status answered.",
+            ["code"],
+            registry=metrics,
+        )
+
+    def __call__(self, url: str, headers: Mapping[str, str], body: bytes) -> HookResponse:
+        response = self._handle(url, headers, body)
+        self.requests.labels(str(response.status)).inc()
+        return response
+
+    def _handle(self, url: str, headers: Mapping[str, str], body: bytes) -> HookResponse:
+        signature = _header(headers, SIGNATURE_HEADER)
+        if not signature or not any(
+            verify_signature(self.auth_token, candidate, body, signature)
+            for candidate in self._signed_urls(url)
+        ):
+            return _json(403, error="missing or invalid X-Twilio-Signature")
+        if self._basic is not None and not self._basic_auth_ok(headers):
+            return _json(401, error="basic auth required")
+        try:
+            delivery = parse_delivery(body)
+        except EventError as error:
+            return _json(400, error=str(error))
+        by_type: dict[str, list[tuple[str, bytes]]] = {}
+        ignored: Counter[str] = Counter()
+        for event in delivery.events:
+            if event.type in STUDIO_EVENT_TYPES:
+                by_type.setdefault(event.type, []).append((event.id, event.payload))
+            else:
+                ignored[event.type] += 1
+        accepted: dict[str, int] = {}
+        try:
+            # One transaction for the whole delivery (enqueue_events joins the open batch):
+            # one fsync, and a full inbox refuses all of it, so Twilio's retry is whole.
+            with self.store.batch():
+                for event_type, events in by_type.items():
+                    accepted[event_type] = self.store.enqueue_events(events)
+        except InboxFull as error:
+            log.warning("webhook delivery refused: %s", error)
+            return _json(429, error="inbox full, retry later")
+        except StateError as error:
+            log.error("webhook delivery not stored: %s", error)
+            return _json(503, error="state store unavailable")
+        for event_type, events in by_type.items():
+            new = accepted[event_type]
+            self._count(event_type, "accepted", new)
+            self._count(event_type, "duplicate", len(events) - new)
+        for event_type, count in ignored.items():
+            log.debug("ignoring %d event(s) of type %s", count, event_type[:100])
+            self._count(_OTHER_TYPE, "ignored", count)
+        self._count("unknown", "rejected", delivery.rejected)
+        total_new = sum(accepted.values())
+        if total_new and self.on_accepted is not None:
+            self.on_accepted()
+        return _json(
+            200,
+            accepted=total_new,
+            duplicate=sum(len(events) for events in by_type.values()) - total_new,
+            ignored=sum(ignored.values()),
+            rejected=delivery.rejected,
+        )
+
+    def signed_url(self, url: str) -> str:
+        """The URL the signature is checked against: ``public_url`` if set, else ``url``."""
+        if self.public_url is None:
+            return url
+        query = url.partition("?")[2].partition("#")[0]
+        if query and "?" not in self.public_url:
+            return f"{self.public_url}?{query}"
+        return self.public_url
+
+    def _signed_urls(self, url: str) -> list[str]:
+        signed = self.signed_url(url)
+        if self._credentials is None or "@" in signed.partition("://")[2].partition("/")[0]:
+            return [signed]
+        # The sink URL at Twilio carries the basic auth credentials, which the Host header
+        # does not: try the URL with them too, in case Twilio signs the URL as configured.
+        user, password = (quote(part, safe="") for part in self._credentials)
+        scheme, sep, rest = signed.partition("://")
+        return [signed, f"{scheme}{sep}{user}:{password}@{rest}"]
+
+    def _basic_auth_ok(self, headers: Mapping[str, str]) -> bool:
+        assert self._basic is not None
+        value = _header(headers, "Authorization") or ""
+        scheme, _, credentials = value.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            given = base64.b64encode(base64.b64decode(credentials.strip(), validate=True))
+        except (binascii.Error, ValueError):
+            return False
+        return hmac.compare_digest(given, self._basic)
+
+    def _count(self, event_type: str, result: str, count: int) -> None:
+        if count > 0:
+            self.events_received.labels(event_type, result).inc(count)
+
+
+# -- processing -----------------------------------------------------------------------------
+
+
+class PushApi(Protocol):
+    """The REST reads the processor needs (``StudioApi`` has them)."""
+
+    async def fetch_step(self, flow_sid: str, execution_sid: str, step_sid: str) -> Step: ...
+
+    async def list_steps(self, flow_sid: str, execution_sid: str) -> list[Step]: ...
+
+    async def fetch_execution(self, flow_sid: str, execution_sid: str) -> Execution: ...
+
+
+class PushTarget(Protocol):
+    """Where executions are exported (``Poller`` is one)."""
+
+    async def apply_pushed(
+        self,
+        flow_sid: str,
+        execution: Execution,
+        steps: Sequence[Step],
+        *,
+        refresh_gauges: bool = True,
+    ) -> None: ...
+
+
+@dataclass(slots=True)
+class ProcessReport:
+    """What one pass of the processor did, for logs and tests."""
+
+    loaded: int = 0
+    steps_applied: int = 0
+    executions_applied: int = 0
+    acked: int = 0
+    dropped: int = 0
+    waiting: int = 0
+    failures: int = 0
+
+
+@dataclass(slots=True)
+class _Tracked:
+    """What is known of one execution in progress."""
+
+    sid: str
+    flow_sid: str
+    flow_known: bool  # flow_sid is the execution's (not only a subflow step's)
+    first_seen: float
+    touched: float
+    execution: Execution | None = None
+    started_rows: set[int] = field(default_factory=set)  # committed by the next apply
+    ended: ExecutionEvent | None = None
+    ended_rows: set[int] = field(default_factory=set)
+    steps: dict[str, Step] = field(default_factory=dict)
+    incomplete: dict[str, StepEvent] = field(default_factory=dict)
+    step_rows: dict[str, set[int]] = field(default_factory=dict)
+    arrived: dict[str, float] = field(default_factory=dict)  # unapplied step sid -> arrival
+    applied: set[str] = field(default_factory=set)
+    needs_seed: bool = False  # the store knew it when first tracked: read its steps once
+    gap_listed: bool = False
+    end_listed: bool = False
+    end_recheck_at: float | None = None
+    retry_at: float = 0.0
+    failures: int = 0
+
+    def rows(self) -> set[int]:
+        rows = self.started_rows | self.ended_rows
+        for step_rows in self.step_rows.values():
+            rows |= step_rows
+        return rows
+
+    def merge(self, steps: Iterable[Step], now: float) -> None:
+        """Add steps read over REST; a step already known keeps its pushed (ms) version."""
+        for step in steps:
+            if step.sid in self.incomplete:
+                self.steps[step.sid] = complete_step(self.incomplete.pop(step.sid), step)
+            elif step.sid not in self.steps:
+                self.steps[step.sid] = step
+                if step.sid not in self.applied:
+                    self.arrived.setdefault(step.sid, now)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """An apply decided for one execution: the steps to hand over, and which are new."""
+
+    tracked: _Tracked
+    execution: Execution
+    steps: list[Step]
+    ready: set[str]
+
+
+class PushProcessor:
+    """Drains the event inbox into ``target.apply_pushed``; see the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        api: PushApi,
+        target: PushTarget,
+        *,
+        reorder_window: timedelta = DEFAULT_REORDER_WINDOW,
+        fetch_on_end: bool = True,
+        max_tracked: int = DEFAULT_MAX_TRACKED,
+        max_loaded: int = DEFAULT_MAX_LOADED,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        registry: CollectorRegistry | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.api = api
+        self.target = target
+        self.reorder_window = reorder_window.total_seconds()
+        self.fetch_on_end = fetch_on_end
+        self.max_tracked = max_tracked
+        self.max_loaded = max_loaded
+        self.batch_size = batch_size
+        self.monotonic = monotonic
+        self._tracked: dict[str, _Tracked] = {}
+        self._loaded: set[int] = set()
+        self._wakeup: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.rest_reads = PromCounter(
+            "twilio_studio_exporter_push_rest_reads",
+            "REST reads made in push mode, by reason (step_fetch: a step event lacked a "
+            "field; end_list, gap_list, seed_list: an execution's steps; execution_fetch).",
+            ["reason"],
+            registry=registry,
+        )
+        self.events_dropped = PromCounter(
+            "twilio_studio_exporter_events_dropped",
+            "Inbox events given up, by reason (malformed, api_error).",
+            ["reason"],
+            registry=registry,
+        )
+        self.events_pending = Gauge(
+            "twilio_studio_exporter_events_pending",
+            "Webhook events committed to the inbox and not yet processed.",
+            registry=registry,
+        )
+
+    # -- running ------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Ask for a pass now; safe to call from any thread (the receiver's)."""
+        loop, wakeup = self._loop, self._wakeup
+        if loop is not None and wakeup is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                loop.call_soon_threadsafe(wakeup.set)
+
+    async def run(self, stop: asyncio.Event, idle: timedelta = timedelta(seconds=1)) -> None:
+        """Process until ``stop`` is set; a failing pass is logged and retried."""
+        self._loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
+        while not stop.is_set():
+            self._wakeup.clear()
+            try:
+                report = await self.process_once()
+            except Exception:
+                log.exception("push processing pass failed")
+                report = ProcessReport(failures=1)
+            if report.loaded and not report.failures:
+                continue  # more may be queued behind a full batch
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    _first(stop.wait(), self._wakeup.wait()), timeout=idle.total_seconds()
+                )
+
+    async def process_once(self) -> ProcessReport:
+        """Read new inbox events, advance every execution with work, acknowledge what applied."""
+        report = ProcessReport()
+        now = self.monotonic()
+        to_ack: set[int] = set()
+        for row in self._load():
+            report.loaded += 1
+            self._accept(row, now, to_ack, report)
+        plans: list[_Plan] = []
+        for tracked in list(self._tracked.values()):
+            if tracked.retry_at > now or not self._has_work(tracked, now):
+                continue
+            try:
+                plan = await self._prepare(tracked, now)
+            except (ApiError, EventError, StateError) as error:
+                report.failures += 1
+                self._failed(tracked, now, error, to_ack, report)
+                continue
+            if plan is not None:
+                plans.append(plan)
+        for index, plan in enumerate(plans):
+            try:
+                await self.target.apply_pushed(
+                    plan.tracked.flow_sid,
+                    plan.execution,
+                    plan.steps,
+                    # The gauges are recomputed from the store: once per pass is enough.
+                    refresh_gauges=index == len(plans) - 1,
+                )
+            except (ApiError, StateError) as error:
+                report.failures += 1
+                self._failed(plan.tracked, now, error, to_ack, report)
+                continue
+            plan.tracked.failures = 0
+            self._applied(plan, now, to_ack, report)
+        if to_ack:
+            report.acked = self.store.ack_events(to_ack)
+            self._loaded -= to_ack
+        self._evict()
+        report.waiting = sum(len(t.arrived) for t in self._tracked.values())
+        self.events_pending.set(self.store.count_pending_events())
+        return report
+
+    # -- reading the inbox --------------------------------------------------------------------
+
+    def _load(self) -> list[InboxEvent]:
+        if len(self._loaded) >= self.max_loaded:
+            return []
+        # next_events reads from the oldest row, and rows waiting for their predecessors stay
+        # in the inbox: read past the ones already held.
+        rows = self.store.next_events(len(self._loaded) + self.batch_size)
+        fresh = [row for row in rows if row.id not in self._loaded]
+        self._loaded.update(row.id for row in fresh)
+        return fresh
+
+    def _accept(self, row: InboxEvent, now: float, to_ack: set[int], report: ProcessReport) -> None:
+        try:
+            event = decode_event(row.payload)
+            if event.type == STEP_ENDED:
+                self._accept_step(row, step_event(event), now, to_ack)
+            elif event.type in (EXECUTION_STARTED, EXECUTION_ENDED):
+                self._accept_execution(row, execution_event(event), now, to_ack)
+            else:
+                raise EventError(f"unexpected event type {event.type[:100]}")
+        except EventError as error:
+            log.warning("dropping inbox event %s: %s", row.event_id[:64], error)
+            self.events_dropped.labels("malformed").inc()
+            report.dropped += 1
+            to_ack.add(row.id)
+
+    def _accept_step(
+        self, row: InboxEvent, pushed: StepEvent, now: float, to_ack: set[int]
+    ) -> None:
+        # Only a top-level step is known to carry the execution's own flow sid.
+        top_level = pushed.step is not None and pushed.step.parent_step_sid is None
+        tracked = self._track(pushed.execution_sid, pushed.flow_sid, top_level, now)
+        if tracked is None or pushed.sid in tracked.applied:
+            to_ack.add(row.id)  # its effects are committed already
+            return
+        tracked.step_rows.setdefault(pushed.sid, set()).add(row.id)
+        tracked.arrived.setdefault(pushed.sid, now)
+        if pushed.step is not None:
+            tracked.steps[pushed.sid] = pushed.step
+            tracked.incomplete.pop(pushed.sid, None)
+        elif pushed.sid not in tracked.steps:
+            tracked.incomplete[pushed.sid] = pushed
+
+    def _accept_execution(
+        self, row: InboxEvent, info: ExecutionEvent, now: float, to_ack: set[int]
+    ) -> None:
+        tracked = self._track(info.execution_sid, info.flow_sid, True, now)
+        if tracked is None:
+            to_ack.add(row.id)
+            return
+        if info.ended:
+            tracked.ended = info
+            tracked.ended_rows.add(row.id)
+            if info.date_created is not None:
+                tracked.execution = info.execution()
+            elif tracked.execution is not None:
+                tracked.execution = info.execution(tracked.execution.date_created)
+        else:
+            tracked.started_rows.add(row.id)
+            if tracked.execution is None and info.date_created is not None:
+                tracked.execution = info.execution()
+
+    def _track(
+        self, execution_sid: str, flow_sid: str, flow_known: bool, now: float
+    ) -> _Tracked | None:
+        """The execution's entry, made if new; None when the store says it is done."""
+        tracked = self._tracked.get(execution_sid)
+        if tracked is None:
+            if self.store.is_done(execution_sid):
+                return None
+            tracked = _Tracked(execution_sid, flow_sid, flow_known, now, now)
+            tracked.needs_seed = self.store.is_known(execution_sid)
+            self._tracked[execution_sid] = tracked
+        elif flow_known and not tracked.flow_known:
+            tracked.flow_sid, tracked.flow_known = flow_sid, True
+        tracked.touched = now
+        return tracked
+
+    # -- advancing one execution ----------------------------------------------------------
+
+    def _has_work(self, tracked: _Tracked, now: float) -> bool:
+        if tracked.started_rows or tracked.ended_rows or tracked.arrived or tracked.incomplete:
+            return True
+        return tracked.end_recheck_at is not None and tracked.end_recheck_at <= now
+
+    async def _prepare(self, tracked: _Tracked, now: float) -> _Plan | None:
+        """Do the REST reads the execution needs and pick the steps to apply, if any."""
+        sid = tracked.sid
+        if not tracked.flow_known:
+            # Only subflow steps so far: they carry the subflow's sid, not the execution's.
+            if now - tracked.first_seen < self.reorder_window:
+                return None
+            raise EventError(f"execution {sid}: its flow is unknown (no execution event)")
+        flow_sid = tracked.flow_sid
+        if tracked.needs_seed:
+            # Known to the store but not to this process (a restart, an eviction): learn the
+            # steps applied before, or every step that follows would wait for its predecessor.
+            tracked.merge(await self._list_steps(flow_sid, sid, "seed_list"), now)
+            tracked.needs_seed = False
+        for step_sid, partial in list(tracked.incomplete.items()):
+            self.rest_reads.labels("step_fetch").inc()
+            fetched = await self.api.fetch_step(flow_sid, sid, step_sid)
+            tracked.steps[step_sid] = complete_step(partial, fetched)
+            del tracked.incomplete[step_sid]
+        if tracked.execution is None:
+            if now - tracked.first_seen < self.reorder_window and tracked.ended is None:
+                return None  # the started event may still come
+            self.rest_reads.labels("execution_fetch").inc()
+            fetched_execution = await self.api.fetch_execution(flow_sid, sid)
+            tracked.execution = (
+                fetched_execution
+                if tracked.ended is None
+                else tracked.ended.execution(fetched_execution.date_created)
+            )
+        recheck = tracked.end_recheck_at is not None and tracked.end_recheck_at <= now
+        if tracked.ended is not None and self.fetch_on_end and (not tracked.end_listed or recheck):
+            tracked.merge(await self._list_steps(flow_sid, sid, "end_list"), now)
+            tracked.end_listed = True
+        pending = tracked.steps.keys() - tracked.applied
+        if tracked.ended is not None and tracked.end_listed:
+            ready = set(pending)  # Studio's own list after the end: nothing more will come
+        else:
+            ready = ready_steps(tracked.steps, tracked.applied)
+            if not tracked.gap_listed and self._overdue(tracked, pending - ready, now):
+                tracked.merge(await self._list_steps(flow_sid, sid, "gap_list"), now)
+                tracked.gap_listed = True
+                pending = tracked.steps.keys() - tracked.applied
+                ready = ready_steps(tracked.steps, tracked.applied)
+            ready |= self._overdue(tracked, pending - ready, now)
+        if not ready and not tracked.started_rows and not tracked.ended_rows and not recheck:
+            return None
+        applying = tracked.applied | ready
+        steps = sorted((tracked.steps[s] for s in applying), key=_order)
+        return _Plan(tracked, tracked.execution, steps, ready)
+
+    def _overdue(self, tracked: _Tracked, sids: Iterable[str], now: float) -> set[str]:
+        return {s for s in sids if now - tracked.arrived.get(s, now) >= self.reorder_window}
+
+    def _applied(self, plan: _Plan, now: float, to_ack: set[int], report: ProcessReport) -> None:
+        """Book a committed apply: acknowledge the rows whose effects it holds."""
+        tracked = plan.tracked
+        report.executions_applied += 1
+        report.steps_applied += len(plan.ready)
+        tracked.applied |= plan.ready
+        for step_sid in tracked.applied & tracked.step_rows.keys():
+            tracked.arrived.pop(step_sid, None)
+            to_ack.update(tracked.step_rows.pop(step_sid))
+        for step_sid in plan.ready:
+            tracked.arrived.pop(step_sid, None)
+        to_ack.update(tracked.started_rows)
+        tracked.started_rows.clear()
+        if self.store.is_done(tracked.sid):
+            # Every step is exported; anything still held for it is covered.
+            to_ack.update(tracked.rows())
+            del self._tracked[tracked.sid]
+            return
+        to_ack.update(tracked.ended_rows)
+        tracked.ended_rows.clear()
+        if tracked.ended is not None:
+            # Ended, but its end step is not visible yet: read it again after the window; the
+            # poller believes Studio's "ended" on the second read.
+            tracked.end_recheck_at = now + self.reorder_window
+
+    async def _list_steps(self, flow_sid: str, execution_sid: str, reason: str) -> list[Step]:
+        self.rest_reads.labels(reason).inc()
+        return await self.api.list_steps(flow_sid, execution_sid)
+
+    def _failed(
+        self,
+        tracked: _Tracked,
+        now: float,
+        error: Exception,
+        to_ack: set[int],
+        report: ProcessReport,
+    ) -> None:
+        tracked.failures += 1
+        if tracked.failures >= MAX_ATTEMPTS and not isinstance(error, StateError):
+            # Not a passing failure (a step Studio no longer has, a flow deleted): give up the
+            # events; in hybrid mode the polling sweep still reads what Studio has.
+            log.warning(
+                "giving up %d event(s) of execution %s after %d attempts: %s",
+                len(tracked.rows()),
+                tracked.sid,
+                tracked.failures,
+                error,
+            )
+            dropped = tracked.rows()
+            self.events_dropped.labels("api_error").inc(len(dropped))
+            report.dropped += len(dropped)
+            to_ack.update(dropped)
+            del self._tracked[tracked.sid]
+            return
+        delay = min(2.0**tracked.failures, 300.0)
+        tracked.retry_at = now + delay
+        log.warning(
+            "push: execution %s not applied (%s); retrying in %.0fs", tracked.sid, error, delay
+        )
+
+    def _evict(self) -> None:
+        excess = len(self._tracked) - self.max_tracked
+        if excess <= 0:
+            return
+        idle = sorted(
+            (
+                t
+                for t in self._tracked.values()
+                if not t.rows() and not t.arrived and not t.incomplete and t.ended is None
+            ),
+            key=lambda t: t.touched,
+        )
+        for tracked in idle[:excess]:
+            del self._tracked[tracked.sid]
+
+
+def ready_steps(steps: Mapping[str, Step], applied: set[str] | frozenset[str]) -> set[str]:
+    """The unapplied steps whose predecessors are known: safe to apply without a false gap.
+
+    A step out of widget W in a chain is ready when the chain has more known entries into W
+    (steps to W not after it, applied or ready, plus the chain's start when W is ``Trigger``)
+    than steps out of W before it. A subflow chain starts once its parent step is known.
+    """
+    known: set[str] = set(applied)
+    pending = sorted((s for s in steps.values() if s.sid not in known), key=_order)
+    chains: dict[str | None, list[Step]] = {}
+    for step in steps.values():
+        chains.setdefault(step.parent_step_sid, []).append(step)
+    for chain in chains.values():
+        chain.sort(key=_order)
+    ready: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for step in pending:
+            if step.sid in ready:
+                continue
+            chain = chains[step.parent_step_sid]
+            widget = step.transitioned_from
+            key = _order(step)
+            entries = sum(
+                1
+                for other in chain
+                if other.transitioned_to == widget
+                and other.sid != step.sid
+                # By the second: a step read over REST has lost its milliseconds.
+                and _second(other) <= _second(step)
+                and (other.sid in known or other.sid in ready)
+            )
+            if widget == TRIGGER and (
+                step.parent_step_sid is None
+                or step.parent_step_sid in known
+                or step.parent_step_sid in ready
+            ):
+                entries += 1
+            exits_before = sum(
+                1
+                for other in chain
+                if other.transitioned_from == widget
+                and other.sid != step.sid
+                and _order(other) < key
+            )
+            if entries > exits_before:
+                ready.add(step.sid)
+                changed = True
+    return ready
+
+
+def _order(step: Step) -> tuple[datetime, str]:
+    return (step.date_created, step.sid)
+
+
+def _second(step: Step) -> datetime:
+    return step.date_created.replace(microsecond=0)
+
+
+async def _first(*waits: Awaitable[object]) -> None:
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
