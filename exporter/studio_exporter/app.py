@@ -27,6 +27,7 @@ from studio_exporter.state import Store, state_file
 from studio_exporter.studio_api import StudioApi
 from studio_exporter.throttle import AdaptiveLimiter
 from studio_exporter.web import PostHook, Readiness, WebServer
+from studio_exporter.webconfig import BasicAuthChecker, WebConfig, load_web_config
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +146,20 @@ def build_exporter(
         spans_file=spans_file if isinstance(exporter, JsonLinesSpanExporter) else None,
     )
     if serve_web:
+        web_config = (
+            load_web_config(config.web_config_file)
+            if config.web_config_file is not None
+            else WebConfig()
+        )
         built.web = WebServer(
             config.listen_host,
             config.listen_port,
             registry,
             built.readiness,
             post_hooks=built.post_hooks,
+            tls=web_config.ssl_context(),
+            auth=BasicAuthChecker(web_config.basic_auth_users)
+            if web_config.basic_auth_users
+            else None,
         )
     return built

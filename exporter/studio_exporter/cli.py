@@ -131,6 +131,12 @@ def _add_exporter_flags(parser: argparse.ArgumentParser) -> None:
         help="true: phone numbers in allowed context values are replaced by a salted hash"
         + _env_help("hash_phone_numbers"),
     )
+    add(
+        "--web.config.file",
+        dest="web_config_file",
+        help="TLS and basic auth for /metrics, in Prometheus exporter-toolkit format"
+        + _env_help("web_config_file"),
+    )
     add("--mode", help=f"one of {', '.join(MODES)} (default poll)" + _env_help("mode"))
 
 

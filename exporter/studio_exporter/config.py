@@ -123,6 +123,7 @@ class Config:
     mode: str = "poll"
     webhook_path: str = "/webhooks/event-streams"
     webhook_public_url: str | None = None
+    web_config_file: Path | None = None
 
     @property
     def listen_host(self) -> str:
@@ -168,6 +169,7 @@ ENV_VARS: Mapping[str, tuple[str, ...]] = {
     "mode": ("STUDIO_EXPORTER_MODE",),
     "webhook_path": ("STUDIO_EXPORTER_WEBHOOK_PATH",),
     "webhook_public_url": ("STUDIO_EXPORTER_WEBHOOK_PUBLIC_URL",),
+    "web_config_file": ("STUDIO_EXPORTER_WEB_CONFIG_FILE",),
 }
 
 _TRUE = ("1", "true", "yes", "on")
@@ -316,6 +318,16 @@ def config_from_mapping(flags: Mapping[str, str | None], env: Mapping[str, str])
             problems.append(f"--webhook.public-url: {public_url!r} is not an http(s) URL")
         else:
             values["webhook_public_url"] = public_url
+
+    web_config = raw("web_config_file")
+    if web_config is not None:
+        from studio_exporter.webconfig import WebConfigError, load_web_config
+
+        try:
+            load_web_config(Path(web_config))
+            values["web_config_file"] = Path(web_config)
+        except WebConfigError as error:
+            problems.append(f"--web.config.file: {error}")
 
     if problems or credentials is None:
         raise ConfigError(problems)

@@ -14,8 +14,12 @@ from urllib.parse import urlsplit
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from studio_exporter.webconfig import BasicAuthChecker
+
 log = logging.getLogger(__name__)
 
+#: Probes must work without credentials (a kubelet has none); everything else is protected.
+OPEN_PATHS = frozenset({"/health/live", "/health/ready"})
 #: The largest request body a POST hook accepts; Event Streams batches are far smaller.
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
@@ -49,11 +53,13 @@ class ExporterHTTPServer(ThreadingHTTPServer):
         registry: CollectorRegistry,
         readiness: Callable[[], Readiness],
         post_hooks: Mapping[str, PostHook] | None = None,
+        auth: BasicAuthChecker | None = None,
     ) -> None:
         super().__init__(address, _Handler)
         self.registry = registry
         self.readiness = readiness
         self.post_hooks = dict(post_hooks or {})
+        self.auth = auth
 
     @property
     def url(self) -> str:
@@ -86,6 +92,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
+        auth = self.server.auth
+        if (
+            auth is not None
+            and path not in OPEN_PATHS
+            and not auth.check(self.headers.get("Authorization"))
+        ):
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="studio-exporter"')
+            self.send_header("Content-Type", "application/json")
+            body = b'{"error":"unauthorized"}\n'
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+            return
         if path == "/metrics":
             encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
             self._send(200, encoder(self.server.registry), content_type)
@@ -149,8 +170,9 @@ class WebServer:
         readiness: Callable[[], Readiness],
         post_hooks: Mapping[str, PostHook] | None = None,
         tls: ssl.SSLContext | None = None,
+        auth: BasicAuthChecker | None = None,
     ) -> None:
-        self.httpd = ExporterHTTPServer((host, port), registry, readiness, post_hooks)
+        self.httpd = ExporterHTTPServer((host, port), registry, readiness, post_hooks, auth)
         if tls is not None:
             self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self._thread = threading.Thread(
