@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from studio_exporter.domain import ENDED, TRIGGER, Execution, ExecutionPath, Flow, Step, Visit
 from studio_exporter.transform import UNKNOWN_WIDGET_TYPE, build_path
-
 from tests.factories import (
     BASE_TIME,
     FLOW_SID,
@@ -434,6 +434,60 @@ def test_visit_links_entry_and_exit_steps() -> None:
     assert [v.event for v in path.visits] == ["next"] * 3
     assert path.final_widget == "b"
     assert path.ended_at == at(7)
+
+
+def test_nested_subflows_nest_under_their_own_parent_step() -> None:
+    steps = [
+        make_step(TRIGGER, "sub", 1, number=1),
+        *sub([TRIGGER, "inner"], [2], first=2, parent=1),
+        *sub([TRIGGER, "s1"], [3], first=3, parent=2),
+    ]
+    path = build_path(make_execution(status="active"), reversed(steps))
+
+    assert not path.gaps
+    assert step_numbers(path) == [1, 2, 3]
+    assert visit_rows(path) == [
+        (TRIGGER, 0, 1, None),
+        ("sub", 1, None, None),
+        (TRIGGER, 1, 2, 1),
+        ("inner", 2, None, 1),
+        (TRIGGER, 2, 3, 2),
+        ("s1", 3, None, 2),
+    ]
+
+
+def test_step_that_names_itself_as_parent_does_not_loop_forever() -> None:
+    own = make_step(TRIGGER, "a", 1, number=1, parent_step_sid=step_sid(1))
+    path = build_path(make_execution(status="active"), [own])
+
+    assert step_numbers(path) == [1]
+    assert sorted(visit_rows(path), key=str) == sorted(
+        [(TRIGGER, 0, None, None), (TRIGGER, 1, 1, 1), ("a", 1, None, 1)], key=str
+    )
+
+
+@pytest.mark.parametrize(
+    "order",
+    [pytest.param([0, 1], id="older-record-first"), pytest.param([1, 0], id="newer-record-first")],
+)
+def test_differing_copies_of_a_step_resolve_the_same_way(order: list[int]) -> None:
+    copies = [
+        make_step(TRIGGER, "a", 1, number=1, event="incomingMessage"),
+        make_step(TRIGGER, "a", 1, number=1, event="incomingCall"),
+    ]
+    path = build_path(make_execution(), [copies[index] for index in order])
+
+    assert [s.event for s in path.steps] == ["incomingCall"]
+
+
+def test_large_same_second_group_stays_a_chain() -> None:
+    # A tight loop that Studio logged within one second, listed newest first.
+    widgets = [TRIGGER, *(["split", "work"] * 200), "done", ENDED]
+    steps = make_chain(widgets, [7] * (len(widgets) - 1))
+    path = build_path(make_execution(status="ended"), reversed(steps))
+
+    assert not path.gaps
+    assert [s.transitioned_from for s in path.steps] == widgets[:-1]
 
 
 def test_input_is_consumed_once() -> None:

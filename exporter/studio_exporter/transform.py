@@ -67,8 +67,10 @@ def build_path(
     second keep their chain order, a parent step followed by the subflow it ran.
     ``path.visits`` is sorted by ``entered_at``, then by the position of the step that entered
     it (a subflow's first widget right after the parent step). Times are kept as Studio gave
-    them: a step dated before the visit it closes (clock skew, or a step dated before the
-    execution) gives a negative duration rather than an invented time.
+    them: within a chain steps are in time order, so durations are never negative, except
+    that a first step dated before its chain's start (clock skew: before the execution's or
+    the parent step's ``date_created``) gives the first visit a negative duration rather than
+    an invented time.
 
     A closed visit's ``widget_type`` is its exit step's ``widget_type``, or, if that is empty,
     the flow definition's type of the widget, or ``"unknown"``.
@@ -265,11 +267,17 @@ def _fewest_trails(group: list[Step], state: str | None) -> tuple[list[Step], li
     for edge in range(len(tails) - 1, -1, -1):
         # Filled backwards so that list.pop() takes the smallest edge first.
         outgoing.setdefault(tails[edge], []).append(edge)
-    walks = [_circuit(_HUB, outgoing, heads)] if _HUB in outgoing else []
-    trails = _cut_at_hub(walks[0], tails) if walks else []
+    trails: list[list[int]] = []
+    used: set[int] = set()
+    if _HUB in outgoing:
+        walk = _circuit(_HUB, outgoing, heads)
+        used.update(walk)
+        trails = _cut_at_hub(walk, tails)
     for edge, tail in enumerate(tails):
-        if edge in outgoing.get(tail, ()):
-            trails.append(_circuit(tail, outgoing, heads))
+        if edge not in used:
+            loop = _circuit(tail, outgoing, heads)
+            used.update(loop)
+            trails.append(loop)
 
     continuing: list[Step] = []
     others: list[list[Step]] = []
