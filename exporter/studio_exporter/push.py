@@ -558,6 +558,8 @@ class PushProcessor:
             tracked.steps[step_sid] = complete_step(partial, fetched)
             del tracked.incomplete[step_sid]
         if tracked.execution is None:
+            tracked.execution = self._stored_execution(flow_sid, sid, tracked.ended)
+        if tracked.execution is None:
             if now - tracked.first_seen < self.reorder_window and tracked.ended is None:
                 return None  # the started event may still come
             self.rest_reads.labels("execution_fetch").inc()
@@ -587,6 +589,17 @@ class PushProcessor:
         applying = tracked.applied | ready
         steps = sorted((tracked.steps[s] for s in applying), key=_order)
         return _Plan(tracked, tracked.execution, steps, ready)
+
+    def _stored_execution(
+        self, flow_sid: str, sid: str, ended: ExecutionEvent | None
+    ) -> Execution | None:
+        """The execution as the store last recorded it (after a restart or an eviction)."""
+        if not self.store.is_known(sid):
+            return None
+        for execution in self.store.active_executions(flow_sid):
+            if execution.sid == sid:
+                return execution if ended is None else ended.execution(execution.date_created)
+        return None
 
     def _overdue(self, tracked: _Tracked, sids: Iterable[str], now: float) -> set[str]:
         return {s for s in sids if now - tracked.arrived.get(s, now) >= self.reorder_window}

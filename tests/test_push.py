@@ -1,0 +1,580 @@
+"""Tests for push: the webhook receiver over real HTTP, and the processor feeding the poller."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from studio_exporter.domain import Execution, Flow, Step, Widget
+from studio_exporter.eventstreams import (
+    EXECUTION_ENDED,
+    EXECUTION_STARTED,
+    STEP_ENDED,
+    sign_request,
+)
+from studio_exporter.metrics import StudioMetrics
+from studio_exporter.poller import Poller
+from studio_exporter.push import DEFAULT_WEBHOOK_PATH, PushProcessor, WebhookReceiver
+from studio_exporter.selfmetrics import ExporterMetrics
+from studio_exporter.state import StateError, Store, state_file
+from studio_exporter.studio_api import StudioApi
+from studio_exporter.web import HookResponse, PostHook, Readiness, WebServer
+from tests.factories import ACCOUNT_SID, EXECUTION_SID, FLOW_SID, make_execution, make_step
+
+TOKEN = "0badc0de" * 4
+WINDOW = 30.0
+
+
+# -- event factories --------------------------------------------------------------------------
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def step_event(
+    step: Step, event_id: str | None = None, *, drop: Sequence[str] = ()
+) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "sid": step.sid,
+        "account_sid": ACCOUNT_SID,
+        "flow_sid": step.flow_sid,
+        "execution_sid": step.execution_sid,
+        "parent_step_sid": step.parent_step_sid,
+        "name": step.event,
+        "transitioned_from": step.transitioned_from,
+        "transitioned_to": step.transitioned_to,
+        "type": step.widget_type,
+        "date_created": _iso(step.date_created),
+    }
+    for name in drop:
+        del data[name]
+    return _cloud(STEP_ENDED, data, event_id or f"EV-{step.sid}")
+
+
+def execution_event(execution: Execution, *, ended: bool = False) -> dict[str, Any]:
+    data = {
+        "execution_sid": execution.sid,
+        "account_sid": ACCOUNT_SID,
+        "flow_sid": execution.flow_sid,
+        "status": "ended" if ended else "active",
+        "date_created": _iso(execution.date_created),
+        "flow_revision": 1,
+    }
+    kind = EXECUTION_ENDED if ended else EXECUTION_STARTED
+    return _cloud(kind, data, f"EV-{'end' if ended else 'start'}-{execution.sid}")
+
+
+def _cloud(event_type: str, data: dict[str, Any], event_id: str) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "type": event_type,
+        "source": "/v2/Flows",
+        "id": event_id,
+        "datacontenttype": "application/json",
+        "time": data.get("date_created"),
+        "data": data,
+    }
+
+
+# Trigger -> ask -> confirm -> Ended, at seconds 1, 5 and 9 after the execution's creation.
+EXECUTION = make_execution()
+S1 = make_step("Trigger", "ask", 1, number=1, widget_type="trigger", event="incomingMessage")
+S2 = make_step("ask", "confirm", 5, number=2, widget_type="send-and-wait-for-reply")
+S3 = make_step("confirm", "Ended", 9, number=3, widget_type="split-based-on", event="match")
+FLOW = Flow(
+    sid=FLOW_SID,
+    account_sid=ACCOUNT_SID,
+    name="Survey",
+    status="published",
+    revision=1,
+    widgets=(
+        Widget("Trigger", "trigger"),
+        Widget("ask", "send-and-wait-for-reply"),
+        Widget("confirm", "split-based-on"),
+    ),
+)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store.open(state_file(tmp_path)) as opened:
+        yield opened
+
+
+# -- receiver over real HTTP ------------------------------------------------------------------
+
+
+class Endpoint:
+    """A real WebServer on 127.0.0.1 whose webhook path calls ``hook`` (set per test)."""
+
+    def __init__(self) -> None:
+        self.hook: PostHook | None = None
+        self.server = WebServer(
+            "127.0.0.1",
+            0,
+            CollectorRegistry(),
+            lambda: Readiness(True, {}),
+            post_hooks={DEFAULT_WEBHOOK_PATH: self._call},
+        )
+        self.server.start()
+        self.url = self.server.url + DEFAULT_WEBHOOK_PATH
+
+    def _call(self, url: str, headers: Mapping[str, str], body: bytes) -> HookResponse:
+        assert self.hook is not None
+        return self.hook(url, headers, body)
+
+    def post(
+        self,
+        body: bytes,
+        *,
+        sign_for: str | None = None,
+        signature: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        request_url, computed = sign_request(TOKEN, sign_for or self.url, body)
+        sent = {"Content-Type": "application/json", **(headers or {})}
+        if signature != "":
+            sent["X-Twilio-Signature"] = computed if signature is None else signature
+        target = self.url + request_url[len(sign_for or self.url) :]
+        return httpx.post(target, content=body, headers=sent, timeout=5)
+
+
+def make_receiver(store: Store, **options: Any) -> tuple[WebhookReceiver, CollectorRegistry]:
+    registry = CollectorRegistry()
+    return WebhookReceiver(store, TOKEN, metrics=registry, **options), registry
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Endpoint]:
+    served = Endpoint()
+    yield served
+    served.server.stop()
+
+
+@pytest.fixture
+def endpoint(server: Endpoint, store: Store) -> tuple[Endpoint, CollectorRegistry]:
+    receiver, registry = make_receiver(store)
+    server.hook = receiver
+    return server, registry
+
+
+def received(registry: CollectorRegistry, event_type: str, result: str) -> float:
+    value = registry.get_sample_value(
+        "twilio_studio_exporter_events_received_total", {"type": event_type, "result": result}
+    )
+    return value or 0.0
+
+
+def batch(*events: dict[str, Any]) -> bytes:
+    return json.dumps(list(events)).encode()
+
+
+def test_signed_batch_is_stored_and_acknowledged(
+    endpoint: tuple[Endpoint, CollectorRegistry], store: Store
+) -> None:
+    served, registry = endpoint
+    response = served.post(batch(execution_event(EXECUTION), step_event(S1), step_event(S2)))
+    assert response.status_code == 200
+    assert response.json() == {"accepted": 3, "duplicate": 0, "ignored": 0, "rejected": 0}
+    assert [row.event_id for row in store.next_events(10)] == [
+        f"EV-start-{EXECUTION_SID}",
+        f"EV-{S1.sid}",
+        f"EV-{S2.sid}",
+    ]
+    assert received(registry, STEP_ENDED, "accepted") == 2
+    assert received(registry, EXECUTION_STARTED, "accepted") == 1
+
+
+@pytest.mark.parametrize(
+    ("signature", "headers"),
+    [
+        pytest.param("", {}, id="missing"),
+        pytest.param("hPXmLwIy3Fgqv1i9KPmH/HhQ6zo=", {}, id="wrong"),
+    ],
+)
+def test_bad_signature_is_403_and_nothing_is_stored(
+    endpoint: tuple[Endpoint, CollectorRegistry],
+    store: Store,
+    signature: str,
+    headers: dict[str, str],
+) -> None:
+    served, _ = endpoint
+    response = served.post(batch(step_event(S1)), signature=signature, headers=headers)
+    assert response.status_code == 403
+    assert store.count_pending_events() == 0
+
+
+def test_signature_is_checked_before_the_body_is_read(
+    endpoint: tuple[Endpoint, CollectorRegistry],
+) -> None:
+    served, _ = endpoint
+    assert served.post(b"{not json", signature="").status_code == 403
+    assert served.post(b"{not json").status_code == 400
+
+
+def test_replayed_delivery_with_a_changed_byte_is_403(
+    endpoint: tuple[Endpoint, CollectorRegistry], store: Store
+) -> None:
+    served, _ = endpoint
+    body = batch(step_event(S1))
+    request_url, signature = sign_request(TOKEN, served.url, body)
+    tampered = body.replace(b"incomingMessage", b"incomingMessagf")
+    response = httpx.post(
+        request_url, content=tampered, headers={"X-Twilio-Signature": signature}, timeout=5
+    )
+    assert response.status_code == 403
+    assert store.count_pending_events() == 0
+
+
+def test_redelivery_is_deduplicated(
+    endpoint: tuple[Endpoint, CollectorRegistry], store: Store
+) -> None:
+    served, registry = endpoint
+    body = batch(step_event(S1), step_event(S2))
+    assert served.post(body).status_code == 200
+    response = served.post(batch(step_event(S2), step_event(S3)))
+    assert response.json()["accepted"] == 1
+    assert response.json()["duplicate"] == 1
+    assert store.count_pending_events() == 3
+    assert received(registry, STEP_ENDED, "duplicate") == 1
+
+
+def test_other_types_are_acknowledged_counted_and_not_stored(
+    endpoint: tuple[Endpoint, CollectorRegistry], store: Store
+) -> None:
+    served, registry = endpoint
+    other = _cloud("com.twilio.messaging.message.sent", {}, "EV-sms")
+    response = served.post(batch(other, step_event(S1), {"type": STEP_ENDED}))
+    assert response.status_code == 200
+    assert response.json() == {"accepted": 1, "duplicate": 0, "ignored": 1, "rejected": 1}
+    assert store.count_pending_events() == 1
+    assert received(registry, "other", "ignored") == 1
+    assert received(registry, "unknown", "rejected") == 1
+
+
+def test_full_inbox_answers_429_and_stores_nothing(server: Endpoint, tmp_path: Path) -> None:
+    with Store.open(state_file(tmp_path), max_pending_events=2) as small:
+        server.hook, _ = make_receiver(small)
+        assert server.post(batch(step_event(S1))).status_code == 200
+        response = server.post(batch(step_event(S2), step_event(S3)))
+        assert response.status_code == 429
+        assert small.count_pending_events() == 1
+
+
+def test_accepted_events_are_committed_before_the_answer(server: Endpoint, store: Store) -> None:
+    receiver, _ = make_receiver(store)
+    committed_at_answer: list[int] = []
+
+    def hook(url: str, headers: Any, body: bytes) -> HookResponse:
+        response = receiver(url, headers, body)
+        # Another connection sees only what is committed to the file.
+        with sqlite3.connect(store.path) as other:
+            committed_at_answer.append(
+                other.execute("SELECT COUNT(*) FROM event_inbox").fetchone()[0]
+            )
+        return response
+
+    server.hook = hook
+    assert server.post(batch(step_event(S1), step_event(S2))).status_code == 200
+    assert committed_at_answer == [2]
+
+
+def test_public_url_is_what_the_signature_covers(server: Endpoint, store: Store) -> None:
+    public = "https://studio-exporter.example.com/hooks/twilio"
+    server.hook, _ = make_receiver(store, public_url=public)
+    assert server.post(batch(step_event(S1)), sign_for=public).status_code == 200
+    assert server.post(batch(step_event(S2))).status_code == 403
+
+
+def test_basic_auth(server: Endpoint, store: Store) -> None:
+    server.hook, _ = make_receiver(store, basic_auth=("twilio", "s3cret"))
+    body = batch(step_event(S1))
+    good = "Basic " + base64.b64encode(b"twilio:s3cret").decode()
+    wrong = "Basic " + base64.b64encode(b"twilio:nope").decode()
+    assert server.post(body).status_code == 401
+    assert server.post(body, headers={"Authorization": wrong}).status_code == 401
+    assert server.post(body, headers={"Authorization": good}).status_code == 200
+
+
+def test_accepted_delivery_wakes_the_processor(server: Endpoint, store: Store) -> None:
+    woken: list[bool] = []
+    server.hook, _ = make_receiver(store, on_accepted=lambda: woken.append(True))
+    server.post(batch(step_event(S1)))
+    server.post(batch(step_event(S1)))  # a duplicate brings nothing new
+    assert woken == [True]
+
+
+# -- processor ----------------------------------------------------------------------------
+
+
+class FakeTarget:
+    """Stands in for the poller: records each apply and commits marks like the real one."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.calls: list[tuple[str, Execution, list[str]]] = []
+        self.fail: Exception | None = None
+
+    async def apply_pushed(
+        self,
+        flow_sid: str,
+        execution: Execution,
+        steps: Sequence[Step],
+        *,
+        refresh_gauges: bool = True,
+    ) -> None:
+        if self.fail is not None:
+            raise self.fail
+        self.calls.append((flow_sid, execution, [step.sid for step in steps]))
+        done = execution.is_ended and any(step.transitioned_to == "Ended" for step in steps)
+        with self.store.batch() as commit:
+            commit.upsert_execution(execution, done=done)
+            commit.mark_steps_exported(execution.sid, [step.sid for step in steps])
+
+
+class FakeApi:
+    """Studio's REST view of the execution: what list_steps and fetch_step return."""
+
+    def __init__(self, steps: Sequence[Step] = ()) -> None:
+        self.steps = {step.sid: step for step in steps}
+        self.calls: list[str] = []
+
+    async def fetch_step(self, flow_sid: str, execution_sid: str, step_sid: str) -> Step:
+        self.calls.append(f"fetch_step {step_sid}")
+        return self.steps[step_sid]
+
+    async def list_steps(self, flow_sid: str, execution_sid: str) -> list[Step]:
+        self.calls.append("list_steps")
+        return sorted(self.steps.values(), key=lambda step: step.date_created, reverse=True)
+
+    async def fetch_execution(self, flow_sid: str, execution_sid: str) -> Execution:
+        self.calls.append("fetch_execution")
+        return EXECUTION
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Rig:
+    def __init__(self, store: Store, rest: Sequence[Step] = ()) -> None:
+        self.store = store
+        self.target = FakeTarget(store)
+        self.api = FakeApi(rest)
+        self.clock = Clock()
+        self.registry = CollectorRegistry()
+        self.processor = self.new_processor()
+
+    def new_processor(self) -> PushProcessor:
+        return PushProcessor(
+            self.store, self.api, self.target, registry=CollectorRegistry(), monotonic=self.clock
+        )
+
+    def deliver(self, *events: dict[str, Any]) -> None:
+        self.store.enqueue_events([(event["id"], json.dumps(event).encode()) for event in events])
+
+    def process(self) -> None:
+        asyncio.run(self.processor.process_once())
+
+    @property
+    def applied(self) -> list[list[str]]:
+        return [sids for _, _, sids in self.target.calls]
+
+
+def test_in_order_events_are_applied_and_acknowledged(store: Store) -> None:
+    rig = Rig(store)
+    rig.deliver(execution_event(EXECUTION), step_event(S1), step_event(S2))
+    rig.process()
+    assert rig.applied == [[S1.sid, S2.sid]]
+    flow_sid, execution, _ = rig.target.calls[0]
+    assert flow_sid == FLOW_SID
+    assert execution.date_created == EXECUTION.date_created
+    assert store.count_pending_events() == 0
+    assert rig.api.calls == []  # complete events in order cost no REST request
+
+
+def test_a_step_waits_for_its_predecessor(store: Store) -> None:
+    rig = Rig(store)
+    rig.deliver(execution_event(EXECUTION), step_event(S2))
+    rig.process()
+    assert rig.applied == [[]]  # the start is exported; S2 waits for the step into "ask"
+    assert [row.event_id for row in store.next_events(10)] == [f"EV-{S2.sid}"]
+    rig.clock.now += 5
+    rig.deliver(step_event(S1))
+    rig.process()
+    assert rig.applied[-1] == [S1.sid, S2.sid]
+    assert store.count_pending_events() == 0
+
+
+def test_a_waiting_step_is_completed_from_rest_after_the_window(store: Store) -> None:
+    rig = Rig(store, rest=[S1, S2])
+    rig.deliver(execution_event(EXECUTION), step_event(S2))
+    rig.process()
+    rig.clock.now += WINDOW - 1
+    rig.process()
+    assert rig.api.calls == []
+    rig.clock.now += 1
+    rig.process()
+    assert rig.api.calls == ["list_steps"]
+    assert rig.applied[-1] == [S1.sid, S2.sid]
+    assert store.count_pending_events() == 0
+
+
+def test_a_step_whose_predecessor_is_lost_is_applied_after_the_window(store: Store) -> None:
+    rig = Rig(store, rest=[S2])  # Studio lost S1 too: a real gap
+    rig.deliver(execution_event(EXECUTION), step_event(S2))
+    rig.process()
+    rig.clock.now += WINDOW
+    rig.process()
+    assert rig.applied[-1] == [S2.sid]
+    assert store.count_pending_events() == 0
+
+
+def test_a_step_event_missing_fields_is_completed_with_a_fetch(store: Store) -> None:
+    rest_s1 = make_step("Trigger", "ask", 1, number=1, widget_type="trigger")
+    rig = Rig(store, rest=[rest_s1])
+    rig.deliver(execution_event(EXECUTION), step_event(S1, drop=("type", "parent_step_sid")))
+    rig.process()
+    assert rig.api.calls == [f"fetch_step {S1.sid}"]
+    assert rig.applied == [[S1.sid]]
+
+
+def test_execution_ended_reads_the_step_list_once_and_finishes(store: Store) -> None:
+    rig = Rig(store, rest=[S1, S2, S3])
+    rig.deliver(execution_event(EXECUTION), step_event(S1))
+    rig.process()
+    # S2's and S3's events are lost; the ended event arrives.
+    rig.deliver(execution_event(EXECUTION, ended=True))
+    rig.process()
+    assert rig.api.calls == ["list_steps"]
+    assert rig.applied[-1] == [S1.sid, S2.sid, S3.sid]
+    assert rig.target.calls[-1][1].is_ended
+    assert store.is_done(EXECUTION_SID)
+    assert store.count_pending_events() == 0
+    # A late redelivery for a done execution is acknowledged without any work.
+    rig.deliver(step_event(S3, "EV-late"))
+    rig.process()
+    assert len(rig.target.calls) == 2
+    assert store.count_pending_events() == 0
+
+
+def test_redelivered_applied_step_is_acknowledged_without_an_apply(store: Store) -> None:
+    rig = Rig(store)
+    rig.deliver(execution_event(EXECUTION), step_event(S1))
+    rig.process()
+    rig.deliver(step_event(S1, "EV-again"))
+    rig.process()
+    assert rig.applied == [[S1.sid]]
+    assert store.count_pending_events() == 0
+
+
+def test_nothing_is_acknowledged_when_the_apply_fails(store: Store) -> None:
+    rig = Rig(store)
+    rig.target.fail = StateError("disk full")
+    rig.deliver(execution_event(EXECUTION), step_event(S1))
+    rig.process()
+    assert store.count_pending_events() == 2
+    # A restart: a new processor replays the inbox.
+    rig.target.fail = None
+    rig.processor = rig.new_processor()
+    rig.process()
+    assert rig.applied == [[S1.sid]]
+    assert store.count_pending_events() == 0
+
+
+def test_after_a_restart_a_known_execution_is_read_once(store: Store) -> None:
+    rig = Rig(store, rest=[S1])
+    rig.deliver(execution_event(EXECUTION), step_event(S1))
+    rig.process()
+    rig.processor = rig.new_processor()  # S1 is applied, but the new process does not know it
+    rig.deliver(step_event(S2))
+    rig.process()
+    assert rig.api.calls == ["list_steps"]
+    assert rig.applied[-1] == [S1.sid, S2.sid]
+
+
+def test_subflow_steps_wait_for_their_parent_step(store: Store) -> None:
+    sub_flow = "FW" + "b" * 32
+    run = make_step("ask", "sub", 5, number=2)
+    inner = make_step("Trigger", "Ended", 6, number=10, parent_step_sid=run.sid, flow_sid=sub_flow)
+    rig = Rig(store)
+    rig.deliver(execution_event(EXECUTION), step_event(S1), step_event(inner))
+    rig.process()
+    assert rig.applied == [[S1.sid]]
+    rig.deliver(step_event(run))
+    rig.process()
+    assert rig.applied[-1] == [S1.sid, run.sid, inner.sid]
+    assert {flow for flow, _, _ in rig.target.calls} == {FLOW_SID}
+
+
+def test_malformed_inbox_event_is_dropped_and_counted(store: Store) -> None:
+    rig = Rig(store)
+    bad = step_event(S1, "EV-bad")
+    del bad["data"]["execution_sid"]
+    rig.deliver(bad)
+    asyncio.run(rig.processor.process_once())
+    assert store.count_pending_events() == 0
+    assert rig.target.calls == []
+
+
+# -- Poller.apply_pushed with the real poller and store ----------------------------------------
+
+
+class FlowsOnlyApi:
+    """The poller's REST reads that apply_pushed may make: the flows."""
+
+    async def list_flows(self) -> list[Flow]:
+        return [FLOW]
+
+    async def fetch_flow(self, flow_sid: str) -> Flow:
+        return FLOW
+
+
+def test_apply_pushed_counts_each_step_once(store: Store) -> None:
+    registry = CollectorRegistry()
+    metrics = StudioMetrics(registry)
+    poller = Poller(
+        cast(StudioApi, FlowsOnlyApi()), store, metrics, ExporterMetrics(CollectorRegistry())
+    )
+    ended = make_execution(status="ended")
+
+    async def scenario() -> None:
+        await poller.apply_pushed(FLOW_SID, EXECUTION, [])
+        await poller.apply_pushed(FLOW_SID, EXECUTION, [S1, S2])
+        await poller.apply_pushed(FLOW_SID, EXECUTION, [S1, S2])  # a redelivery
+        await poller.apply_pushed(FLOW_SID, ended, [S1, S2, S3])
+        await poller.apply_pushed(FLOW_SID, ended, [S1, S2, S3])  # done: left alone
+
+    asyncio.run(scenario())
+    labels = {"flow_sid": FLOW_SID, "flow": "Survey"}
+    assert registry.get_sample_value("twilio_studio_executions_started_total", labels) == 1
+    assert (
+        registry.get_sample_value(
+            "twilio_studio_executions_ended_total", {**labels, "final_widget": "confirm"}
+        )
+        == 1
+    )
+    steps = sum(
+        sample.value
+        for family in registry.collect()
+        if family.name == "twilio_studio_steps"
+        for sample in family.samples
+        if sample.name == "twilio_studio_steps_total"
+    )
+    assert steps == 3
+    assert store.is_done(EXECUTION_SID)
