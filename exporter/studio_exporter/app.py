@@ -56,7 +56,7 @@ class Exporter:
         if poller.last_success is None:
             reasons["poll"] = "no successful poll yet"
         else:
-            age = (utc_now() - poller.last_success).total_seconds()
+            age = (poller.clock() - poller.last_success).total_seconds()
             limit = 3 * self.config.poll_interval.total_seconds() + 30
             if age > limit:
                 reasons["poll"] = f"last successful poll {age:.0f}s ago"

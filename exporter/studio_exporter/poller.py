@@ -16,13 +16,15 @@ from studio_exporter.metrics import FlowLabels, StudioMetrics
 from studio_exporter.pipeline import ExecutionUpdate, plan_update
 from studio_exporter.selfmetrics import ExporterMetrics
 from studio_exporter.spans import SpanOptions, execution_span, trace_id_hex, visit_span
-from studio_exporter.state import Store
+from studio_exporter.state import PruneResult, Store
 from studio_exporter.studio_api import ApiError, StudioApi
 
 log = logging.getLogger(__name__)
 
 #: Executions created in the same second as the cursor may be listed late: re-list a margin.
 CURSOR_OVERLAP = timedelta(seconds=5)
+#: How often state older than Studio's retention is deleted.
+PRUNE_EVERY = timedelta(hours=1)
 #: Executions handled in one transaction: bounds memory during a backfill of thousands.
 CHUNK_SIZE = 500
 
@@ -94,6 +96,7 @@ class Poller:
         self.last_report = CycleReport()
         self.last_success: datetime | None = None
         self.consecutive_failures = 0
+        self._pruned_at: datetime | None = None
 
     # -- flows --------------------------------------------------------------------------------
 
@@ -149,6 +152,9 @@ class Poller:
                 self._finish_cycle(report)
                 return report
         report.flows = len(self.flows)
+        now = self.clock()
+        if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
+            self.prune(now)
         results = await asyncio.gather(
             *(self._poll_flow(flow, report) for flow in list(self.flows.values())),
             return_exceptions=True,
@@ -400,6 +406,14 @@ class Poller:
     def _flow_labels(self, flow_sid: str) -> FlowLabels:
         flow = self.flows.get(flow_sid)
         return FlowLabels(flow_sid, flow.name if flow is not None else flow_sid)
+
+    def prune(self, now: datetime) -> PruneResult:
+        """Forget executions (and their marks) that Studio itself no longer keeps."""
+        result = self.store.prune(now, RETENTION)
+        self._pruned_at = now
+        if result.executions:
+            log.info("pruned %d executions past Studio's retention", result.executions)
+        return result
 
     # -- running ------------------------------------------------------------------------------
 

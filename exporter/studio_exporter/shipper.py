@@ -112,7 +112,8 @@ class SpanShipper:
     def stop(self, *, flush: bool = True) -> None:
         self._stopping.set()
         self._wake.set()
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
         if flush:
             try:
                 self.flush(max_batches=20)
