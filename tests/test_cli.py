@@ -1,0 +1,226 @@
+"""Bad input at the edges: invalid flags, foreign state files and hostile SIDs stop early."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from studio_exporter.config import Credentials, Secret
+from studio_exporter.simulator import Simulator, SimulatorConfig
+from studio_exporter.state import state_file
+from studio_exporter.studio_api import ApiError, StudioApi
+from tests.exporter_process import exporter_command
+
+pytestmark = pytest.mark.integration
+
+FLOW = "FW" + "0" * 32
+EXECUTION = "FN" + "0" * 32
+
+
+@pytest.fixture(scope="module")
+def simulator() -> Iterator[Simulator]:
+    with Simulator(SimulatorConfig(seed=4, history_executions=5, history_days=1)) as sim:
+        yield sim
+
+
+def requests_served(sim: Simulator) -> int:
+    return sum(sim.truth()["requests"]["by_operation"].values())
+
+
+def run_exporter(
+    sim: Simulator, state_dir: Path, *flags: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``studio-exporter run``; a valid start would keep running, so the timeout fails it."""
+    base_env = {
+        **os.environ,
+        "TWILIO_ACCOUNT_SID": sim.account_sid,
+        "TWILIO_AUTH_TOKEN": sim.auth_token,
+        **(env or {}),
+    }
+    command = exporter_command(
+        "run",
+        "--state-dir",
+        str(state_dir),
+        "--twilio-base-url",
+        sim.url,
+        "--web.listen-address",
+        "127.0.0.1:0",
+        *flags,
+    )
+    return subprocess.run(
+        command, env=base_env, capture_output=True, text=True, timeout=20, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "message"),
+    [
+        pytest.param(
+            ["--flow", "FW123"], {}, "--flow: 'FW123' is not a Flow SID", id="bad-flow-sid"
+        ),
+        pytest.param(
+            [], {"TWILIO_ACCOUNT_SID": "AC-not-a-sid"}, "not an Account SID", id="bad-account-sid"
+        ),
+        pytest.param(
+            ["--twilio-base-url", "ftp://studio.example"],
+            {},
+            "--twilio-base-url: 'ftp://studio.example' is not an http(s) URL",
+            id="bad-url-scheme",
+        ),
+        pytest.param(
+            ["--twilio-base-url", "https://user:pw@studio.example"],
+            {},
+            "without credentials",
+            id="url-with-credentials",
+        ),
+        pytest.param(
+            ["--poll-interval=-5s"],
+            {},
+            "--poll-interval: '-5s' is not a duration",
+            id="negative-interval",
+        ),
+        pytest.param(
+            ["--poll-interval", "0s"],
+            {},
+            "--poll-interval: '0s' is below the minimum",
+            id="zero-interval",
+        ),
+        pytest.param(
+            ["--concurrency", "0"], {}, "--concurrency: 0 is outside", id="zero-concurrency"
+        ),
+        pytest.param(
+            ["--lookback", "90d"], {}, "--lookback: Studio keeps", id="lookback-past-retention"
+        ),
+        pytest.param(
+            ["--web.listen-address", "localhost"],
+            {},
+            "--web.listen-address:",
+            id="bad-listen-address",
+        ),
+        pytest.param(["--log-level", "loud"], {}, "--log-level: 'loud'", id="bad-log-level"),
+        pytest.param(
+            ["--no-such-flag"], {}, "unrecognized arguments: --no-such-flag", id="unknown-flag"
+        ),
+        pytest.param(
+            [], {"TWILIO_AUTH_TOKEN": ""}, "TWILIO_AUTH_TOKEN (or TWILIO_API_KEY", id="no-token"
+        ),
+        pytest.param(
+            [],
+            {"TWILIO_API_KEY": "SK" + "1" * 32},
+            "must be given together",
+            id="key-without-secret",
+        ),
+    ],
+)
+def test_an_invalid_value_stops_start_up_before_anything_runs(
+    simulator: Simulator, tmp_path: Path, flags: list[str], env: dict[str, str], message: str
+) -> None:
+    before = requests_served(simulator)
+    state_dir = tmp_path / "state"
+    done = run_exporter(simulator, state_dir, *flags, env=env)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    # Nothing ran: no state directory, no request to Studio.
+    assert not state_dir.exists()
+    assert requests_served(simulator) == before
+
+
+def test_every_mistake_is_reported_at_once(simulator: Simulator, tmp_path: Path) -> None:
+    done = run_exporter(
+        simulator, tmp_path / "state", "--flow", "nope", "--concurrency", "x", "--lookback", "1y"
+    )
+    assert done.returncode == 2
+    for flag in ("--flow", "--concurrency", "--lookback"):
+        assert f"studio-exporter: {flag}:" in done.stderr
+
+
+def _foreign_sqlite(path: Path) -> None:
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
+    db.execute("INSERT INTO invoices VALUES (1, 99.5)")
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize(
+    ("write", "message"),
+    [
+        pytest.param(
+            lambda path: path.write_bytes(b"not a database\x00" * 100),
+            "not a SQLite database",
+            id="garbage",
+        ),
+        pytest.param(_foreign_sqlite, "another application", id="foreign-sqlite"),
+        pytest.param(
+            lambda path: path.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000),
+            "refusing to use it",
+            id="corrupt-sqlite",
+        ),
+    ],
+)
+def test_a_state_file_that_is_not_ours_is_refused_and_left_untouched(
+    simulator: Simulator, tmp_path: Path, write: object, message: str
+) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    path = state_file(state_dir)
+    assert callable(write)
+    write(path)
+    original = path.read_bytes()
+    before = requests_served(simulator)
+    done = run_exporter(simulator, state_dir)
+    assert done.returncode != 0
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert path.read_bytes() == original
+    assert sorted(p.name for p in state_dir.iterdir()) == [path.name]
+    assert requests_served(simulator) == before
+
+
+HOSTILE_SIDS = [
+    pytest.param("../../Flows", id="path-traversal"),
+    pytest.param("FW" + "0" * 31 + "/", id="slash"),
+    pytest.param("FW" + "0" * 32 + "?PageSize=1", id="query"),
+    pytest.param("FW" + "g" * 32, id="not-hex"),
+    pytest.param("FW" + "0" * 32 + "\n", id="newline"),
+    pytest.param("", id="empty"),
+]
+
+
+@pytest.mark.parametrize("sid", HOSTILE_SIDS)
+def test_a_sid_is_validated_before_it_reaches_a_url(simulator: Simulator, sid: str) -> None:
+    api = StudioApi(
+        simulator.url,
+        Credentials(simulator.account_sid, simulator.account_sid, Secret(simulator.auth_token)),
+    )
+    before = requests_served(simulator)
+
+    async def attempts() -> list[ApiError]:
+        errors = []
+        calls = (
+            lambda: api.fetch_flow(sid),
+            lambda: api.list_executions(sid),
+            lambda: api.fetch_execution(FLOW, sid),
+            lambda: api.list_steps(FLOW, sid),
+            lambda: api.fetch_step(FLOW, EXECUTION, sid),
+        )
+        try:
+            for call in calls:
+                with pytest.raises(ApiError) as caught:
+                    await call()
+                errors.append(caught.value)
+        finally:
+            await api.aclose()
+        return errors
+
+    errors = asyncio.run(attempts())
+    assert [error.reason for error in errors] == ["invalid_sid"] * len(errors)
+    assert api.requests_sent == 0
+    assert requests_served(simulator) == before
