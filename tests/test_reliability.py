@@ -367,6 +367,7 @@ def markdown_table(outcomes: list[Outcome], command: str) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_full_matrix_writes_the_reliability_table(tmp_path: Path) -> None:
     outcomes = []
     for index, case in enumerate(CASES):
