@@ -181,9 +181,8 @@ class Poller:
         else:
             self.consecutive_failures += 1
 
-    async def _poll_flow(
-        self, flow: Flow, report: CycleReport, *, since: datetime | None = None
-    ) -> None:
+    async def _list_new(self, flow: Flow, since: datetime | None) -> list[Execution]:
+        """The flow's executions since ``since``, or since its cursor (minus an overlap)."""
         now = self.clock()
         cursor = self.store.cursor(flow.sid)
         if since is not None:
@@ -193,8 +192,20 @@ class Poller:
             created_from = max(cursor - CURSOR_OVERLAP, now - RETENTION)
         else:
             created_from = now - self.lookback
-        listed = await self.api.list_executions(flow.sid, created_from=created_from)
-        report.executions_listed += len(listed)
+        return await self.api.list_executions(flow.sid, created_from=created_from)
+
+    async def _poll_flow(
+        self,
+        flow: Flow,
+        report: CycleReport,
+        *,
+        since: datetime | None = None,
+        listed: list[Execution] | None = None,
+        progress: Callable[[], None] | None = None,
+    ) -> None:
+        if listed is None:
+            listed = await self._list_new(flow, since)
+            report.executions_listed += len(listed)
         listed_sids = [execution.sid for execution in listed]
         known = self.store.known_executions(listed_sids)
         done = self.store.done_executions(listed_sids) if known else set()
@@ -241,6 +252,8 @@ class Poller:
             chunk = items[start : start + CHUNK_SIZE]
             last = start + CHUNK_SIZE >= len(items)
             await self._export_chunk(flow, chunk, report, cursor=newest if last else None)
+            if progress is not None:
+                progress()
         if not items and newest is not None:
             with self.store.batch() as batch:
                 batch.set_cursor(flow.sid, newest)
@@ -440,19 +453,38 @@ class Poller:
     async def backfill(
         self, since: datetime, progress: Callable[[int, int, int], None] | None = None
     ) -> CycleReport:
-        """Export every execution created since ``since``, flow by flow, then return."""
+        """Export every execution created since ``since``, flow by flow, then return.
+
+        Every flow's executions are listed first, so ``progress(done, total, steps)`` knows the
+        total; then they are read and exported chunk by chunk.
+        """
         report = CycleReport()
         await self.refresh_flows(force=True)
         report.flows = len(self.flows)
+        listings: list[tuple[Flow, list[Execution]]] = []
         for flow in list(self.flows.values()):
             try:
-                await self._poll_flow(flow, report, since=since)
+                listed = await self._list_new(flow, since)
+            except ApiError as error:
+                self.health.poll_error(error.reason)
+                report.failed_flows.append(flow.sid)
+                log.warning("listing executions of flow %s failed: %s", flow.sid, error)
+                continue
+            report.executions_listed += len(listed)
+            listings.append((flow, listed))
+
+        def tick() -> None:
+            if progress is not None:
+                progress(report.executions_read, report.executions_listed, report.steps_exported)
+
+        tick()
+        for flow, listed in listings:
+            try:
+                await self._poll_flow(flow, report, listed=listed, progress=tick)
             except ApiError as error:
                 self.health.poll_error(error.reason)
                 report.failed_flows.append(flow.sid)
                 log.warning("backfill of flow %s failed: %s", flow.sid, error)
-            if progress is not None:
-                progress(report.executions_read, report.executions_listed, report.steps_exported)
         self._refresh_gauges()
         self._finish_cycle(report)
         return report
