@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+
 from studio_client import AuthenticatedClient
 from studio_client.api.studio_v2_execution import fetch_execution, list_execution
 from studio_client.api.studio_v2_execution_context import fetch_execution_context

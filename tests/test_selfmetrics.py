@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+
 from studio_exporter.metrics import StudioMetrics
 from studio_exporter.selfmetrics import ExporterMetrics
 

@@ -15,6 +15,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
     OTLPSpanExporter as HttpSpanExporter,
 )
 from opentelemetry.sdk.trace.export import SpanExportResult
+
 from studio_exporter.domain import ENDED, Execution, ExecutionPath, Flow, Step, Visit
 from studio_exporter.span_sink import (
     DEFAULT_SERVICE_NAME,
@@ -24,7 +25,6 @@ from studio_exporter.span_sink import (
     resource_from_env,
 )
 from studio_exporter.spans import SpanRecord, path_spans, to_readable_spans
-
 from tests.otlp_receiver import OtlpReceiver, running_receiver
 
 ACCOUNT = "AC" + "a" * 32

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import SpanKind, StatusCode
+
 from studio_exporter.domain import ENDED, Execution, ExecutionPath, Flow, Gap, Step, Visit
 from studio_exporter.spans import (
     ATTR_CONTACT,

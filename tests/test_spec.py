@@ -10,6 +10,7 @@ import pytest
 import yaml
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
+
 from studio_exporter.specdiff import USED_OPERATIONS
 
 SPEC_PATH = Path(__file__).resolve().parents[1] / "openapi" / "studio_v2.yaml"

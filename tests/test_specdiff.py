@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from studio_exporter.specdiff import (
     USED_OPERATIONS,
     Change,

@@ -14,6 +14,7 @@ from itertools import count
 from pathlib import Path
 
 import pytest
+
 from studio_exporter.domain import Execution
 from studio_exporter.state import (
     APPLICATION_ID,

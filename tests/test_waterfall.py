@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from studio_exporter.domain import ENDED, Execution, ExecutionPath, Gap, Step, Visit
 from studio_exporter.waterfall import MIN_WIDTH, format_duration, render_waterfall
 
