@@ -1,0 +1,260 @@
+"""``python -m bench``: every benchmark row, as a table on stdout and optionally JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import conversion, scenarios
+
+Row = tuple[str, str, str, str, str, str]
+
+
+def _machine() -> dict[str, Any]:
+    model = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "system": platform.platform(),
+        "load_average": os.getloadavg(),
+    }
+
+
+def _start_memory(steps: int) -> subprocess.Popen[str]:
+    """The memory row in its own process (its RSS is its own), started first to run alongside
+    the rows that measure CPU time or request counts, which sharing the machine does not move."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.memory", str(steps), str(steps // 10)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _memory(child: subprocess.Popen[str] | None) -> dict[str, Any]:
+    if child is None:
+        raise RuntimeError("the memory run did not start")
+    out, _ = child.communicate(timeout=900)
+    if child.returncode != 0:
+        raise RuntimeError(f"the memory run failed with exit code {child.returncode}")
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+def _rows(results: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    b = results.get("backfill")
+    if b:
+        note = (
+            f" (baseline measured on {b['baseline_executions']:,},"
+            f" scaled x{b['executions'] / b['baseline_executions']:.1f})"
+            if b["baseline_extrapolated"]
+            else ""
+        )
+        rows.append(
+            (
+                f"1 Backfill {b['executions']:,} executions, {b['latency_ms']:.0f} ms/request:"
+                f" wall{note}",
+                f"{b['ours_seconds']:.1f} s",
+                f"{b['baseline_seconds']:.1f} s",
+                f"{b['baseline_seconds'] / b['ours_seconds']:.1f}x faster",
+                ">= 15x",
+                "",
+            )
+        )
+        rows.append(
+            (
+                "1 Backfill: requests (ours / baseline)",
+                f"{b['ours_requests']:,}",
+                f"{b['baseline_requests']:,}",
+                f"{b['baseline_requests'] / b['ours_requests']:.2f}x fewer",
+                "",
+                "",
+            )
+        )
+        rows.append(
+            (
+                f"1 Backfill: requests vs minimum; 429s from the limit of {b['concurrency']}",
+                f"{b['ours_requests']:,} ({b['throttled_429']} x 429)",
+                f"{b['minimum_requests']:,} minimum",
+                f"{b['ours_requests'] / b['minimum_requests']:.3f}x minimum",
+                "<= 1.05x",
+                "",
+            )
+        )
+    s = results.get("steady")
+    if s:
+        rows.append(
+            (
+                f"2 Steady state: requests per cycle ({s['in_window']:,} in window,"
+                f" {s['active']} active)",
+                f"{s['ours_requests']:,}",
+                f"{s['baseline_requests']:,}",
+                f"{s['baseline_requests'] / max(1, s['ours_requests']):.0f}x fewer",
+                "~ active + new",
+                "",
+            )
+        )
+    c = results.get("conversion")
+    if c:
+        rows.append(
+            (
+                f"3 Conversion: steps/s, one core, CPU time ({c['steps']:,} steps,"
+                f" {c['spans']:,} spans)",
+                f"{c['ours_rate']:,.0f}",
+                f"{c['floor_rate']:,.0f} (bare SDK spans)",
+                f"{c['floor_rate'] / c['ours_rate']:.2f}x of floor time",
+                ">= 20,000; <= 2x",
+                "",
+            )
+        )
+    m = results.get("memory")
+    if m:
+        rows.append(
+            (
+                f"4 Memory: RSS at {m['checkpoint_steps']:,} vs {m['steps']:,} steps; peak",
+                f"{m['rss_at_checkpoint_mib']:.0f} -> {m['rss_final_mib']:.0f} MiB,"
+                f" peak {m['peak_rss_mib']:.0f}",
+                "",
+                f"{m['rss_final_mib'] / m['rss_at_checkpoint_mib']:.2f}x growth",
+                "< 250 MB, flat",
+                "",
+            )
+        )
+        rows.append(
+            (
+                "4 Memory run: poller chunk path incl. SQLite + shipper, steps/s (wall)",
+                f"{m['steps_per_second']:,.0f}",
+                "",
+                "",
+                "",
+                "",
+            )
+        )
+    f = results.get("freshness")
+    if f:
+        rows.append(
+            (
+                f"5 Freshness: step created -> in /metrics (poll {f['poll_interval']:.0f} s,"
+                f" {f['steps']:,} steps)",
+                f"median {f['median_seconds']:.2f} s, p99 {f['p99_seconds']:.2f} s",
+                f"max {f['max_seconds']:.2f} s",
+                "",
+                f"<= {f['poll_interval'] + 1:.0f} s",
+                "",
+            )
+        )
+    r = results.get("simulator")
+    if r:
+        rows.append(
+            (
+                "6 Simulator: steps-page requests/s served (16 connections)",
+                f"{r['requests_per_second']:,.0f}",
+                "",
+                "",
+                "",
+                "",
+            )
+        )
+    return rows
+
+
+def _table(rows: list[Row]) -> str:
+    header: Row = ("Benchmark", "Ours", "Baseline / floor", "Ratio", "Goal", "")
+    table = [header, *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(5)]
+    lines = []
+    for index, row in enumerate(table):
+        lines.append("| " + " | ".join(row[i].ljust(widths[i]) for i in range(5)) + " |")
+        if index == 0:
+            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--json", type=Path, help="write every figure to this JSON file")
+    parser.add_argument("--executions", type=int, default=10_000)
+    parser.add_argument(
+        "--baseline-executions",
+        type=int,
+        default=0,
+        help="run the baseline backfill on this many and scale (0: all)",
+    )
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--memory-steps", type=int, default=1_000_000)
+    parser.add_argument("--only", default="backfill,steady,conversion,memory,freshness,simulator")
+    args = parser.parse_args(argv)
+    wanted = set(args.only.split(","))
+    results: dict[str, Any] = {"machine": _machine()}
+    memory_child = _start_memory(args.memory_steps) if "memory" in wanted else None
+    runs: dict[str, Callable[[], dict[str, Any]]] = {
+        "conversion": lambda: _conversion(args.executions),
+        "steady": lambda: scenarios.steady_state(args.executions, 100),
+        "freshness": lambda: scenarios.freshness(20.0, 1.0),
+        "simulator": lambda: {"requests_per_second": scenarios.simulator_rate(5.0)},
+        "memory": lambda: _memory(memory_child),
+        "backfill": lambda: scenarios.backfill(
+            args.executions,
+            args.latency_ms,
+            args.concurrency,
+            args.baseline_executions or args.executions,
+        ),
+    }
+    failed = False
+    started = time.perf_counter()
+    for name, run in runs.items():
+        if name not in wanted:
+            continue
+        began = time.perf_counter()
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        try:
+            results[name] = run()
+        except Exception:  # a row that could not run is reported, and the others still run
+            traceback.print_exc()
+            failed = True
+            continue
+        print(f"  {name}: {time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
+    results["total_seconds"] = time.perf_counter() - started
+    machine = results["machine"]
+    print(
+        f"\nMachine: {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}, "
+        f"load average at start {machine['load_average'][0]:.1f};"
+        f" total {results['total_seconds']:.0f} s\n"
+    )
+    print(_table(_rows(results)))
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+    return 1 if failed else 0
+
+
+def _conversion(executions: int) -> dict[str, Any]:
+    result = conversion.measure(executions)
+    return {
+        "steps": result.steps,
+        "spans": result.spans,
+        "ours_cpu_seconds": result.ours_seconds,
+        "floor_cpu_seconds": result.floor_seconds,
+        "ours_rate": result.ours_rate,
+        "floor_rate": result.floor_rate,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,61 @@
+"""Our exporter assembled for a benchmark: no web server unless asked; spans encoded, dropped."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from studio_exporter.app import Exporter, build_exporter
+from studio_exporter.config import config_from_mapping
+from studio_exporter.poller import utc_now
+
+
+class EncodingSpanExporter(SpanExporter):
+    """Does what an OTLP exporter does before the network: encodes to protobuf bytes."""
+
+    def __init__(self) -> None:
+        self.spans = 0
+        self.bytes = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.bytes += len(encode_spans(spans).SerializeToString())
+        self.spans += len(spans)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
+
+
+def our_exporter(
+    url: str,
+    account_sid: str,
+    auth_token: str,
+    state_dir: Path,
+    *,
+    concurrency: int = 32,
+    lookback: str = "3d",
+    poll_interval: str = "30s",
+    serve_web: bool = False,
+    clock: Callable[[], datetime] = utc_now,
+) -> tuple[Exporter, EncodingSpanExporter]:
+    """A started exporter against ``url`` and the span exporter it ships to."""
+    config = config_from_mapping(
+        {
+            "twilio_base_url": url,
+            "state_dir": str(state_dir),
+            "listen_address": "127.0.0.1:0",
+            "lookback": lookback,
+            "poll_interval": poll_interval,
+            "concurrency": str(concurrency),
+        },
+        {"TWILIO_ACCOUNT_SID": account_sid, "TWILIO_AUTH_TOKEN": auth_token},
+    )
+    sink = EncodingSpanExporter()
+    exporter = build_exporter(config, env={}, span_exporter=sink, serve_web=serve_web, clock=clock)
+    exporter.start()
+    return exporter, sink

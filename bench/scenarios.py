@@ -1,0 +1,233 @@
+"""Rows 1, 2, 5 and 6: backfill, steady state, freshness and the simulator's own throughput."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from studio_exporter.poller import CycleReport, utc_now
+from studio_exporter.simulator import FakeClock, Simulator, SimulatorConfig, throughput
+
+from .exporters import our_exporter
+from .naive import NaiveExporter
+from .simproc import child_simulator, delta
+
+LOOKBACK = timedelta(days=3)
+
+
+def _run(coro_factory: Any, exporter: Any) -> CycleReport:
+    async def scenario() -> CycleReport:
+        try:
+            result: CycleReport = await coro_factory()
+            return result
+        finally:
+            await exporter.api.aclose()
+
+    return asyncio.run(scenario())
+
+
+def backfill(
+    executions: int, latency_ms: float, concurrency: int, baseline_executions: int
+) -> dict[str, Any]:
+    """Ours and the naive loop catch up on ``executions`` ended executions over HTTP."""
+    args = (
+        "--rate",
+        "0",
+        "--history-executions",
+        str(executions),
+        "--history-days",
+        "2",
+        "--latency-ms",
+        str(latency_ms),
+        "--max-concurrency",
+        str(concurrency),
+        "--seed",
+        "1",
+    )
+    result: dict[str, Any] = {
+        "executions": executions,
+        "latency_ms": latency_ms,
+        "concurrency": concurrency,
+    }
+    with child_simulator(*args) as sim:
+        before = sim.requests_by_operation()
+        with tempfile.TemporaryDirectory() as directory:
+            exporter, sink = our_exporter(
+                sim.url, sim.account_sid, sim.auth_token, Path(directory), concurrency=concurrency
+            )
+            started = time.perf_counter()
+            report = _run(lambda: exporter.poller.backfill(utc_now() - LOOKBACK), exporter)
+            exporter.shipper.flush()
+            result["ours_seconds"] = time.perf_counter() - started
+            exporter.close()
+        after = sim.requests_by_operation()
+        ours = delta(after, before)
+        truth = sim.truth()
+        result["ours_requests"] = sum(ours.values())
+        result["ours_by_operation"] = ours
+        result["ours_steps"] = report.steps_exported
+        result["ours_spans"] = sink.spans
+        result["throttled_429"] = truth["faults"].get("concurrency_429", 0)
+        per_flow = [flow["executions_ended"] for flow in truth["flows"].values()]
+        result["minimum_requests"] = _minimum(ours, per_flow)
+    with child_simulator(*args[:3], str(baseline_executions), *args[4:]) as sim:
+        before = sim.requests_by_operation()
+        naive = NaiveExporter(sim.url, sim.account_sid, sim.auth_token, lookback=LOOKBACK)
+        started = time.perf_counter()
+        naive_report = naive.cycle()
+        result["baseline_seconds_measured"] = time.perf_counter() - started
+        result["baseline_executions"] = baseline_executions
+        result["baseline_requests_measured"] = sum(
+            delta(sim.requests_by_operation(), before).values()
+        )
+        result["baseline_steps"] = naive_report.steps_new
+    scale = executions / baseline_executions
+    result["baseline_extrapolated"] = baseline_executions != executions
+    result["baseline_seconds"] = result["baseline_seconds_measured"] * scale
+    result["baseline_requests"] = round(result["baseline_requests_measured"] * scale)
+    return result
+
+
+def _minimum(ours: dict[str, int], per_flow: list[int]) -> int:
+    """The flows and their definitions, executions pages of 1,000, one steps page each."""
+    pages = sum(max(1, -(-count // 1000)) for count in per_flow)
+    return ours.get("ListFlow", 0) + ours.get("FetchFlow", 0) + pages + sum(per_flow)
+
+
+def steady_state(history: int, active_target: int) -> dict[str, Any]:
+    """Requests in one poll cycle once the history is exported, with ~``active_target`` active."""
+    start = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    clock = FakeClock(start)
+    # Mean execution lasts ~12 minutes in the simulator's flows: Little's law gives the rate.
+    rate = active_target / 12.1
+    config = SimulatorConfig(
+        seed=2, history_executions=history, history_days=2, rate=rate, clock=clock, start=start
+    )
+    result: dict[str, Any] = {"history": history}
+    with Simulator(config) as sim, tempfile.TemporaryDirectory() as directory:
+        exporter, _sink = our_exporter(
+            sim.url,
+            sim.account_sid,
+            sim.auth_token,
+            Path(directory),
+            concurrency=16,
+            lookback="3d",
+            clock=clock,
+        )
+        poller = exporter.poller
+
+        async def scenario() -> tuple[CycleReport, dict[str, int]]:
+            try:
+                await poller.backfill(clock() - LOOKBACK)
+                clock.advance(2 * 3600)  # live traffic reaches its steady number of active ones
+                await poller.cycle()
+                clock.advance(30)
+                before = sim.truth()["requests"]["by_operation"]
+                report = await poller.cycle()
+                return report, delta(sim.truth()["requests"]["by_operation"], before)
+            finally:
+                await exporter.api.aclose()
+
+        try:
+            report, ours = asyncio.run(scenario())
+        finally:
+            exporter.close()
+        now = clock().timestamp()
+        active = sum(1 for r in sim.traffic.existing(now) if r.ended_at > now)
+        in_window = sum(
+            1 for r in sim.traffic.existing(now) if r.created >= now - LOOKBACK.total_seconds()
+        )
+        result.update(
+            active=active,
+            in_window=in_window,
+            ours_requests=sum(ours.values()),
+            ours_by_operation=ours,
+            ours_executions_read=report.executions_read,
+        )
+        before = sim.truth()["requests"]["by_operation"]
+        naive = NaiveExporter(sim.url, sim.account_sid, sim.auth_token, lookback=LOOKBACK)
+        naive.cycle(clock())
+        baseline = delta(sim.truth()["requests"]["by_operation"], before)
+        result.update(baseline_requests=sum(baseline.values()), baseline_by_operation=baseline)
+    return result
+
+
+def freshness(seconds: float, poll_interval: float) -> dict[str, Any]:
+    """Delay from a step's creation in the simulator to its count in /metrics."""
+    config = SimulatorConfig(seed=4, history_executions=0, rate=20, speed=60)
+    lags: list[float] = []
+    with Simulator(config) as sim, tempfile.TemporaryDirectory() as directory:
+        exporter, _sink = our_exporter(
+            sim.url,
+            sim.account_sid,
+            sim.auth_token,
+            Path(directory),
+            concurrency=16,
+            lookback="1h",
+            poll_interval=f"{poll_interval}s",
+            serve_web=True,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.new_event_loop()
+
+        def run() -> None:
+            async def main() -> None:
+                try:
+                    await exporter.run(stop)
+                finally:
+                    await exporter.api.aclose()
+
+            loop.run_until_complete(main())
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        assert exporter.web is not None
+        scrapes: list[tuple[float, float]] = []
+        deadline = time.time() + seconds
+        with httpx.Client(timeout=5) as client:
+            while time.time() < deadline:
+                text = client.get(f"{exporter.web.url}/metrics").text
+                scrapes.append((time.time(), _steps_total(text)))
+                time.sleep(0.05)
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=30)
+        exporter.close()
+        created = sorted(
+            r.step_time(i) for r in sim.traffic.existing(time.time()) for i in range(r.step_count)
+        )
+    # The n-th step created appears when the total first reaches n.
+    position = 0
+    settle = scrapes[0][0] + 2 * poll_interval
+    for when, total in scrapes:
+        while position < len(created) and position < total:
+            if created[position] >= settle:
+                lags.append(when - created[position])
+            position += 1
+    lags.sort()
+    return {
+        "poll_interval": poll_interval,
+        "steps": len(lags),
+        "median_seconds": lags[len(lags) // 2] if lags else float("nan"),
+        "p99_seconds": lags[int(len(lags) * 0.99)] if lags else float("nan"),
+        "max_seconds": lags[-1] if lags else float("nan"),
+    }
+
+
+def _steps_total(text: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("twilio_studio_steps_total{")
+    )
+
+
+def simulator_rate(seconds: float) -> float:
+    """Steps-page requests per second the simulator serves (its own probe)."""
+    return throughput.measure(seconds=seconds)
