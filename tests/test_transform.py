@@ -342,6 +342,43 @@ def test_same_second_gap_ends_where_the_next_second_continues() -> None:
     assert visit_rows(path) == [(TRIGGER, 0, 1, None), ("a", 1, 2, None), ("q", 2, 3, None)]
 
 
+@pytest.mark.parametrize(
+    ("steps", "order", "gaps"),
+    [
+        pytest.param(
+            [
+                make_step(TRIGGER, "w2", 0, number=10),
+                make_step("w2", "w1", 0, number=11),
+                make_step("w1", "w0", 0, number=12),
+                make_step("w0", "w2", 0, number=13),
+                make_step("w0", "w2", 0, number=14),
+                make_step("w2", ENDED, 0, number=1),
+            ],
+            [10, 11, 12, 13, 14, 1],
+            [(13, 14)],
+            id="end-comes-last-when-a-stranded-step-rejoins",
+        ),
+        pytest.param(
+            [
+                make_step(TRIGGER, "a", 0, number=10),
+                make_step("a", ENDED, 0, number=11),
+                make_step("x", "y", 0, number=1),
+            ],
+            [10, 11, 1],
+            [(11, 1)],
+            id="stranded-step-after-end-breaks-less-than-inside",
+        ),
+    ],
+)
+def test_same_second_end_with_lost_steps(
+    steps: list[Step], order: list[int], gaps: list[GapRow]
+) -> None:
+    path = build_path(make_execution(status="ended"), reversed(steps))
+
+    assert step_numbers(path) == order
+    assert gap_rows(path) == gaps
+
+
 def test_subflow_visits_carry_parent_and_flow() -> None:
     steps = [
         PARENT_FIRST,

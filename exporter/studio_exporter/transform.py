@@ -23,7 +23,7 @@ UNKNOWN_WIDGET_TYPE = "unknown"
 # Private vertex names for the tie-break graph. Widget names are user text without NUL bytes, so
 # these cannot collide with a real widget.
 _SINK = "\x00ended"  # where every step to Ended goes: nothing leaves it, so it always ends a trail
-_HUB = "\x00hub"  # joins the ends of trails to the starts of others (see _order_same_second)
+_HUB = "\x00hub"  # joins the ends of trails to the starts of others (see _Graph)
 _ENTRY = "\x00entry"  # the tail of the virtual edge into the widget the chain is in
 
 # Orders visits: the first widget of the top-level chain sorts before a step entered at the same
@@ -199,9 +199,11 @@ def _good_starts(group: list[Step]) -> set[str]:
 def _order_same_second(group: list[Step], state: str | None, next_starts: set[str]) -> list[Step]:
     """Order steps of one second so that the fewest of them break the chain.
 
-    The trail that continues from ``state`` goes first. The other trails each start with a
-    break; the order among them only decides where the second ends, so a trail ending in a
-    widget the next second's steps leave from goes last, before only those ending the chain.
+    The trail that continues from ``state`` goes first; the other trails, each starting with a
+    break, follow in an order that decides where the second ends: a trail ending in a widget
+    the next second's steps start from goes last, except a trail that ends the chain. Every
+    step after the end is a break, so if that order still puts steps after the step to Ended,
+    an order that ends with it is taken when it breaks the chain no more often.
     """
     fast = _follow(group, state)
     if fast is not None:
@@ -209,13 +211,31 @@ def _order_same_second(group: list[Step], state: str | None, next_starts: set[st
     continuing, others = _fewest_trails(group, state)
 
     def placement(trail: list[Step]) -> tuple[bool, bool, str]:
-        last = trail[-1]
-        return (last.transitioned_to == ENDED, last.transitioned_to in next_starts, trail[0].sid)
+        last = trail[-1].transitioned_to
+        return (last == ENDED, last in next_starts, trail[0].sid)
 
     ordered = continuing
     for trail in sorted((_rotate(trail, next_starts) for trail in others), key=placement):
         ordered.extend(trail)
+    if state is not None and any(step.transitioned_to == ENDED for step in ordered[:-1]):
+        # Steps after the end are breaks each; ending last may break the chain fewer times.
+        ending = _ending_sequence(group, state)
+        if _breaks(ending, state) <= _breaks(ordered, state):
+            return ending
     return ordered
+
+
+def _breaks(ordered: list[Step], state: str) -> int:
+    """How many of the ordered steps break the chain from ``state`` (as ``_walk`` counts)."""
+    breaks = 0
+    current = state
+    over = False
+    for step in ordered:
+        if over or step.transitioned_from != current:
+            breaks += 1
+        over = over or step.transitioned_to == ENDED
+        current = step.transitioned_to
+    return breaks
 
 
 def _rotate(trail: list[Step], next_starts: set[str]) -> list[Step]:
@@ -228,62 +248,116 @@ def _rotate(trail: list[Step], next_starts: set[str]) -> list[Step]:
     return trail
 
 
+class _Graph:
+    """The steps of one second as a directed multigraph, balanced through a hub vertex.
+
+    The steps are edges (widget to widget, Ended to ``_SINK``), walked in sid order so that
+    nothing depends on the input order; virtual edges have no step. For every unit of surplus
+    out-degree a vertex gets an edge from the hub, for every unit of surplus in-degree an edge
+    to it: every vertex is then balanced, an Eulerian circuit exists in each component, and
+    each pass through the hub is one break in the chain. That is the textbook minimum cover of
+    a graph's edges by trails.
+    """
+
+    __slots__ = ("heads", "steps", "tails")
+
+    def __init__(self, group: list[Step], virtual: list[tuple[str, str]]) -> None:
+        self.tails: list[str] = []
+        self.heads: list[str] = []
+        self.steps: list[Step | None] = []
+        for step in sorted(group, key=lambda s: s.sid):
+            to = _SINK if step.transitioned_to == ENDED else step.transitioned_to
+            self.add(step.transitioned_from, to, step)
+        for tail, head in virtual:
+            self.add(tail, head, None)
+        balance: dict[str, int] = {}
+        for tail, head in zip(self.tails, self.heads, strict=True):
+            balance[tail] = balance.get(tail, 0) + 1
+            balance[head] = balance.get(head, 0) - 1
+        for vertex in sorted(balance):
+            for _ in range(balance[vertex]):
+                self.add(_HUB, vertex, None)
+            for _ in range(-balance[vertex]):
+                self.add(vertex, _HUB, None)
+
+    def add(self, tail: str, head: str, step: Step | None) -> None:
+        self.tails.append(tail)
+        self.heads.append(head)
+        self.steps.append(step)
+
+    def connect(self) -> None:
+        """Join every component to the hub, so that one circuit covers all edges."""
+        parent: dict[str, str] = {}
+
+        def root(vertex: str) -> str:
+            while (up := parent.get(vertex, vertex)) != vertex:
+                parent[vertex] = parent.get(up, up)  # path halving keeps the trees flat
+                vertex = up
+            return vertex
+
+        for tail, head in zip(self.tails, self.heads, strict=True):
+            parent[root(tail)] = root(head)
+        first_edges: dict[str, int] = {}
+        for edge, tail in enumerate(self.tails):
+            first_edges.setdefault(root(tail), edge)
+        if len(first_edges) < 2:
+            return
+        hub = root(_HUB) if _HUB in self.tails else None
+        for component, edge in first_edges.items():
+            if component != hub:
+                vertex = self.tails[edge]
+                self.add(vertex, _HUB, None)
+                self.add(_HUB, vertex, None)
+
+    def outgoing(self) -> dict[str, list[int]]:
+        outgoing: dict[str, list[int]] = {}
+        for edge in range(len(self.tails) - 1, -1, -1):
+            # Filled backwards so that list.pop() takes the smallest edge first.
+            outgoing.setdefault(self.tails[edge], []).append(edge)
+        return outgoing
+
+    def real(self, edges: list[int]) -> list[Step]:
+        return [step for step in (self.steps[edge] for edge in edges) if step is not None]
+
+
+def _ending_sequence(group: list[Step], state: str) -> list[Step]:
+    """The steps of the second the chain ends in: from ``state`` to Ended, fewest breaks.
+
+    A virtual edge from ``_SINK`` back to ``_ENTRY`` (and on into ``state``) closes the
+    sequence into a circuit; cut there, the circuit runs from ``state`` to the step to Ended.
+    """
+    graph = _Graph(group, [(_ENTRY, state), (_SINK, _ENTRY)])
+    graph.connect()
+    return graph.real(_circuit(_ENTRY, graph.outgoing(), graph.heads))
+
+
 def _fewest_trails(group: list[Step], state: str | None) -> tuple[list[Step], list[list[Step]]]:
     """Cover the steps with the fewest trails: (the trail leaving ``state``, the others).
 
-    The steps are the edges of a small directed multigraph (widget to widget); an order with k
-    breaks is a cover by k trails, or k+1 if one continues from ``state``. A virtual edge from
-    ``_ENTRY`` into ``state`` makes the continuing trail part of the cover. The minimum cover
-    is found the textbook way: a hub vertex gets an edge to every vertex for each unit of
-    surplus out-degree and an edge from every vertex for each unit of surplus in-degree; an
-    Eulerian circuit of that balanced graph, cut at the hub, is a minimum set of trails.
-    Circuits not touching the hub (balanced loops on their own) are one trail each. Edges are
-    walked in sid order, so the result does not depend on the input order.
+    An order with k breaks is a cover by k trails, or k+1 if one continues from ``state``; a
+    virtual edge from ``_ENTRY`` into ``state`` makes the continuing trail part of the cover.
+    The circuit through the hub, cut at the hub, gives the trails of the unbalanced
+    components; each balanced component left over (a loop on its own) is one more trail.
     """
-    # Edge i runs tails[i] -> heads[i]; only edges of real steps have a step.
-    tails: list[str] = []
-    heads: list[str] = []
-    edge_steps: list[Step | None] = []
-    for step in sorted(group, key=lambda s: s.sid):
-        tails.append(step.transitioned_from)
-        heads.append(_SINK if step.transitioned_to == ENDED else step.transitioned_to)
-        edge_steps.append(step)
-    if state is not None:
-        tails.append(_ENTRY)
-        heads.append(state)
-        edge_steps.append(None)
-
-    balance: dict[str, int] = {}
-    for tail, head in zip(tails, heads, strict=True):
-        balance[tail] = balance.get(tail, 0) + 1
-        balance[head] = balance.get(head, 0) - 1
-    for vertex in sorted(balance):
-        surplus = balance[vertex]
-        tails.extend([_HUB] * surplus if surplus > 0 else [vertex] * -surplus)
-        heads.extend([vertex] * surplus if surplus > 0 else [_HUB] * -surplus)
-        edge_steps.extend([None] * abs(surplus))
-
-    outgoing: dict[str, list[int]] = {}
-    for edge in range(len(tails) - 1, -1, -1):
-        # Filled backwards so that list.pop() takes the smallest edge first.
-        outgoing.setdefault(tails[edge], []).append(edge)
+    graph = _Graph(group, [(_ENTRY, state)] if state is not None else [])
+    outgoing = graph.outgoing()
     trails: list[list[int]] = []
     used: set[int] = set()
     if _HUB in outgoing:
-        walk = _circuit(_HUB, outgoing, heads)
+        walk = _circuit(_HUB, outgoing, graph.heads)
         used.update(walk)
-        trails = _cut_at_hub(walk, tails)
-    for edge, tail in enumerate(tails):
+        trails = _cut_at_hub(walk, graph.tails)
+    for edge, tail in enumerate(graph.tails):
         if edge not in used:
-            loop = _circuit(tail, outgoing, heads)
+            loop = _circuit(tail, outgoing, graph.heads)
             used.update(loop)
             trails.append(loop)
 
     continuing: list[Step] = []
     others: list[list[Step]] = []
     for trail in trails:
-        trail_steps = [step for step in (edge_steps[edge] for edge in trail) if step is not None]
-        if any(tails[edge] == _ENTRY for edge in trail):
+        trail_steps = graph.real(trail)
+        if any(graph.tails[edge] == _ENTRY for edge in trail):
             continuing = trail_steps
         elif trail_steps:
             others.append(trail_steps)
