@@ -157,9 +157,18 @@ class ExecutionPath:
 
     @property
     def end_step(self) -> Step | None:
-        """The top-level step that transitioned to ``ENDED``, if the execution has one."""
-        for step in reversed(self.steps):
-            if step.parent_step_sid is None and step.transitioned_to == ENDED:
+        """The top-level step that transitioned to ``ENDED``, if the execution has one.
+
+        With corrupt data holding several, the first one counts: the transform turned the
+        later ones into gaps.
+        """
+        after_gaps = {gap.after.sid for gap in self.gaps}
+        for step in self.steps:
+            if (
+                step.parent_step_sid is None
+                and step.transitioned_to == ENDED
+                and step.sid not in after_gaps
+            ):
                 return step
         return None
 
