@@ -366,6 +366,14 @@ def markdown_table(outcomes: list[Outcome], command: str) -> str:
     )
 
 
+def failed_row(fault: str, error: AssertionError) -> Outcome:
+    """A row that says the case failed, so the table is written even then (and the test fails)."""
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else "assertion failed"
+    return Outcome(
+        fault, "see notes", -1, -1, -1, -1, -1, float("nan"), f"FAILED: {first_line[:300]}"
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_full_matrix_writes_the_reliability_table(tmp_path: Path) -> None:
@@ -379,13 +387,22 @@ def test_full_matrix_writes_the_reliability_table(tmp_path: Path) -> None:
             case.degraded,
         )
         with running_receiver() as receiver:
-            outcomes.append(
-                run_case(full, FULL_EXECUTIONS, 100 + index, tmp_path / f"case{index}", receiver)
-            )
+            try:
+                outcome = run_case(
+                    full, FULL_EXECUTIONS, 100 + index, tmp_path / f"case{index}", receiver
+                )
+            except AssertionError as error:
+                outcome = failed_row(case.name, error)
+        outcomes.append(outcome)
     with running_receiver() as receiver:
-        outcomes.append(kill_and_restart(12, 1500, 99, tmp_path / "kills", receiver))
+        try:
+            outcomes.append(kill_and_restart(12, 1500, 99, tmp_path / "kills", receiver))
+        except AssertionError as error:
+            outcomes.append(failed_row("SIGKILL of the exporter process x12", error))
     table = markdown_table(outcomes, "make reliability")
     print("\n" + table)
     REPORT.write_text("# Reliability\n\n" + table)
+    failed = [o.notes for o in outcomes if o.notes.startswith("FAILED")]
+    assert failed == []
     assert all(o.steps_exported == o.steps_expected for o in outcomes)
     assert all(o.spans_received == o.spans_expected for o in outcomes)
