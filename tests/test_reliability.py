@@ -247,6 +247,7 @@ def kill_and_restart(
     """Run ``studio-exporter run`` as a child, SIGKILL it ``kills`` times at random moments
     (seeded), restart it each time, then let it run cleanly and compare /metrics with truth."""
     rng = random.Random(seed)
+    tmp_path.mkdir(parents=True, exist_ok=True)
     # A little latency stretches each cycle so that the kills land mid-fetch, mid-commit and
     # mid-send, not only between cycles.
     config = SimulatorConfig(
