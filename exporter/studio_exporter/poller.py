@@ -330,6 +330,8 @@ class Poller:
                     )
                     batch.upsert_execution(update.execution, done=done)
                     self._track_open(update, done)
+                    if done:
+                        self._ended_without_end_step.discard(update.execution.sid)
                 if span_payloads:
                     dropped = batch.enqueue_spans(span_payloads)
                     if dropped:

@@ -126,9 +126,11 @@ class StudioApi:
             base_url=self.base_url,
             auth=httpx.BasicAuth(credentials.username, credentials.password.reveal()),
             timeout=httpx.Timeout(timeout),
+            # As many connections as requests may be in flight: httpcore's pool scans every
+            # connection on every request, so idle extras cost CPU and buy nothing.
             limits=httpx.Limits(
-                max_connections=max(self.limiter.maximum, 1) * 2,
-                max_keepalive_connections=max(self.limiter.maximum, 1) * 2,
+                max_connections=self.limiter.maximum,
+                max_keepalive_connections=self.limiter.maximum,
             ),
             headers={"User-Agent": "twilio-studio-exporter"},
             transport=transport,

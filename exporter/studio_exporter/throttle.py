@@ -86,7 +86,8 @@ class AdaptiveLimiter:
         finally:
             async with self._changed:
                 self._in_flight -= 1
-                self._changed.notify_all()
+                # Wake only as many waiters as there are free places, not hundreds of them.
+                self._changed.notify(max(1, self._limit - self._in_flight))
 
     def on_success(self) -> None:
         self._successes += 1
