@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -18,7 +19,8 @@ from prometheus_client import CollectorRegistry
 from studio_exporter import __version__
 from studio_exporter.config import Config
 from studio_exporter.metrics import StudioMetrics
-from studio_exporter.poller import Poller, utc_now
+from studio_exporter.poller import PRUNE_EVERY, Poller, utc_now
+from studio_exporter.push import PushProcessor, WebhookReceiver
 from studio_exporter.selfmetrics import ExporterMetrics
 from studio_exporter.shipper import SpanShipper
 from studio_exporter.span_sink import JsonLinesSpanExporter, make_span_exporter, resource_from_env
@@ -49,11 +51,16 @@ class Exporter:
     web: WebServer | None
     spans_file: Path | None
     post_hooks: dict[str, PostHook] = field(default_factory=dict)
+    push: PushProcessor | None = None
 
     def readiness(self) -> Readiness:
         reasons: dict[str, str] = {}
         poller = self.poller
-        if poller.last_success is None:
+        if self.push is not None and self.push.consecutive_failures:
+            reasons["push"] = f"{self.push.consecutive_failures} failed passes over the inbox"
+        if self.config.mode == "push":
+            pass  # no polling to judge
+        elif poller.last_success is None:
             reasons["poll"] = "no successful poll yet"
         else:
             age = (poller.clock() - poller.last_success).total_seconds()
@@ -73,7 +80,22 @@ class Exporter:
             self.web.start()
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.poller.run(stop, self.config.poll_interval)
+        """Poll, receive pushes, or both, by ``--mode``, until ``stop`` is set."""
+        tasks = []
+        if self.config.mode in ("poll", "hybrid"):
+            tasks.append(self.poller.run(stop, self.config.poll_interval))
+        if self.push is not None:
+            tasks.append(self.push.run(stop))
+        if self.config.mode == "push":
+            tasks.append(self._housekeeping(stop))
+        await asyncio.gather(*tasks)
+
+    async def _housekeeping(self, stop: asyncio.Event) -> None:
+        """Push mode has no poll cycle: prune state past retention on the same schedule."""
+        while not stop.is_set():
+            self.poller.prune(self.poller.clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=PRUNE_EVERY.total_seconds())
 
     def close(self) -> None:
         """Flush spans, commit state, stop serving. Safe to call once everything has stopped."""
@@ -145,6 +167,19 @@ def build_exporter(
         web=None,
         spans_file=spans_file if isinstance(exporter, JsonLinesSpanExporter) else None,
     )
+    if config.mode != "poll":
+        assert config.webhook_auth_token is not None  # validated by config_from_mapping
+        processor = PushProcessor(store, api, poller, registry=registry)
+        basic = config.webhook_basic_auth
+        built.push = processor
+        built.post_hooks[config.webhook_path] = WebhookReceiver(
+            store,
+            config.webhook_auth_token.reveal(),
+            public_url=config.webhook_public_url,
+            basic_auth=None if basic is None else (basic[0], basic[1].reveal()),
+            metrics=registry,
+            on_accepted=processor.wake,
+        )
     if serve_web:
         web_config = (
             load_web_config(config.web_config_file)

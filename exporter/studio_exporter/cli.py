@@ -137,7 +137,23 @@ def _add_exporter_flags(parser: argparse.ArgumentParser) -> None:
         help="TLS and basic auth for /metrics, in Prometheus exporter-toolkit format"
         + _env_help("web_config_file"),
     )
-    add("--mode", help=f"one of {', '.join(MODES)} (default poll)" + _env_help("mode"))
+    add(
+        "--mode",
+        help=f"one of {', '.join(MODES)} (default poll): push receives Event Streams webhooks; "
+        "hybrid adds a slow polling sweep that fills what push lost" + _env_help("mode"),
+    )
+    add(
+        "--webhook.path",
+        dest="webhook_path",
+        help="where Event Streams deliveries are received (default /webhooks/event-streams)"
+        + _env_help("webhook_path"),
+    )
+    add(
+        "--webhook.public-url",
+        dest="webhook_public_url",
+        help="the sink URL as Twilio calls it, when a proxy sits in front (signatures are over "
+        "that URL)" + _env_help("webhook_public_url"),
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -267,6 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _secrets(config: Config) -> list[str]:
     secrets = [config.credentials.password.reveal()]
+    if config.webhook_auth_token is not None:
+        secrets.append(config.webhook_auth_token.reveal())
+    if config.webhook_basic_auth is not None:
+        secrets.append(config.webhook_basic_auth[1].reveal())
     if config.phone_hash_salt.reveal():
         secrets.append(config.phone_hash_salt.reveal())
     return secrets

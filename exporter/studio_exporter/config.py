@@ -124,6 +124,10 @@ class Config:
     webhook_path: str = "/webhooks/event-streams"
     webhook_public_url: str | None = None
     web_config_file: Path | None = None
+    #: The account's auth token, to check Event Streams signatures (push and hybrid modes).
+    webhook_auth_token: Secret | None = None
+    #: Basic auth Twilio must send with webhooks (user, password), if the sink URL carries it.
+    webhook_basic_auth: tuple[str, Secret] | None = None
 
     @property
     def listen_host(self) -> str:
@@ -170,6 +174,8 @@ ENV_VARS: Mapping[str, tuple[str, ...]] = {
     "webhook_path": ("STUDIO_EXPORTER_WEBHOOK_PATH",),
     "webhook_public_url": ("STUDIO_EXPORTER_WEBHOOK_PUBLIC_URL",),
     "web_config_file": ("STUDIO_EXPORTER_WEB_CONFIG_FILE",),
+    # A secret: read from the environment only, never a flag (it would show in `ps`).
+    "webhook_basic_auth": ("STUDIO_EXPORTER_WEBHOOK_BASIC_AUTH",),
 }
 
 _TRUE = ("1", "true", "yes", "on")
@@ -328,6 +334,23 @@ def config_from_mapping(flags: Mapping[str, str | None], env: Mapping[str, str])
             values["web_config_file"] = Path(web_config)
         except WebConfigError as error:
             problems.append(f"--web.config.file: {error}")
+
+    if values.get("mode", "poll") != "poll":
+        token = raw("auth_token")
+        if not token:
+            problems.append(
+                "--mode push/hybrid: Event Streams signatures are checked with the account's "
+                "auth token; set TWILIO_AUTH_TOKEN (also when the API is read with an API key)"
+            )
+        else:
+            values["webhook_auth_token"] = Secret(token)
+    basic_auth = raw("webhook_basic_auth")
+    if basic_auth is not None:
+        user, separator, password = basic_auth.partition(":")
+        if not separator or not user or not password:
+            problems.append("STUDIO_EXPORTER_WEBHOOK_BASIC_AUTH: give user:password")
+        else:
+            values["webhook_basic_auth"] = (user, Secret(password))
 
     if problems or credentials is None:
         raise ConfigError(problems)

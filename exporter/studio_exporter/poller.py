@@ -97,6 +97,9 @@ class Poller:
         self.last_success: datetime | None = None
         self.consecutive_failures = 0
         self._pruned_at: datetime | None = None
+        # Reading what is exported, planning and committing happen under this lock, so that
+        # polling and push (hybrid mode) never both export the same step.
+        self._export_lock = asyncio.Lock()
 
     # -- flows --------------------------------------------------------------------------------
 
@@ -269,25 +272,34 @@ class Poller:
         step_lists = await asyncio.gather(
             *(self.api.list_steps(flow.sid, execution.sid) for execution, _ in chunk)
         )
-        updates: list[ExecutionUpdate] = []
-        for (execution, first_seen), steps in zip(chunk, step_lists, strict=True):
-            exported = (
-                set()
-                if first_seen
-                else self.store.exported_steps(execution.sid, [step.sid for step in steps])
-            )
-            updates.append(
-                plan_update(
-                    execution,
-                    steps,
-                    flow,
-                    exported=exported,
-                    first_seen=first_seen,
-                    status_ended=self._status_ended(execution),
-                )
-            )
         report.executions_read += len(chunk)
-        await self._apply(flow, updates, report, cursor=cursor)
+        # What is already exported is read again under the lock: in hybrid mode the push
+        # processor may have exported some of these steps while the requests were in flight.
+        async with self._export_lock:
+            sids = [execution.sid for execution, _ in chunk]
+            known = self.store.known_executions(sids)
+            done = self.store.done_executions(sids) if known else set()
+            updates: list[ExecutionUpdate] = []
+            for (execution, _), steps in zip(chunk, step_lists, strict=True):
+                if execution.sid in done:
+                    continue
+                first_seen = execution.sid not in known
+                exported = (
+                    set()
+                    if first_seen
+                    else self.store.exported_steps(execution.sid, [step.sid for step in steps])
+                )
+                updates.append(
+                    plan_update(
+                        execution,
+                        steps,
+                        flow,
+                        exported=exported,
+                        first_seen=first_seen,
+                        status_ended=self._status_ended(execution),
+                    )
+                )
+            await self._apply(flow, updates, report, cursor=cursor)
 
     def _status_ended(self, execution: Execution) -> bool:
         """Studio says ended but no step to Ended was seen: believe it on the second read."""
@@ -523,23 +535,24 @@ class Poller:
             # Created since the last refresh; it will be listed by the next one.
             flow = await self.api.fetch_flow(flow_sid)
             self.flows[flow_sid] = flow
-        first_seen = not self.store.is_known(execution.sid)
-        if not first_seen and self.store.is_done(execution.sid):
-            return
-        exported = (
-            set()
-            if first_seen
-            else self.store.exported_steps(execution.sid, [step.sid for step in steps])
-        )
-        update = plan_update(
-            execution,
-            steps,
-            flow,
-            exported=exported,
-            first_seen=first_seen,
-            status_ended=self._status_ended(execution),
-        )
-        await self._apply(flow, [update], CycleReport(), cursor=None)
+        async with self._export_lock:
+            first_seen = not self.store.is_known(execution.sid)
+            if not first_seen and self.store.is_done(execution.sid):
+                return
+            exported = (
+                set()
+                if first_seen
+                else self.store.exported_steps(execution.sid, [step.sid for step in steps])
+            )
+            update = plan_update(
+                execution,
+                steps,
+                flow,
+                exported=exported,
+                first_seen=first_seen,
+                status_ended=self._status_ended(execution),
+            )
+            await self._apply(flow, [update], CycleReport(), cursor=None)
         if refresh_gauges:
             self._refresh_gauges()
 

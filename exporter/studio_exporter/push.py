@@ -363,6 +363,8 @@ class PushProcessor:
         self._loaded: set[int] = set()
         self._wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: Passes in a row that failed; /health/ready reports push as degraded while > 0.
+        self.consecutive_failures = 0
         self.rest_reads = PromCounter(
             "twilio_studio_exporter_push_rest_reads",
             "REST reads made in push mode, by reason (step_fetch: a step event lacked a "
@@ -402,6 +404,7 @@ class PushProcessor:
             except Exception:
                 log.exception("push processing pass failed")
                 report = ProcessReport(failures=1)
+            self.consecutive_failures = self.consecutive_failures + 1 if report.failures else 0
             if report.loaded and not report.failures:
                 continue  # more may be queued behind a full batch
             with contextlib.suppress(TimeoutError):

@@ -11,6 +11,7 @@ from typing import Any
 
 from .api import StudioApi
 from .clock import Clock, epoch_seconds, system_clock
+from .eventstreams import DeliveryOptions, EventFeed, EventStreamSender, EventStreamsPusher
 from .faults import Faults
 from .flows import build_flows
 from .resources import Renderer
@@ -82,6 +83,7 @@ class Simulator:
             self.traffic, self.renderer, self._now, credentials, cfg.faults, self.truth
         )
         self._server: HttpServer | None = None
+        self._pushers: list[EventStreamsPusher] = []
         self.url = ""
 
     @property
@@ -109,9 +111,27 @@ class Simulator:
         return self.url
 
     def stop(self) -> None:
+        for pusher in self._pushers:
+            pusher.stop()
+        self._pushers.clear()
         if self._server is not None:
             self._server.stop()
             self._server = None
+
+    def push_events_to(
+        self, url: str, options: DeliveryOptions | None = None, *, interval: float = 0.2
+    ) -> EventStreamsPusher:
+        """Deliver the traffic from now on as signed Event Streams webhooks to ``url``.
+
+        Like a real subscription, only executions created from now on are pushed. The pusher
+        runs on its own thread until ``stop()`` (of the pusher or of the simulator).
+        """
+        feed = EventFeed(self.traffic, self.renderer, since=self._now())
+        sender = EventStreamSender(url, self.config.auth_token, options or DeliveryOptions())
+        pusher = EventStreamsPusher(feed, sender, self._now, interval=interval)
+        pusher.start()
+        self._pushers.append(pusher)
+        return pusher
 
     def set_faults(self, faults: Faults) -> None:
         """Change the injected faults from now on (counts so far are kept)."""
