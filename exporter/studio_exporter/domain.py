@@ -159,16 +159,12 @@ class ExecutionPath:
     def end_step(self) -> Step | None:
         """The top-level step that transitioned to ``ENDED``, if the execution has one.
 
-        With corrupt data holding several, the first one counts: the transform turned the
-        later ones into gaps.
+        With corrupt data holding several, the first one (in path order) counts: the transform
+        turned the later ones into gaps. The end step may itself follow a gap (a lost step just
+        before the end): it still ends the execution.
         """
-        after_gaps = {gap.after.sid for gap in self.gaps}
         for step in self.steps:
-            if (
-                step.parent_step_sid is None
-                and step.transitioned_to == ENDED
-                and step.sid not in after_gaps
-            ):
+            if step.parent_step_sid is None and step.transitioned_to == ENDED:
                 return step
         return None
 
