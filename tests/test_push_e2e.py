@@ -1,0 +1,170 @@
+"""Push and hybrid modes end to end: the simulator's signed webhooks → exporter → truth."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from studio_exporter.app import Exporter, build_exporter
+from studio_exporter.config import config_from_mapping
+from studio_exporter.simulator import DeliveryOptions, FakeClock, Simulator, SimulatorConfig
+from tests.otlp_receiver import OtlpReceiver, running_receiver
+from tests.truthcheck import expected_span_count, metric_mismatches, samples
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2026, 5, 4, 8, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    with running_receiver() as running:
+        yield running
+
+
+class Running:
+    """An exporter running its mode's loops on a thread of its own, as `studio-exporter run`."""
+
+    def __init__(self, exporter: Exporter) -> None:
+        self.exporter = exporter
+        self.loop = asyncio.new_event_loop()
+        self.stop_event: asyncio.Event | None = None
+        self.thread = threading.Thread(target=self._main, daemon=True)
+
+    def _main(self) -> None:
+        async def main() -> None:
+            self.stop_event = asyncio.Event()
+            try:
+                await self.exporter.run(self.stop_event)
+            finally:
+                await self.exporter.api.aclose()
+
+        self.loop.run_until_complete(main())
+
+    def start(self) -> None:
+        self.exporter.start()
+        self.thread.start()
+
+    def stop(self) -> None:
+        if self.stop_event is not None:
+            self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.thread.join(timeout=30)
+        self.loop.close()
+        self.exporter.close()
+
+
+def make_exporter(
+    sim: Simulator, clock: FakeClock, state_dir: Path, receiver: OtlpReceiver, mode: str
+) -> Exporter:
+    config = config_from_mapping(
+        {
+            "twilio_base_url": sim.url,
+            "state_dir": str(state_dir),
+            "listen_address": "127.0.0.1:0",
+            "mode": mode,
+            "poll_interval": "2s",
+            "lookback": "1d",
+        },
+        {"TWILIO_ACCOUNT_SID": sim.account_sid, "TWILIO_AUTH_TOKEN": sim.auth_token},
+    )
+    env = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint}
+    exporter = build_exporter(config, env=env, clock=clock)
+    assert exporter.push is not None
+    exporter.push.reorder_window = 1.0  # seconds before a missing predecessor is read over REST
+    return exporter
+
+
+def wait_until_equal(exporter: Exporter, sim: Simulator, timeout: float) -> list[str]:
+    deadline = time.monotonic() + timeout
+    problems = ["not compared yet"]
+    while time.monotonic() < deadline:
+        problems = metric_mismatches(exporter.registry, sim.truth())
+        if not problems and exporter.store.count_pending_events() == 0:
+            return []
+        time.sleep(0.5)
+    return problems
+
+
+def run_scenario(
+    tmp_path: Path, receiver: OtlpReceiver, mode: str, options: DeliveryOptions
+) -> tuple[Exporter, Simulator, dict[str, Any], list[str]]:
+    clock = FakeClock(START)
+    config = SimulatorConfig(seed=8, history_executions=0, rate=0.2, speed=30, clock=clock)
+    with Simulator(config) as sim:
+        exporter = make_exporter(sim, clock, tmp_path, receiver, mode)
+        running = Running(exporter)
+        running.start()
+        try:
+            assert exporter.web is not None
+            pusher = sim.push_events_to(
+                f"{exporter.web.url}{exporter.config.webhook_path}", options, interval=0.05
+            )
+            for _ in range(40):  # 40 simulated minutes, a little faster than real time
+                clock.advance(60)
+                time.sleep(0.1)
+            pusher.stop()
+            problems = wait_until_equal(exporter, sim, timeout=60)
+            truth = sim.truth()
+            assert exporter.shipper.flush()
+        finally:
+            running.stop()
+        report = pusher.sender.report
+    return exporter, sim, {"truth": truth, "sent": report}, problems
+
+
+@pytest.mark.parametrize(
+    ("mode", "options"),
+    [
+        pytest.param("push", DeliveryOptions(seed=1), id="push-clean"),
+        pytest.param(
+            "push",
+            DeliveryOptions(seed=2, duplicates=0.2, reorder=8, drop=0.05),
+            id="push-duplicated-reordered-dropped",
+        ),
+        pytest.param(
+            "hybrid",
+            DeliveryOptions(seed=3, duplicates=0.2, reorder=8, drop=0.2),
+            id="hybrid-duplicated-reordered-dropped",
+        ),
+    ],
+)
+def test_push_equals_truth_and_each_span_arrives_once(
+    tmp_path: Path, receiver: OtlpReceiver, mode: str, options: DeliveryOptions
+) -> None:
+    exporter, _, result, problems = run_scenario(tmp_path, receiver, mode, options)
+    truth = result["truth"]
+    assert sum(f["executions_started"] for f in truth["flows"].values()) > 50
+    assert problems == []
+    spans = receiver.wait_for_spans(expected_span_count(truth), timeout=30)
+    ids = [(span.trace_id, span.span_id) for span in spans]
+    assert len(ids) == expected_span_count(truth)
+    assert len(set(ids)) == len(ids), "a span arrived twice"
+    received = {
+        labels["result"]: value
+        for labels, value in samples(
+            exporter.registry, "twilio_studio_exporter_events_received_total"
+        )
+        if labels["type"] != "other"
+    }
+    assert received.get("accepted", 0) > 0
+    if options.duplicates:
+        assert received.get("duplicate", 0) > 0, received
+
+
+def test_push_reads_far_less_than_polling(tmp_path: Path, receiver: OtlpReceiver) -> None:
+    exporter, sim, result, problems = run_scenario(
+        tmp_path, receiver, "push", DeliveryOptions(seed=4)
+    )
+    assert problems == []
+    steps_reads = result["truth"]["requests"]["by_operation"].get("ListExecutionStep", 0)
+    executions = sum(f["executions_started"] for f in result["truth"]["flows"].values())
+    # Polling reads each execution's steps at least once; push only where an event lacked
+    # something (an execution's end is read once to be sure nothing was lost).
+    assert steps_reads <= executions
