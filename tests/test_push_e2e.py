@@ -159,9 +159,7 @@ def test_push_equals_truth_and_each_span_arrives_once(
 
 
 def test_push_reads_far_less_than_polling(tmp_path: Path, receiver: OtlpReceiver) -> None:
-    exporter, sim, result, problems = run_scenario(
-        tmp_path, receiver, "push", DeliveryOptions(seed=4)
-    )
+    _, _, result, problems = run_scenario(tmp_path, receiver, "push", DeliveryOptions(seed=4))
     assert problems == []
     steps_reads = result["truth"]["requests"]["by_operation"].get("ListExecutionStep", 0)
     executions = sum(f["executions_started"] for f in result["truth"]["flows"].values())
