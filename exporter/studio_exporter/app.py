@@ -155,6 +155,7 @@ def build_exporter(
     exporter = span_exporter or make_span_exporter(env, default_file=spans_file)
     resource = resource_from_env(env, config.credentials.account_sid)
     shipper = SpanShipper(store, exporter, resource, health)
+    poller.on_spans_queued = shipper.wake
     built = Exporter(
         config=config,
         registry=registry,

@@ -100,6 +100,8 @@ class Poller:
         # Reading what is exported, planning and committing happen under this lock, so that
         # polling and push (hybrid mode) never both export the same step.
         self._export_lock = asyncio.Lock()
+        #: Called after a commit that queued spans (the shipper's wake-up), so they leave now.
+        self.on_spans_queued: Callable[[], None] | None = None
 
     # -- flows --------------------------------------------------------------------------------
 
@@ -356,6 +358,8 @@ class Poller:
             # count the same steps twice.
             self.metrics.restore(snapshot_before)
             raise
+        if span_payloads and self.on_spans_queued is not None:
+            self.on_spans_queued()
 
     def _record(
         self,
