@@ -18,7 +18,7 @@ import pytest
 
 from studio_exporter.config import Credentials, Secret
 from studio_exporter.simulator import Faults, Simulator, SimulatorConfig
-from studio_exporter.studio_api import StudioApi
+from studio_exporter.studio_api import StudioApi, _absolute_url
 from studio_exporter.transport import LeanTransport, proxies_in_environment
 
 pytestmark = pytest.mark.integration
@@ -530,3 +530,27 @@ def test_unsupported_schemes_are_refused() -> None:
             await LeanTransport().handle_async_request(httpx.Request("GET", "ftp://127.0.0.1/"))
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        pytest.param({}, id="no-params"),
+        pytest.param({"PageSize": 1000}, id="int"),
+        pytest.param(
+            {"DateCreatedFrom": "2026-01-01T00:00:00+00:00", "PageToken": "PT a+b/c&d=e"},
+            id="needs-quoting",
+        ),
+        pytest.param({"Flag": True, "Other": False, "Empty": None}, id="primitives"),
+        pytest.param({"Status": ["active", "ended"]}, id="repeated"),
+    ],
+)
+@pytest.mark.parametrize(
+    "base",
+    [pytest.param("http://127.0.0.1:8080", id="root"), pytest.param("https://h/p", id="path")],
+)
+def test_studio_api_builds_the_url_httpx_would(base: str, params: dict[str, Any]) -> None:
+    # StudioApi builds the URL once instead of letting httpx parse it three times.
+    path = "/v2/Flows/FW%20x/Executions"
+    expected = httpx.AsyncClient(base_url=base).build_request("get", path, params=params).url
+    assert httpx.URL(_absolute_url(base, path, params)) == expected

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any, Protocol, TypeVar
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 
@@ -322,11 +322,12 @@ class StudioApi:
         convert: Callable[[P], R],
     ) -> R:
         kwargs = module._get_kwargs(**params)
+        url = _absolute_url(self.base_url, kwargs["url"], kwargs.get("params"))
         async with self.limiter.slot():
             started = time.monotonic()
             self.requests_sent += 1
             try:
-                response = await self._http.request(**kwargs)
+                response = await self._http.request(kwargs["method"], url)
             except httpx.TimeoutException as error:
                 self._observe(operation, "timeout", started)
                 detail = f"timed out ({type(error).__name__})"
@@ -379,6 +380,31 @@ class StudioApi:
     def _observe(self, operation: str, code: str, started: float) -> None:
         if self.health is not None:
             self.health.api_request(operation, code, time.monotonic() - started)
+
+
+def _absolute_url(base_url: str, path: str, params: Mapping[str, Any] | None) -> str:
+    """The request URL as httpx would build it from base URL, path and params, built once.
+
+    httpx parses a relative URL against the base URL, then again to merge the params: three
+    parses of the whole URL, a third of the client's CPU per request once the transport is lean.
+    The path from ``_get_kwargs`` is already quoted; the query is encoded as httpx encodes it.
+    """
+    if not params:
+        return base_url + path
+    items: list[tuple[str, str]] = []
+    for name, value in params.items():
+        for item in value if isinstance(value, list | tuple) else (value,):
+            items.append((name, _query_value(item)))
+    return f"{base_url}{path}?{urlencode(items)}"
+
+
+def _query_value(value: object) -> str:
+    # httpx's rendering of primitives: JSON-style booleans, None as empty.
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return "" if value is None else str(value)
 
 
 def _error_message(response: httpx.Response) -> str:
