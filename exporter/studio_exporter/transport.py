@@ -31,6 +31,8 @@ DEFAULT_MAX_CONNECTIONS = 32
 #: Idle connections older than this are closed rather than reused (httpx's default too): load
 #: balancers drop idle connections after a while, and a write into one is a wasted round trip.
 DEFAULT_KEEPALIVE_EXPIRY = 5.0
+#: How long ``aclose`` waits for connections to close cleanly before dropping them.
+CLOSE_GRACE_SECONDS = 1.0
 #: A response head (status line and headers) and a chunk-size line may not be larger than this.
 MAX_HEAD_BYTES = 64 * 1024
 
@@ -140,9 +142,15 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._idle.clear()
         for connection in connections:
             connection.close()
+        # A TLS close waits for the peer's close_notify (up to 30 s in asyncio): wait briefly,
+        # then drop whatever has not closed yet, so that shutting down stays quick.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_GRACE_SECONDS):
+                for connection in connections:
+                    with contextlib.suppress(Exception):
+                        await connection.writer.wait_closed()
         for connection in connections:
-            with contextlib.suppress(Exception):
-                await connection.writer.wait_closed()
+            connection.writer.transport.abort()
 
     # -- the pool ---------------------------------------------------------------------------
 
