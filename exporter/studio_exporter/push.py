@@ -50,7 +50,7 @@ from urllib.parse import quote
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client import Counter as PromCounter
 
-from studio_exporter.domain import TRIGGER, Execution, Step
+from studio_exporter.domain import ENDED, TRIGGER, Execution, Step
 from studio_exporter.eventstreams import (
     EXECUTION_ENDED,
     EXECUTION_STARTED,
@@ -77,6 +77,9 @@ log = logging.getLogger(__name__)
 DEFAULT_WEBHOOK_PATH = "/webhooks/event-streams"
 #: How long a step waits for the step before it, and an ended execution for its end step.
 DEFAULT_REORDER_WINDOW = timedelta(seconds=30)
+#: A tracked execution with no event for this long gets its steps read once over REST: if every
+#: event announcing its end was lost, push alone would otherwise never learn it ended.
+DEFAULT_IDLE_RECHECK = timedelta(minutes=10)
 #: Executions kept in memory; beyond it, fully applied ones are forgotten (oldest first).
 DEFAULT_MAX_TRACKED = 10_000
 #: Inbox rows held in memory at once; beyond it the processor stops reading new ones.
@@ -343,6 +346,7 @@ class PushProcessor:
         target: PushTarget,
         *,
         reorder_window: timedelta = DEFAULT_REORDER_WINDOW,
+        idle_recheck: timedelta = DEFAULT_IDLE_RECHECK,
         fetch_on_end: bool = True,
         max_tracked: int = DEFAULT_MAX_TRACKED,
         max_loaded: int = DEFAULT_MAX_LOADED,
@@ -354,6 +358,7 @@ class PushProcessor:
         self.api = api
         self.target = target
         self.reorder_window = reorder_window.total_seconds()
+        self.idle_recheck = idle_recheck.total_seconds()
         self.fetch_on_end = fetch_on_end
         self.max_tracked = max_tracked
         self.max_loaded = max_loaded
@@ -368,7 +373,8 @@ class PushProcessor:
         self.rest_reads = PromCounter(
             "twilio_studio_exporter_push_rest_reads",
             "REST reads made in push mode, by reason (step_fetch: a step event lacked a "
-            "field; end_list, gap_list, seed_list: an execution's steps; execution_fetch).",
+            "field; end_list, gap_list, seed_list, idle_list: an execution's steps; "
+            "execution_fetch).",
             ["reason"],
             registry=registry,
         )
@@ -539,7 +545,16 @@ class PushProcessor:
     def _has_work(self, tracked: _Tracked, now: float) -> bool:
         if tracked.started_rows or tracked.ended_rows or tracked.arrived or tracked.incomplete:
             return True
+        if self._idle(tracked, now):
+            return True
         return tracked.end_recheck_at is not None and tracked.end_recheck_at <= now
+
+    def _idle(self, tracked: _Tracked, now: float) -> bool:
+        return (
+            tracked.ended is None
+            and tracked.flow_known
+            and now - tracked.touched >= self.idle_recheck
+        )
 
     async def _prepare(self, tracked: _Tracked, now: float) -> _Plan | None:
         """Do the REST reads the execution needs and pick the steps to apply, if any."""
@@ -572,12 +587,22 @@ class PushProcessor:
                 if tracked.ended is None
                 else tracked.ended.execution(fetched_execution.date_created)
             )
+        if self._idle(tracked, now):
+            tracked.merge(await self._list_steps(flow_sid, sid, "idle_list"), now)
+            tracked.touched = now
         recheck = tracked.end_recheck_at is not None and tracked.end_recheck_at <= now
-        if tracked.ended is not None and self.fetch_on_end and (not tracked.end_listed or recheck):
+        # The end is known from the execution.ended event or from the step into Ended (its
+        # event may have been lost): either way, read Studio's list once before the apply
+        # that ends the execution, since an ended execution is never read again.
+        ending = tracked.ended is not None or any(
+            step.parent_step_sid is None and step.transitioned_to == ENDED
+            for step in tracked.steps.values()
+        )
+        if ending and self.fetch_on_end and (not tracked.end_listed or recheck):
             tracked.merge(await self._list_steps(flow_sid, sid, "end_list"), now)
             tracked.end_listed = True
         pending = tracked.steps.keys() - tracked.applied
-        if tracked.ended is not None and tracked.end_listed:
+        if ending and tracked.end_listed:
             ready = set(pending)  # Studio's own list after the end: nothing more will come
         else:
             ready = ready_steps(tracked.steps, tracked.applied)

@@ -119,14 +119,21 @@ class Simulator:
             self._server = None
 
     def push_events_to(
-        self, url: str, options: DeliveryOptions | None = None, *, interval: float = 0.2
+        self,
+        url: str,
+        options: DeliveryOptions | None = None,
+        *,
+        interval: float = 0.2,
+        since: datetime | None = None,
     ) -> EventStreamsPusher:
-        """Deliver the traffic from now on as signed Event Streams webhooks to ``url``.
+        """Deliver the traffic as signed Event Streams webhooks to ``url``.
 
-        Like a real subscription, only executions created from now on are pushed. The pusher
+        Like a real subscription, only executions created from now on are pushed, unless
+        ``since`` replays older ones (tests use it to push a finished history). The pusher
         runs on its own thread until ``stop()`` (of the pusher or of the simulator).
         """
-        feed = EventFeed(self.traffic, self.renderer, since=self._now())
+        start = self._now() if since is None else epoch_seconds(since)
+        feed = EventFeed(self.traffic, self.renderer, since=start)
         sender = EventStreamSender(url, self.config.auth_token, options or DeliveryOptions())
         pusher = EventStreamsPusher(feed, sender, self._now, interval=interval)
         pusher.start()
