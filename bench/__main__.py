@@ -159,6 +159,31 @@ def _rows(results: dict[str, Any]) -> list[Row]:
                 "",
             )
         )
+    push = results.get("push")
+    if f and push:
+        rows.append(
+            (
+                "7 Push (Event Streams) vs poll: step created -> in /metrics, median / max",
+                f"{push['median_seconds']:.2f} s / {push['max_seconds']:.2f} s",
+                f"poll: {f['median_seconds']:.2f} s / {f['max_seconds']:.2f} s",
+                f"{f['median_seconds'] / push['median_seconds']:.1f}x sooner"
+                if push["median_seconds"] > 0
+                else "",
+                "",
+                "",
+            )
+        )
+        rows.append(
+            (
+                f"7 Push vs poll: API requests in {push['window_seconds']:.0f} s of live traffic",
+                f"{push['requests']:,}",
+                f"poll: {f['requests']:,}",
+                f"{f['requests'] / max(push['requests'], 1):.1f}x fewer"
+                f" ({f['requests'] - push['requests']:,} saved)",
+                "",
+                "",
+            )
+        )
     r = results.get("simulator")
     if r:
         rows.append(
@@ -200,7 +225,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--memory-steps", type=int, default=1_000_000)
-    parser.add_argument("--only", default="backfill,steady,conversion,memory,freshness,simulator")
+    parser.add_argument(
+        "--only", default="backfill,steady,conversion,memory,freshness,push,simulator"
+    )
     args = parser.parse_args(argv)
     wanted = set(args.only.split(","))
     results: dict[str, Any] = {"machine": _machine()}
@@ -209,6 +236,7 @@ def main(argv: list[str]) -> int:
         "conversion": lambda: _conversion(args.executions),
         "steady": lambda: scenarios.steady_state(args.executions, 100),
         "freshness": lambda: scenarios.freshness(20.0, 1.0),
+        "push": lambda: scenarios.freshness(20.0, 1.0, mode="push"),
         "simulator": lambda: {"requests_per_second": scenarios.simulator_rate(5.0)},
         "memory": lambda: _memory(memory_child),
         "backfill": lambda: scenarios.backfill(

@@ -42,6 +42,7 @@ def our_exporter(
     poll_interval: str = "30s",
     serve_web: bool = False,
     clock: Callable[[], datetime] = utc_now,
+    mode: str = "poll",
 ) -> tuple[Exporter, EncodingSpanExporter]:
     """A started exporter against ``url`` and the span exporter it ships to."""
     config = config_from_mapping(
@@ -52,6 +53,7 @@ def our_exporter(
             "lookback": lookback,
             "poll_interval": poll_interval,
             "concurrency": str(concurrency),
+            "mode": mode,
         },
         {"TWILIO_ACCOUNT_SID": account_sid, "TWILIO_AUTH_TOKEN": auth_token},
     )

@@ -13,7 +13,13 @@ from typing import Any
 import httpx
 
 from studio_exporter.poller import CycleReport, utc_now
-from studio_exporter.simulator import FakeClock, Simulator, SimulatorConfig, throughput
+from studio_exporter.simulator import (
+    DeliveryOptions,
+    FakeClock,
+    Simulator,
+    SimulatorConfig,
+    throughput,
+)
 
 from .exporters import our_exporter
 from .naive import NaiveExporter
@@ -159,9 +165,13 @@ def steady_state(history: int, active_target: int) -> dict[str, Any]:
     return result
 
 
-def freshness(seconds: float, poll_interval: float) -> dict[str, Any]:
-    """Delay from a step's creation in the simulator to its count in /metrics."""
-    config = SimulatorConfig(seed=4, history_executions=0, rate=20, speed=60)
+def freshness(seconds: float, poll_interval: float, mode: str = "poll") -> dict[str, Any]:
+    """Delay from a step's creation in the simulator to its count in /metrics, and the API
+    requests the exporter made meanwhile; ``mode`` push receives the simulator's webhooks."""
+    # Traffic starts a few seconds from now, once the exporter (and in push mode the
+    # subscription) is up, so every step created is one the exporter can see.
+    start = datetime.now(UTC) + timedelta(seconds=3)
+    config = SimulatorConfig(seed=4, history_executions=0, rate=20, speed=60, start=start)
     lags: list[float] = []
     with Simulator(config) as sim, tempfile.TemporaryDirectory() as directory:
         exporter, _sink = our_exporter(
@@ -173,7 +183,9 @@ def freshness(seconds: float, poll_interval: float) -> dict[str, Any]:
             lookback="1h",
             poll_interval=f"{poll_interval}s",
             serve_web=True,
+            mode=mode,
         )
+        requests_before = sum(sim.truth()["requests"]["by_operation"].values())
         stop = asyncio.Event()
         loop = asyncio.new_event_loop()
 
@@ -189,6 +201,9 @@ def freshness(seconds: float, poll_interval: float) -> dict[str, Any]:
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         assert exporter.web is not None
+        if mode == "push":
+            webhook = f"{exporter.web.url}{exporter.config.webhook_path}"
+            sim.push_events_to(webhook, DeliveryOptions(batch_size=50), interval=0.1)
         scrapes: list[tuple[float, float]] = []
         deadline = time.time() + seconds
         with httpx.Client(timeout=5) as client:
@@ -196,6 +211,7 @@ def freshness(seconds: float, poll_interval: float) -> dict[str, Any]:
                 text = client.get(f"{exporter.web.url}/metrics").text
                 scrapes.append((time.time(), _steps_total(text)))
                 time.sleep(0.05)
+        requests = sum(sim.truth()["requests"]["by_operation"].values()) - requests_before
         loop.call_soon_threadsafe(stop.set)
         thread.join(timeout=30)
         exporter.close()
@@ -212,6 +228,9 @@ def freshness(seconds: float, poll_interval: float) -> dict[str, Any]:
             position += 1
     lags.sort()
     return {
+        "mode": mode,
+        "requests": requests,
+        "window_seconds": seconds,
         "poll_interval": poll_interval,
         "steps": len(lags),
         "median_seconds": lags[len(lags) // 2] if lags else float("nan"),
