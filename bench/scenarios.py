@@ -201,9 +201,10 @@ def freshness(seconds: float, poll_interval: float, mode: str = "poll") -> dict[
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         assert exporter.web is not None
+        pusher = None
         if mode == "push":
             webhook = f"{exporter.web.url}{exporter.config.webhook_path}"
-            sim.push_events_to(webhook, DeliveryOptions(batch_size=50), interval=0.1)
+            pusher = sim.push_events_to(webhook, DeliveryOptions(batch_size=50), interval=0.1)
         scrapes: list[tuple[float, float]] = []
         deadline = time.time() + seconds
         with httpx.Client(timeout=5) as client:
@@ -212,6 +213,8 @@ def freshness(seconds: float, poll_interval: float, mode: str = "poll") -> dict[
                 scrapes.append((time.time(), _steps_total(text)))
                 time.sleep(0.05)
         requests = sum(sim.truth()["requests"]["by_operation"].values()) - requests_before
+        if pusher is not None:
+            pusher.stop()  # before the exporter stops listening: its last batch is delivered
         loop.call_soon_threadsafe(stop.set)
         thread.join(timeout=30)
         exporter.close()
