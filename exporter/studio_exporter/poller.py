@@ -129,6 +129,9 @@ class Poller:
         for sid in list(self.flows):
             if sid not in wanted:
                 del self.flows[sid]
+        for flow in self.flows.values():
+            # Gaps start at 0 per flow, so the series exists before the first gap.
+            self.metrics.record_gap(FlowLabels(flow.sid, flow.name), 0)
         self._flows_refreshed_at = now
 
     async def _labels(self, flow_sid: str) -> FlowLabels:

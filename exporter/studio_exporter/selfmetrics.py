@@ -16,6 +16,20 @@ EXPORT_LAG_BUCKETS: Final = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.
 POLL_RESULTS: Final = ("ok", "error")
 
 
+#: The reasons studio_api.ApiError reports (its docstring lists them).
+POLL_ERROR_REASONS = (
+    "unauthorized",
+    "not_found",
+    "rate_limited",
+    "server_error",
+    "timeout",
+    "connection_error",
+    "malformed",
+    "client_error",
+    "invalid_sid",
+)
+
+
 class ExporterMetrics:
     """The health metrics, registered in the given registry; the poller and sinks call the methods.
 
@@ -63,6 +77,10 @@ class ExporterMetrics:
             ("reason",),
             registry=registry,
         )
+        # Every reason the API wrapper reports starts at 0, so rate() and alerts see a series
+        # before the first error rather than an absent one.
+        for reason in POLL_ERROR_REASONS:
+            self._poll_errors.labels(reason=reason)
         self._rate_limit_waits = Counter(
             "twilio_studio_exporter_rate_limit_waits",
             "Times the exporter waited because Studio rate-limited it (HTTP 429).",
