@@ -82,6 +82,13 @@ class HttpServer:
             writer.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._server.wait_closed(), timeout=5)
+        # Connection handlers still waiting (e.g. in injected latency) are cancelled and
+        # awaited, so none is destroyed pending when the loop closes.
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         asyncio.get_running_loop().call_soon(asyncio.get_running_loop().stop)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
