@@ -286,25 +286,28 @@ class Poller:
             done = self.store.done_executions(sids) if known else set()
             updates: list[ExecutionUpdate] = []
             for (execution, _), steps in zip(chunk, step_lists, strict=True):
-                if execution.sid in done:
-                    continue
-                first_seen = execution.sid not in known
-                exported = (
-                    set()
-                    if first_seen
-                    else self.store.exported_steps(execution.sid, [step.sid for step in steps])
-                )
-                updates.append(
-                    plan_update(
-                        execution,
-                        steps,
-                        flow,
-                        exported=exported,
-                        first_seen=first_seen,
-                        status_ended=self._status_ended(execution),
-                    )
-                )
+                if execution.sid not in done:
+                    first_seen = execution.sid not in known
+                    updates.append(self._plan(execution, steps, flow, first_seen=first_seen))
             await self._apply(flow, updates, report, cursor=cursor)
+
+    def _plan(
+        self, execution: Execution, steps: Sequence[Step], flow: Flow, *, first_seen: bool
+    ) -> ExecutionUpdate:
+        """What is new in the execution, against the store's marks (call under the lock)."""
+        exported = (
+            set()
+            if first_seen
+            else self.store.exported_steps(execution.sid, [step.sid for step in steps])
+        )
+        return plan_update(
+            execution,
+            steps,
+            flow,
+            exported=exported,
+            first_seen=first_seen,
+            status_ended=self._status_ended(execution),
+        )
 
     def _status_ended(self, execution: Execution) -> bool:
         """Studio says ended but no step to Ended was seen: believe it on the second read."""
@@ -546,19 +549,7 @@ class Poller:
             first_seen = not self.store.is_known(execution.sid)
             if not first_seen and self.store.is_done(execution.sid):
                 return
-            exported = (
-                set()
-                if first_seen
-                else self.store.exported_steps(execution.sid, [step.sid for step in steps])
-            )
-            update = plan_update(
-                execution,
-                steps,
-                flow,
-                exported=exported,
-                first_seen=first_seen,
-                status_ended=self._status_ended(execution),
-            )
+            update = self._plan(execution, steps, flow, first_seen=first_seen)
             await self._apply(flow, [update], CycleReport(), cursor=None)
         if refresh_gauges:
             self._refresh_gauges()
