@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from studio_exporter.app import Exporter, build_exporter
 from studio_exporter.config import config_from_mapping
 from studio_exporter.poller import utc_now
 
 
-class EncodingSpanExporter(SpanExporter):
-    """Does what an OTLP exporter does before the network: encodes to protobuf bytes."""
+class CountingSpanSender:
+    """A SpanSender without the network: counts the spans and the protobuf bytes it is given
+    (the shipper has already encoded them, as it does for a real OTLP receiver)."""
 
     def __init__(self) -> None:
         self.spans = 0
         self.bytes = 0
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.bytes += len(encode_spans(spans).SerializeToString())
-        self.spans += len(spans)
-        return SpanExportResult.SUCCESS
+    def send(self, payload: bytes, count: int) -> bool:
+        self.bytes += len(payload)
+        self.spans += count
+        return True
 
     def shutdown(self) -> None:
         return None
@@ -43,7 +40,7 @@ def our_exporter(
     serve_web: bool = False,
     clock: Callable[[], datetime] = utc_now,
     mode: str = "poll",
-) -> tuple[Exporter, EncodingSpanExporter]:
+) -> tuple[Exporter, CountingSpanSender]:
     """A started exporter against ``url`` and the span exporter it ships to."""
     config = config_from_mapping(
         {
@@ -57,7 +54,7 @@ def our_exporter(
         },
         {"TWILIO_ACCOUNT_SID": account_sid, "TWILIO_AUTH_TOKEN": auth_token},
     )
-    sink = EncodingSpanExporter()
-    exporter = build_exporter(config, env={}, span_exporter=sink, serve_web=serve_web, clock=clock)
+    sink = CountingSpanSender()
+    exporter = build_exporter(config, env={}, span_sender=sink, serve_web=serve_web, clock=clock)
     exporter.start()
     return exporter, sink

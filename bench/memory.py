@@ -28,7 +28,7 @@ from studio_exporter.shipper import SpanShipper
 from studio_exporter.state import Store, state_file
 from studio_exporter.studio_api import StudioApi
 
-from .exporters import EncodingSpanExporter
+from .exporters import CountingSpanSender
 from .workload import Workload
 
 
@@ -62,7 +62,7 @@ def run(total_steps: int, checkpoint: int) -> dict[str, Any]:
         health = ExporterMetrics(registry, version="bench")
         poller = Poller(cast(StudioApi, api), store, metrics, health)
         poller.flows = {flow.sid: flow for flow in workload.flows}
-        sink = EncodingSpanExporter()
+        sink = CountingSpanSender()
         shipper = SpanShipper(store, sink, Resource.create({}), health, batch_size=512)
         report = CycleReport()
         serial = 0

@@ -14,7 +14,7 @@ from studio_exporter.app import Exporter, build_exporter
 from studio_exporter.config import config_from_mapping
 from studio_exporter.poller import CycleReport
 from studio_exporter.simulator import FakeClock, Faults, Simulator, SimulatorConfig
-from studio_exporter.span_sink import JsonLinesSpanExporter
+from studio_exporter.span_sink import JsonLinesSender
 from studio_exporter.throttle import RetryPolicy
 from tests.truthcheck import metric_mismatches, samples
 
@@ -50,7 +50,7 @@ def make_exporter(sim: Simulator, clock: FakeClock, state_dir: Path) -> Exporter
     )
     return build_exporter(
         config,
-        span_exporter=JsonLinesSpanExporter(state_dir / "spans.jsonl"),
+        span_sender=JsonLinesSender(state_dir / "spans.jsonl"),
         serve_web=False,
         clock=clock,
     )

@@ -1,31 +1,39 @@
-"""Tests for the span sinks: real OTLP/HTTP to a receiver, and the OTLP-JSON lines file."""
+"""Tests for the span senders: real OTLP/HTTP and gRPC receivers, and the OTLP-JSON lines file."""
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-    OTLPSpanExporter as GrpcSpanExporter,
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
 )
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-    OTLPSpanExporter as HttpSpanExporter,
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import (
+    TraceServiceServicer,
+    add_TraceServiceServicer_to_server,
 )
-from opentelemetry.sdk.trace.export import SpanExportResult
 
 from studio_exporter.domain import ENDED, Execution, ExecutionPath, Flow, Step, Visit
+from studio_exporter.otlp import encode_request
 from studio_exporter.span_sink import (
     DEFAULT_SERVICE_NAME,
-    JsonLinesSpanExporter,
-    make_span_exporter,
+    JsonLinesSender,
+    OtlpGrpcSender,
+    OtlpHttpSender,
+    make_span_sender,
     read_otlp_json_lines,
     resource_from_env,
 )
-from studio_exporter.spans import SpanRecord, path_spans, to_readable_spans
-from tests.otlp_receiver import OtlpReceiver, running_receiver
+from studio_exporter.spans import SpanRecord, path_spans
+from tests.otlp_receiver import OtlpReceiver, ReceivedSpan, decode_request, running_receiver
 
 ACCOUNT = "AC" + "a" * 32
 FLOW = Flow("FW" + "b" * 32, ACCOUNT, "Onboarding", "published", 1)
@@ -58,12 +66,33 @@ def receiver() -> Iterator[OtlpReceiver]:
         yield receiver
 
 
-def send(env: dict[str, str], records: list[SpanRecord]) -> SpanExportResult:
-    exporter = make_span_exporter(env, default_file=Path("/nonexistent/unused.jsonl"))
+def payload_of(records: list[SpanRecord], env: dict[str, str] | None = None) -> bytes:
+    return encode_request(records, resource_from_env(env or {}, ACCOUNT))
+
+
+def send(env: dict[str, str], records: list[SpanRecord]) -> bool:
+    sender = make_span_sender(env, default_file=Path("/nonexistent/unused.jsonl"))
     try:
-        return exporter.export(to_readable_spans(records, resource_from_env(env, ACCOUNT)))
+        return sender.send(payload_of(records, env), len(records))
     finally:
-        exporter.shutdown()
+        sender.shutdown()
+
+
+def assert_arrived_as_built(received_spans: list[ReceivedSpan], records: list[SpanRecord]) -> None:
+    received = {span.span_id: span for span in received_spans}
+    assert len(received) == len(records) == 3
+    for record in records:
+        span = received[record.span_id]
+        assert (span.trace_id, span.parent_span_id, span.name) == (
+            record.trace_id,
+            record.parent_span_id,
+            record.name,
+        )
+        assert (span.start_ns, span.end_ns) == (record.start_ns, record.end_ns)
+        assert span.attributes == dict(record.attributes)
+        assert span.status_code == (2 if record.status_error else 0)
+        assert span.resource["twilio.account.sid"] == ACCOUNT
+        assert span.scope == "twilio-studio-exporter"
 
 
 @pytest.mark.parametrize(
@@ -88,23 +117,13 @@ def test_spans_arrive_over_otlp_http_exactly_as_built(
     env = env_of(receiver)
     env["OTEL_SERVICE_NAME"] = "studio-test"
     records = make_records()
-    assert send(env, records) is SpanExportResult.SUCCESS
-    received = {span.span_id: span for span in receiver.wait_for_spans(len(records))}
-    assert len(received) == len(records) == 3
-    for record in records:
-        span = received[record.span_id]
-        assert (span.trace_id, span.parent_span_id, span.name) == (
-            record.trace_id,
-            record.parent_span_id,
-            record.name,
-        )
-        assert (span.start_ns, span.end_ns) == (record.start_ns, record.end_ns)
-        assert span.attributes == dict(record.attributes)
-        assert span.status_code == (2 if record.status_error else 0)
-        assert span.resource["service.name"] == "studio-test"
-        assert span.resource["twilio.account.sid"] == ACCOUNT
-        assert span.scope == "twilio-studio-exporter"
-    assert received[0xA2].end_ns - received[0xA2].start_ns == 89_500_000_000
+    assert send(env, records) is True
+    received = receiver.wait_for_spans(len(records))
+    assert_arrived_as_built(received, records)
+    assert {span.resource["service.name"] for span in received} == {"studio-test"}
+    assert receiver.headers[-1]["content-type"] == "application/x-protobuf"
+    by_id = {span.span_id: span for span in received}
+    assert by_id[0xA2].end_ns - by_id[0xA2].start_ns == 89_500_000_000
 
 
 def test_headers_and_gzip_come_from_the_env_mapping(receiver: OtlpReceiver) -> None:
@@ -113,17 +132,16 @@ def test_headers_and_gzip_come_from_the_env_mapping(receiver: OtlpReceiver) -> N
         "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-tenant=studio,authorization=Bearer%20t0k",
         "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
     }
-    assert send(env, make_records()) is SpanExportResult.SUCCESS
+    assert send(env, make_records()) is True
     assert receiver.content_encodings == ["gzip"]
+    assert len(receiver.wait_for_spans(3)) == 3  # the receiver could gunzip and decode it
     assert receiver.headers[-1]["x-tenant"] == "studio"
     assert receiver.headers[-1]["authorization"] == "Bearer t0k"
 
 
 def test_a_receiver_down_for_a_while_gets_the_spans_on_retry(receiver: OtlpReceiver) -> None:
     receiver.go_down(requests=2)
-    assert send({"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.base_url}, make_records()) is (
-        SpanExportResult.SUCCESS
-    )
+    assert send({"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.base_url}, make_records()) is True
     assert receiver.refused == 2
     assert len(receiver.wait_for_spans(3)) == 3  # once each, not once per attempt
 
@@ -133,24 +151,25 @@ def test_a_receiver_that_stays_down_is_a_failure_not_an_exception(
 ) -> None:
     receiver.go_down()
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.base_url, "OTEL_EXPORTER_OTLP_TIMEOUT": "5"}
-    assert send(env, make_records()) is SpanExportResult.FAILURE
+    assert send(env, make_records()) is False
     assert receiver.spans == []
+    assert 1 < receiver.refused <= 6  # retried, but a bounded number of times
 
 
 @pytest.mark.parametrize(
     ("env", "kind"),
     [
-        pytest.param({}, JsonLinesSpanExporter, id="nothing-set-file"),
-        pytest.param({"OTEL_EXPORTER_OTLP_ENDPOINT": ""}, JsonLinesSpanExporter, id="empty-file"),
+        pytest.param({}, JsonLinesSender, id="nothing-set-file"),
+        pytest.param({"OTEL_EXPORTER_OTLP_ENDPOINT": ""}, JsonLinesSender, id="empty-file"),
         pytest.param(
-            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, HttpSpanExporter, id="http"
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, OtlpHttpSender, id="http"
         ),
         pytest.param(
             {
                 "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4317",
                 "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
             },
-            GrpcSpanExporter,
+            OtlpGrpcSender,
             id="grpc",
         ),
         pytest.param(
@@ -159,19 +178,19 @@ def test_a_receiver_that_stays_down_is_a_failure_not_an_exception(
                 "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
                 "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
             },
-            HttpSpanExporter,
+            OtlpHttpSender,
             id="traces-protocol-wins",
         ),
     ],
 )
-def test_the_exporter_follows_the_environment(
+def test_the_sender_follows_the_environment(
     tmp_path: Path, env: dict[str, str], kind: type
 ) -> None:
-    exporter = make_span_exporter(env, default_file=tmp_path / "spans.jsonl")
+    sender = make_span_sender(env, default_file=tmp_path / "spans.jsonl")
     try:
-        assert isinstance(exporter, kind)
+        assert isinstance(sender, kind)
     finally:
-        exporter.shutdown()
+        sender.shutdown()
 
 
 @pytest.mark.parametrize(
@@ -188,20 +207,19 @@ def test_values_it_cannot_use_are_refused(
 ) -> None:
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", **env}
     with pytest.raises(ValueError, match=message):
-        make_span_exporter(env, default_file=tmp_path / "spans.jsonl")
+        make_span_sender(env, default_file=tmp_path / "spans.jsonl")
 
 
 def test_the_json_lines_file_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "state" / "spans.jsonl"
-    exporter = make_span_exporter({}, default_file=path)
+    sender = make_span_sender({}, default_file=path)
     records = make_records()
-    resource = resource_from_env({}, ACCOUNT)
-    assert exporter.export(to_readable_spans(records[:2], resource)) is SpanExportResult.SUCCESS
-    assert exporter.export(to_readable_spans(records[2:], resource)) is SpanExportResult.SUCCESS
-    exporter.shutdown()
+    assert sender.send(payload_of(records[:2]), 2) is True
+    assert sender.send(payload_of(records[2:]), 1) is True
+    sender.shutdown()
 
     lines = path.read_text().splitlines()
-    assert len(lines) == 2  # one ExportTraceServiceRequest per export call
+    assert len(lines) == 2  # one ExportTraceServiceRequest per send
     first = json.loads(lines[0])["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
     assert first["traceId"] == EXECUTION_SID[2:]  # hex, as OTLP/JSON writes ids
     assert first["spanId"] == f"{records[0].span_id:016x}"
@@ -223,15 +241,128 @@ def test_the_json_lines_file_round_trips(tmp_path: Path) -> None:
         )
         for s in decoded
     ] == [(r.trace_id, r.span_id, r.name, r.start_ns, r.end_ns) for r in records]
-    assert exporter.export(to_readable_spans(records, resource)) is SpanExportResult.FAILURE
+    # The decoded requests are the very requests that were sent.
+    assert [request.SerializeToString() for request in read_otlp_json_lines(path)] == [
+        payload_of(records[:2]),
+        payload_of(records[2:]),
+    ]
+    assert sender.send(payload_of(records), 3) is False  # shut down
 
 
 def test_an_unwritable_file_is_a_failure_not_an_exception(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
-    exporter = JsonLinesSpanExporter(blocker / "spans.jsonl")
-    spans = to_readable_spans(make_records(), resource_from_env({}, ACCOUNT))
-    assert exporter.export(spans) is SpanExportResult.FAILURE
+    sender = JsonLinesSender(blocker / "spans.jsonl")
+    assert sender.send(payload_of(make_records()), 3) is False
+
+
+class Collector(TraceServiceServicer):
+    """A gRPC trace receiver: answers the first ``refuse`` calls UNAVAILABLE, keeps the rest."""
+
+    def __init__(self, refuse: int = 0) -> None:
+        self.refuse = refuse
+        self.calls = 0
+        self.requests: list[bytes] = []
+        self.metadata: list[dict[str, str]] = []
+        self._lock = threading.Lock()
+
+    def Export(  # noqa: N802 (the generated servicer's name)
+        self, request: ExportTraceServiceRequest, context: Any
+    ) -> ExportTraceServiceResponse:
+        with self._lock:
+            self.calls += 1
+            self.metadata.append(dict(context.invocation_metadata()))
+            if self.calls <= self.refuse:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "collector restarting")
+            self.requests.append(request.SerializeToString())
+        return ExportTraceServiceResponse()
+
+
+@pytest.fixture
+def collector() -> Iterator[tuple[Collector, str]]:
+    servicer = Collector()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    add_TraceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield servicer, f"http://127.0.0.1:{port}"
+    finally:
+        server.stop(grace=None)
+
+
+@pytest.mark.parametrize("compression", [pytest.param("none", id="plain"), "gzip"])
+def test_spans_arrive_over_otlp_grpc_exactly_as_built(
+    collector: tuple[Collector, str], compression: str
+) -> None:
+    servicer, endpoint = collector
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_EXPORTER_OTLP_HEADERS": "x-tenant=studio",
+        "OTEL_EXPORTER_OTLP_COMPRESSION": compression,
+    }
+    records = make_records()
+    assert send(env, records) is True
+    assert servicer.requests == [payload_of(records)]
+    assert_arrived_as_built(decode_request(servicer.requests[0]), records)
+    assert servicer.metadata[-1]["x-tenant"] == "studio"
+
+
+def test_a_grpc_receiver_unavailable_once_gets_the_spans_on_retry(
+    collector: tuple[Collector, str],
+) -> None:
+    servicer, endpoint = collector
+    servicer.refuse = 1
+    sender = OtlpGrpcSender(endpoint, {}, timeout=5, initial_backoff=0.01)
+    try:
+        assert sender.send(payload_of(make_records()), 3) is True
+    finally:
+        sender.shutdown()
+    assert servicer.calls == 2
+    assert len(servicer.requests) == 1
+
+
+def test_a_grpc_receiver_that_stays_down_is_a_failure_not_an_exception(
+    collector: tuple[Collector, str],
+) -> None:
+    servicer, endpoint = collector
+    servicer.refuse = 100
+    sender = OtlpGrpcSender(endpoint, {}, timeout=5, initial_backoff=0.01)
+    try:
+        assert sender.send(payload_of(make_records()), 3) is False
+    finally:
+        sender.shutdown()
+    assert 1 < servicer.calls <= 6
+    assert servicer.requests == []
+
+
+def test_an_http_receiver_down_once_gets_the_spans_after_backoff(receiver: OtlpReceiver) -> None:
+    receiver.go_down(1)
+    sender = OtlpHttpSender(receiver.endpoint, {}, timeout=5, compression="gzip")
+    try:
+        assert sender.send(payload_of(make_records()), 3) is True
+    finally:
+        sender.shutdown()
+    assert (receiver.refused, receiver.requests) == (1, 2)
+    assert_arrived_as_built(receiver.wait_for_spans(3), make_records())
+
+
+def test_an_http_refusal_that_retrying_cannot_fix_fails_at_once(receiver: OtlpReceiver) -> None:
+    sender = OtlpHttpSender(receiver.base_url + "/wrong/path", {}, timeout=5)
+    try:
+        assert sender.send(payload_of(make_records()), 3) is False
+    finally:
+        sender.shutdown()
+    assert receiver.requests == 0  # the 404 came before the receiver counted a request
+
+
+def test_nothing_listening_is_a_failure_not_an_exception() -> None:
+    sender = OtlpHttpSender("http://127.0.0.1:9/v1/traces", {}, timeout=0.5, initial_backoff=0.01)
+    try:
+        assert sender.send(payload_of(make_records()), 3) is False
+    finally:
+        sender.shutdown()
 
 
 @pytest.mark.parametrize(

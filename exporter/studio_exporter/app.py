@@ -13,7 +13,6 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
-from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CollectorRegistry
 
 from studio_exporter import __version__
@@ -23,7 +22,12 @@ from studio_exporter.poller import PRUNE_EVERY, Poller, utc_now
 from studio_exporter.push import PushProcessor, WebhookReceiver
 from studio_exporter.selfmetrics import ExporterMetrics
 from studio_exporter.shipper import SpanShipper
-from studio_exporter.span_sink import JsonLinesSpanExporter, make_span_exporter, resource_from_env
+from studio_exporter.span_sink import (
+    JsonLinesSender,
+    SpanSender,
+    make_span_sender,
+    resource_from_env,
+)
 from studio_exporter.spans import SpanOptions
 from studio_exporter.state import Store, state_file
 from studio_exporter.studio_api import StudioApi
@@ -110,7 +114,7 @@ def build_exporter(
     *,
     env: Mapping[str, str] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
-    span_exporter: SpanExporter | None = None,
+    span_sender: SpanSender | None = None,
     serve_web: bool = True,
     clock: Callable[[], datetime] = utc_now,
 ) -> Exporter:
@@ -151,10 +155,9 @@ def build_exporter(
         span_options=span_options,
         clock=clock,
     )
-    spans_file = config.state_dir / SPANS_FILE
-    exporter = span_exporter or make_span_exporter(env, default_file=spans_file)
+    sender = span_sender or make_span_sender(env, default_file=config.state_dir / SPANS_FILE)
     resource = resource_from_env(env, config.credentials.account_sid)
-    shipper = SpanShipper(store, exporter, resource, health)
+    shipper = SpanShipper(store, sender, resource, health)
     poller.on_spans_queued = shipper.wake
     built = Exporter(
         config=config,
@@ -166,7 +169,7 @@ def build_exporter(
         poller=poller,
         shipper=shipper,
         web=None,
-        spans_file=spans_file if isinstance(exporter, JsonLinesSpanExporter) else None,
+        spans_file=sender.path if isinstance(sender, JsonLinesSender) else None,
     )
     if config.mode != "poll":
         assert config.webhook_auth_token is not None  # validated by config_from_mapping

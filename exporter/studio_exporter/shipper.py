@@ -1,4 +1,4 @@
-"""Drains the span outbox to a SpanExporter on its own thread; deletes spans only once sent."""
+"""Drains the span outbox to a SpanSender on its own thread; deletes spans only once sent."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import threading
 import time
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from studio_exporter.otlp import encode_request
 from studio_exporter.selfmetrics import ExporterMetrics
-from studio_exporter.spans import SpanRecord, to_readable_spans
+from studio_exporter.span_sink import SpanSender
+from studio_exporter.spans import SpanRecord
 from studio_exporter.state import Store
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 class SpanShipper:
     """Sends queued spans in batches; on failure keeps them and retries with backoff.
 
-    A span leaves the outbox only after the exporter reported success, so a receiver that is
+    A span leaves the outbox only after the sender reported success, so a receiver that is
     down delays spans but does not lose them. The only way to get a duplicate is a crash
     between a successful send and the deletion that follows it.
     """
@@ -27,7 +28,7 @@ class SpanShipper:
     def __init__(
         self,
         store: Store,
-        exporter: SpanExporter,
+        sender: SpanSender,
         resource: Resource,
         health: ExporterMetrics,
         *,
@@ -36,7 +37,7 @@ class SpanShipper:
         max_backoff: float = 30.0,
     ) -> None:
         self.store = store
-        self.exporter = exporter
+        self.sender = sender
         self.resource = resource
         self.health = health
         self.batch_size = batch_size
@@ -64,13 +65,13 @@ class SpanShipper:
                 return 0, True
             ids = [row_id for row_id, _ in pending]
             records = [SpanRecord.from_json(payload) for _, payload in pending]
-            spans = to_readable_spans(records, self.resource)
+            payload = encode_request(records, self.resource)
             try:
-                result = self.exporter.export(spans)
+                ok = self.sender.send(payload, len(records))
             except Exception:
-                log.exception("span export raised")
-                result = SpanExportResult.FAILURE
-            if result is SpanExportResult.SUCCESS:
+                log.exception("span sender raised")
+                ok = False
+            if ok:
                 self.store.ack_spans(ids)
                 self.health.spans_exported(len(ids))
                 self.health.set_spans_pending(self.store.count_pending_spans())
@@ -119,4 +120,4 @@ class SpanShipper:
                 self.flush(max_batches=20)
             except Exception:
                 log.exception("final span flush failed; the spans stay queued for the next start")
-        self.exporter.shutdown()
+        self.sender.shutdown()

@@ -1,27 +1,41 @@
-"""Where spans go: OTLP (http/protobuf or gRPC) per the OTEL_* variables, or an OTLP-JSON file."""
+"""Where spans go: OTLP (http/protobuf or gRPC) per the OTEL_* variables, or an OTLP-JSON file.
+
+Every sender takes one request already encoded by :func:`studio_exporter.otlp.encode_request`.
+"""
 
 from __future__ import annotations
 
 import base64
+import email.utils
+import gzip
 import json
 import logging
+import random
 import re
+import ssl
 import threading
-from collections.abc import Mapping, Sequence
+import time
+import zlib
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Final
-from urllib.parse import unquote
+from typing import IO, TYPE_CHECKING, Any, Final, Protocol
+from urllib.parse import unquote, urlparse
 
+import httpx
 from google.protobuf import json_format
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.version import __version__ as sdk_version
 from opentelemetry.util.re import parse_env_headers
 
 from studio_exporter import __version__
+
+if TYPE_CHECKING:
+    import grpc
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +44,30 @@ PROTOCOL_HTTP: Final = "http/protobuf"
 PROTOCOL_GRPC: Final = "grpc"
 DEFAULT_PROTOCOL: Final = PROTOCOL_HTTP
 ACCOUNT_SID_ATTRIBUTE: Final = "twilio.account.sid"
+#: Seconds a send may take, retries included, when OTEL_EXPORTER_OTLP_TIMEOUT is unset (the SDK's).
+DEFAULT_TIMEOUT: Final = 10.0
+#: Attempts per send at most: a receiver answering ``Retry-After: 0`` is not hammered for the
+#: whole timeout. The shipper keeps the spans and tries again later anyway.
+MAX_ATTEMPTS: Final = 6
 
 _ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
 _TRACES_PATH: Final = "v1/traces"
+_GRPC_EXPORT: Final = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+_RETRY_HTTP_STATUSES: Final = frozenset({429, 502, 503, 504})
 # The keys the OTLP/JSON mapping writes as hex where proto3 JSON would write base64.
 _ID_KEYS: Final = ("traceId", "spanId", "parentSpanId")
+
+
+class SpanSender(Protocol):
+    """Delivers encoded ExportTraceServiceRequests; never raises for a failed delivery."""
+
+    def send(self, payload: bytes, count: int) -> bool:
+        """Deliver one request of ``count`` spans; True once the receiver accepted it."""
+        ...
+
+    def shutdown(self) -> None:
+        """Release connections and files; later sends fail."""
+        ...
 
 
 def _get(env: Mapping[str, str], *names: str) -> str | None:
@@ -53,24 +86,24 @@ def otlp_configured(env: Mapping[str, str]) -> bool:
     )
 
 
-def make_span_exporter(env: Mapping[str, str], *, default_file: Path) -> SpanExporter:
-    """The span exporter the environment asks for.
+def make_span_sender(env: Mapping[str, str], *, default_file: Path) -> SpanSender:
+    """The span sender the environment asks for.
 
     With ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOINT`` set, an OTLP
-    exporter speaking ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` / ``OTEL_EXPORTER_OTLP_PROTOCOL``
+    sender speaking ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` / ``OTEL_EXPORTER_OTLP_PROTOCOL``
     (``http/protobuf``, the default, or ``grpc``); its endpoint, headers, timeout (seconds, as
-    the Python SDK reads it), compression and certificates are read from ``env`` and passed
-    explicitly. Otherwise a :class:`JsonLinesSpanExporter` writing ``default_file``.
+    the Python SDK reads it), compression and certificates are read from ``env``. Otherwise a
+    :class:`JsonLinesSender` writing ``default_file``.
     Raises ValueError, naming the variable, for a value it cannot use.
     """
     if not otlp_configured(env):
-        return JsonLinesSpanExporter(default_file)
+        return JsonLinesSender(default_file)
     protocol = _get(env, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
     protocol = protocol or DEFAULT_PROTOCOL
     if protocol == PROTOCOL_HTTP:
-        return _http_exporter(env)
+        return _http_sender(env)
     if protocol == PROTOCOL_GRPC:
-        return _grpc_exporter(env)
+        return _grpc_sender(env)
     raise ValueError(
         f"OTLP protocol {protocol!r} is not supported: use {PROTOCOL_HTTP!r} or {PROTOCOL_GRPC!r}"
     )
@@ -103,68 +136,272 @@ def _compression(env: Mapping[str, str]) -> str:
     return value
 
 
-def _http_exporter(env: Mapping[str, str]) -> SpanExporter:
-    from opentelemetry.exporter.otlp.proto.http import Compression
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+def _tls_files(env: Mapping[str, str]) -> tuple[str | None, str | None, str | None]:
+    """The CA certificate, client key and client certificate files, traces-specific first."""
+    return (
+        _get(env, "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE"),
+        _get(env, "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "OTEL_EXPORTER_OTLP_CLIENT_KEY"),
+        _get(
+            env,
+            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+        ),
+    )
 
+
+def _http_sender(env: Mapping[str, str]) -> OtlpHttpSender:
     endpoint = _get(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     if endpoint is None:
         base = _get(env, "OTEL_EXPORTER_OTLP_ENDPOINT") or ""
         endpoint = f"{base.removesuffix('/')}/{_TRACES_PATH}"
-    return OTLPSpanExporter(
-        endpoint=endpoint,
-        certificate_file=_get(
-            env, "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE"
-        ),
-        client_key_file=_get(
-            env, "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "OTEL_EXPORTER_OTLP_CLIENT_KEY"
-        ),
-        client_certificate_file=_get(
-            env,
-            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
-            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
-        ),
-        headers=_headers(env),
-        timeout=_timeout(env),
-        compression=Compression(_compression(env)),
+    certificate, client_key, client_certificate = _tls_files(env)
+    return OtlpHttpSender(
+        endpoint,
+        _headers(env),
+        _timeout(env) or DEFAULT_TIMEOUT,
+        _compression(env),
+        certificate=certificate,
+        client_key=client_key,
+        client_certificate=client_certificate,
     )
 
 
-def _grpc_exporter(env: Mapping[str, str]) -> SpanExporter:
-    import grpc
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
+def _grpc_sender(env: Mapping[str, str]) -> OtlpGrpcSender:
     endpoint = _get(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+    assert endpoint is not None  # make_span_sender only comes here with one
     insecure_raw = _get(env, "OTEL_EXPORTER_OTLP_TRACES_INSECURE", "OTEL_EXPORTER_OTLP_INSECURE")
-    certificate = _get(
-        env, "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE"
-    )
-    credentials = None
-    if certificate is not None:
-        key = _get(env, "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "OTEL_EXPORTER_OTLP_CLIENT_KEY")
-        chain = _get(
-            env,
-            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
-            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
-        )
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=Path(certificate).read_bytes(),
-            private_key=Path(key).read_bytes() if key else None,
-            certificate_chain=Path(chain).read_bytes() if chain else None,
-        )
-    compression = {
-        "none": grpc.Compression.NoCompression,
-        "gzip": grpc.Compression.Gzip,
-        "deflate": grpc.Compression.Deflate,
-    }[_compression(env)]
-    return OTLPSpanExporter(
-        endpoint=endpoint,
+    certificate, client_key, client_certificate = _tls_files(env)
+    return OtlpGrpcSender(
+        endpoint,
+        _headers(env),
+        _timeout(env) or DEFAULT_TIMEOUT,
+        _compression(env),
         insecure=None if insecure_raw is None else insecure_raw.lower() == "true",
-        credentials=credentials,
-        headers=_headers(env),
-        timeout=_timeout(env),
-        compression=compression,
+        certificate=certificate,
+        client_key=client_key,
+        client_certificate=client_certificate,
     )
+
+
+class _Retrier:
+    """Attempts within a deadline: exponential backoff with jitter, or the server's delay."""
+
+    def __init__(self, timeout: float, initial_backoff: float, stopped: threading.Event) -> None:
+        self.deadline = time.monotonic() + timeout
+        self.backoff = initial_backoff
+        self.attempts = 0
+        self._stopped = stopped
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def wait(self, delay: float | None = None) -> bool:
+        """Sleep before the next attempt; False when none fits in the deadline or attempts."""
+        self.attempts += 1
+        if delay is None:
+            delay = self.backoff * random.uniform(0.8, 1.2)
+            self.backoff *= 2
+        if self.attempts >= MAX_ATTEMPTS or delay >= self.remaining():
+            return False
+        return not self._stopped.wait(delay)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds a Retry-After header asks for: a number of seconds or an HTTP date."""
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
+
+
+def _ssl_context(
+    certificate: str | None, client_key: str | None, client_certificate: str | None
+) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=certificate)
+    if client_certificate is not None:
+        context.load_cert_chain(client_certificate, keyfile=client_key)
+    return context
+
+
+class OtlpHttpSender:
+    """OTLP/HTTP: POSTs each request as ``application/x-protobuf`` to the traces endpoint.
+
+    Retries 429, 502, 503, 504 and connection errors with exponential backoff, or after the
+    ``Retry-After`` the receiver asked for, while the attempt fits in ``timeout`` seconds.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        headers: Mapping[str, str],
+        timeout: float = DEFAULT_TIMEOUT,
+        compression: str = "none",
+        *,
+        certificate: str | None = None,
+        client_key: str | None = None,
+        client_certificate: str | None = None,
+        initial_backoff: float = 1.0,
+    ) -> None:
+        if compression not in {"none", "gzip", "deflate"}:
+            raise ValueError(f"compression must be none, gzip or deflate, not {compression!r}")
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.compression = compression
+        self.initial_backoff = initial_backoff
+        request_headers = {"Content-Type": "application/x-protobuf", **headers}
+        if compression != "none":
+            request_headers["Content-Encoding"] = compression
+        verify: ssl.SSLContext | bool = True
+        if certificate is not None or client_certificate is not None:
+            verify = _ssl_context(certificate, client_key, client_certificate)
+        self._client = httpx.Client(headers=request_headers, verify=verify)
+        self._stopped = threading.Event()
+
+    def send(self, payload: bytes, count: int) -> bool:
+        if self._stopped.is_set():
+            log.warning("OTLP sender is shut down; %d spans not sent", count)
+            return False
+        if self.compression == "gzip":
+            payload = gzip.compress(payload, compresslevel=6)
+        elif self.compression == "deflate":
+            payload = zlib.compress(payload)
+        retrier = _Retrier(self.timeout, self.initial_backoff, self._stopped)
+        while True:
+            delay: float | None = None
+            try:
+                response = self._client.post(
+                    self.endpoint, content=payload, timeout=max(retrier.remaining(), 0.001)
+                )
+            except httpx.TransportError as error:
+                problem = f"{type(error).__name__}: {error}"
+            except Exception:  # the shipper must never see one
+                log.exception("sending %d spans to %s failed", count, self.endpoint)
+                return False
+            else:
+                if response.is_success:
+                    return True
+                problem = f"HTTP {response.status_code}"
+                if response.status_code not in _RETRY_HTTP_STATUSES:
+                    log.error("%s refused %d spans: %s", self.endpoint, count, problem)
+                    return False
+                delay = _retry_after(response.headers.get("Retry-After"))
+            if not retrier.wait(delay):
+                log.warning("could not send %d spans to %s: %s", count, self.endpoint, problem)
+                return False
+
+    def shutdown(self) -> None:
+        self._stopped.set()
+        self._client.close()
+
+
+class OtlpGrpcSender:
+    """OTLP/gRPC: calls TraceService/Export with the encoded request as it is.
+
+    Retries UNAVAILABLE, RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED with exponential backoff
+    while the attempt fits in ``timeout`` seconds. The endpoint is ``host:port`` or a URL whose
+    scheme decides TLS (``https``) or plaintext (``http``) unless ``insecure`` says otherwise.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        headers: Mapping[str, str],
+        timeout: float = DEFAULT_TIMEOUT,
+        compression: str = "none",
+        *,
+        insecure: bool | None = None,
+        certificate: str | None = None,
+        client_key: str | None = None,
+        client_certificate: str | None = None,
+        initial_backoff: float = 1.0,
+    ) -> None:
+        import grpc
+
+        parsed = urlparse(endpoint)
+        if parsed.scheme == "https":
+            insecure = False
+        elif insecure is None:
+            insecure = parsed.scheme == "http"
+        self.target = parsed.netloc or endpoint
+        self.timeout = timeout
+        self.initial_backoff = initial_backoff
+        self._metadata = tuple((key.lower(), value) for key, value in headers.items())
+        self._compression = {
+            "none": grpc.Compression.NoCompression,
+            "gzip": grpc.Compression.Gzip,
+            "deflate": grpc.Compression.Deflate,
+        }[compression]
+        self._retry_codes = frozenset(
+            {
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+            }
+        )
+        if insecure:
+            self._channel = grpc.insecure_channel(self.target)
+        else:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=Path(certificate).read_bytes() if certificate else None,
+                private_key=Path(client_key).read_bytes() if client_key else None,
+                certificate_chain=(
+                    Path(client_certificate).read_bytes() if client_certificate else None
+                ),
+            )
+            self._channel = grpc.secure_channel(self.target, credentials)
+        # No request serializer: the payload is already the serialized request.
+        self._export: Callable[..., Any] = self._channel.unary_unary(
+            _GRPC_EXPORT, response_deserializer=ExportTraceServiceResponse.FromString
+        )
+        self._stopped = threading.Event()
+
+    def send(self, payload: bytes, count: int) -> bool:
+        import grpc
+
+        if self._stopped.is_set():
+            log.warning("OTLP sender is shut down; %d spans not sent", count)
+            return False
+        retrier = _Retrier(self.timeout, self.initial_backoff, self._stopped)
+        while True:
+            try:
+                self._export(
+                    payload,
+                    timeout=max(retrier.remaining(), 0.001),
+                    metadata=self._metadata,
+                    compression=self._compression,
+                )
+            except grpc.RpcError as error:
+                code = _status_code(error)
+                if code not in self._retry_codes:
+                    log.error("%s refused %d spans: %s", self.target, count, code)
+                    return False
+                problem = str(code)
+            except Exception:  # the shipper must never see one
+                log.exception("sending %d spans to %s failed", count, self.target)
+                return False
+            else:
+                return True
+            if not retrier.wait():
+                log.warning("could not send %d spans to %s: %s", count, self.target, problem)
+                return False
+
+    def shutdown(self) -> None:
+        self._stopped.set()
+        self._channel.close()
+
+
+def _status_code(error: grpc.RpcError) -> grpc.StatusCode | None:
+    code = getattr(error, "code", None)
+    return code() if callable(code) else None
 
 
 def resource_from_env(env: Mapping[str, str], account_sid: str) -> Resource:
@@ -194,26 +431,28 @@ def resource_from_env(env: Mapping[str, str], account_sid: str) -> Resource:
     return Resource(attributes)
 
 
-def encode_otlp_json(spans: Sequence[ReadableSpan]) -> str:
-    """One ExportTraceServiceRequest in the OTLP/JSON encoding, on one line.
+def otlp_json_line(payload: bytes) -> str:
+    """One serialized ExportTraceServiceRequest in the OTLP/JSON encoding, on one line.
 
     That is the protobuf JSON mapping (lowerCamelCase keys, 64-bit integers as strings) with
     OTLP's two exceptions: trace and span ids in hex, enums as integers.
     """
-    request = json_format.MessageToDict(encode_spans(spans), use_integers_for_enums=True)
+    request = json_format.MessageToDict(
+        ExportTraceServiceRequest.FromString(payload), use_integers_for_enums=True
+    )
     _convert_ids(request, _base64_to_hex)
     return json.dumps(request, separators=(",", ":"))
 
 
 def decode_otlp_json(line: str) -> Any:
-    """An ExportTraceServiceRequest message from one line :func:`encode_otlp_json` wrote."""
+    """An ExportTraceServiceRequest message from one line :func:`otlp_json_line` wrote."""
     request = json.loads(line)
     _convert_ids(request, _hex_to_base64)
     return json_format.ParseDict(request, ExportTraceServiceRequest())
 
 
 def read_otlp_json_lines(path: Path) -> list[Any]:
-    """Every ExportTraceServiceRequest in a file a :class:`JsonLinesSpanExporter` wrote."""
+    """Every ExportTraceServiceRequest in a file a :class:`JsonLinesSender` wrote."""
     with path.open(encoding="utf-8") as lines:
         return [decode_otlp_json(line) for line in lines if line.strip()]
 
@@ -236,7 +475,7 @@ def _convert_ids(request: dict[str, Any], convert: Any) -> None:
                             holder[key] = convert(holder[key])
 
 
-class JsonLinesSpanExporter(SpanExporter):
+class JsonLinesSender:
     """Appends each batch as one OTLP/JSON ExportTraceServiceRequest line to a file.
 
     The default sink when no OTLP endpoint is configured: readable with ``jq``, and loadable
@@ -249,14 +488,14 @@ class JsonLinesSpanExporter(SpanExporter):
         self._file: IO[str] | None = None
         self._shutdown = False
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if not spans:
-            return SpanExportResult.SUCCESS
-        line = encode_otlp_json(spans) + "\n"
+    def send(self, payload: bytes, count: int) -> bool:
+        if not count:
+            return True
+        line = otlp_json_line(payload) + "\n"
         with self._lock:
             if self._shutdown:
-                log.warning("span file %s is closed; %d spans not written", self.path, len(spans))
-                return SpanExportResult.FAILURE
+                log.warning("span file %s is closed; %d spans not written", self.path, count)
+                return False
             try:
                 if self._file is None:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -266,11 +505,8 @@ class JsonLinesSpanExporter(SpanExporter):
             except OSError as error:
                 log.error("cannot write spans to %s: %s", self.path, error)
                 self._close()
-                return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return True  # every export already flushed its line
+                return False
+        return True
 
     def shutdown(self) -> None:
         with self._lock:
