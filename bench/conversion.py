@@ -12,14 +12,9 @@ from prometheus_client import CollectorRegistry
 
 from studio_exporter.domain import Execution, Flow, Step
 from studio_exporter.metrics import FlowLabels, StudioMetrics
+from studio_exporter.otlp import encode_request
 from studio_exporter.pipeline import plan_update
-from studio_exporter.spans import (
-    SpanRecord,
-    execution_span,
-    to_readable_spans,
-    trace_id_hex,
-    visit_span,
-)
+from studio_exporter.spans import SpanRecord, execution_span, trace_id_hex, visit_span
 
 from .workload import Workload
 
@@ -72,10 +67,10 @@ def measure(executions: int = 10_000) -> ConversionResult:
             records.append(execution_span(update.path, flow))
         steps += len(update.new_steps)
         if len(records) >= BATCH:
-            encode_spans(to_readable_spans(records, resource)).SerializeToString()
+            encode_request(records, resource)  # what the shipper sends
             records.clear()
     if records:
-        encode_spans(to_readable_spans(records, resource)).SerializeToString()
+        encode_request(records, resource)
     ours = time.process_time() - started
     spans = _count_spans(data, names)
     floor = _floor(spans, resource)
