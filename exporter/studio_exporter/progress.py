@@ -16,7 +16,7 @@ class ProgressBar:
         self.started = time.monotonic()
         self._last_draw = 0.0
         self._interactive = stream.isatty()
-        self._last_line = ""
+        self._last_position: tuple[int, int, int] | None = None
 
     def update(self, done: int, total: int, steps: int) -> None:
         now = time.monotonic()
@@ -32,9 +32,10 @@ class ProgressBar:
         )
         if self._interactive:
             self.stream.write("\r" + line)
-        elif line != self._last_line:
+        elif (done, total, steps) != self._last_position:
+            # In a log, one line per change of position: the rate alone is no news.
             self.stream.write(line + "\n")
-        self._last_line = line
+        self._last_position = (done, total, steps)
         self.stream.flush()
 
     def close(self) -> None:

@@ -40,5 +40,7 @@ def require_sid(value: str, prefix: str) -> str:
     """
     if not isinstance(value, str) or not is_sid(value, prefix):
         shown = repr(value)[:48]
-        raise InvalidSidError(f"{shown} is not a {_NAMES[prefix]} SID ({prefix} + 32 hex digits)")
+        name = _NAMES[prefix]
+        article = "an" if name[0] in "AEIOU" else "a"
+        raise InvalidSidError(f"{shown} is not {article} {name} SID ({prefix} + 32 hex digits)")
     return value
