@@ -1,0 +1,116 @@
+"""Tests for shipper: spans leave the outbox only once the sender took them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from prometheus_client import CollectorRegistry
+
+from studio_exporter.selfmetrics import ExporterMetrics
+from studio_exporter.shipper import SpanShipper
+from studio_exporter.spans import SpanRecord
+from studio_exporter.state import Store
+
+
+class Sender:
+    """A sender that accepts or refuses, and keeps what it accepted (decoded)."""
+
+    def __init__(self) -> None:
+        self.accepting = True
+        self.received: list[str] = []
+        self.attempts = 0
+
+    def send(self, payload: bytes, count: int) -> bool:
+        self.attempts += 1
+        if not self.accepting:
+            return False
+        request = ExportTraceServiceRequest.FromString(payload)
+        names = [
+            span.name
+            for resource in request.resource_spans
+            for scope in resource.scope_spans
+            for span in scope.spans
+        ]
+        assert len(names) == count
+        self.received.extend(names)
+        return True
+
+    def shutdown(self) -> None:
+        return None
+
+
+def record(number: int) -> SpanRecord:
+    return SpanRecord(
+        trace_id=0xABC,
+        span_id=number,
+        parent_span_id=None if number == 1 else 1,
+        name=f"widget-{number}",
+        start_ns=1_000,
+        end_ns=2_000,
+        attributes={"twilio.studio.widget.name": f"widget-{number}"},
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store.open(tmp_path / "state.sqlite3") as opened:
+        yield opened
+
+
+def queue(store: Store, count: int) -> None:
+    with store.batch() as batch:
+        batch.enqueue_spans(record(n).to_json() for n in range(1, count + 1))
+
+
+def make_shipper(store: Store, sender: Sender, registry: CollectorRegistry) -> SpanShipper:
+    health = ExporterMetrics(registry)
+    return SpanShipper(store, sender, Resource.create({}), health, batch_size=4)
+
+
+def test_flush_sends_everything_in_batches_and_empties_the_outbox(store: Store) -> None:
+    registry = CollectorRegistry()
+    sender = Sender()
+    queue(store, 10)
+    assert make_shipper(store, sender, registry).flush()
+    assert sender.received == [f"widget-{n}" for n in range(1, 11)]
+    assert sender.attempts == 3  # 4 + 4 + 2
+    assert store.count_pending_spans() == 0
+    assert registry.get_sample_value("twilio_studio_exporter_spans_exported_total") == 10
+
+
+def test_a_refused_batch_stays_queued_and_is_counted(store: Store) -> None:
+    registry = CollectorRegistry()
+    sender = Sender()
+    sender.accepting = False
+    queue(store, 3)
+    shipper = make_shipper(store, sender, registry)
+    assert shipper.ship_once() == (0, False)
+    assert store.count_pending_spans() == 3
+    assert registry.get_sample_value("twilio_studio_exporter_span_export_failures_total") == 1
+    assert registry.get_sample_value("twilio_studio_exporter_spans_pending") == 3
+    sender.accepting = True
+    assert shipper.flush()
+    assert sender.received == ["widget-1", "widget-2", "widget-3"]
+    assert store.count_pending_spans() == 0
+
+
+def test_the_thread_ships_when_woken(store: Store) -> None:
+    sender = Sender()
+    shipper = make_shipper(store, sender, CollectorRegistry())
+    shipper.interval = 60.0  # only a wake-up can make it ship within the test
+    shipper.start()
+    try:
+        queue(store, 2)
+        shipper.wake()
+        for _ in range(200):
+            if store.count_pending_spans() == 0:
+                break
+            time.sleep(0.01)
+    finally:
+        shipper.stop(flush=False)
+    assert sender.received == ["widget-1", "widget-2"]
