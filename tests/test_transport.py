@@ -7,7 +7,6 @@ import gzip
 import json
 import socket
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +19,7 @@ from studio_exporter.config import Credentials, Secret
 from studio_exporter.simulator import Faults, Simulator, SimulatorConfig
 from studio_exporter.studio_api import StudioApi, _absolute_url
 from studio_exporter.transport import LeanTransport, proxies_in_environment
+from tests.tls import self_signed_certificate
 
 pytestmark = pytest.mark.integration
 
@@ -482,17 +482,7 @@ def test_aclose_closes_every_connection() -> None:
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    directory = tmp_path_factory.mktemp("tls")
-    key, cert = directory / "key.pem", directory / "cert.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
-            "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed_certificate(tmp_path_factory.mktemp("tls"))
     return key, cert
 
 
