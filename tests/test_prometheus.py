@@ -127,9 +127,16 @@ class Stack:
 
     def api(self, path: str, **params: str) -> Any:
         response = self.client.get(f"{self.prometheus_url}/api/v1/{path}", params=params)
-        body = response.json()
-        if response.status_code != 200 or body.get("status") != "success":
-            raise QueryError(f"{path} {params}: HTTP {response.status_code}: {body}")
+        # A Prometheus that is still starting answers 503 in plain text, not JSON: read the
+        # status first so the caller sees a QueryError (which wait_for retries) for both.
+        if response.status_code != 200:
+            raise QueryError(f"{path} {params}: HTTP {response.status_code}: {response.text}")
+        try:
+            body = response.json()
+        except ValueError as error:
+            raise QueryError(f"{path} {params}: not JSON ({error}): {response.text}") from error
+        if not isinstance(body, dict) or body.get("status") != "success":
+            raise QueryError(f"{path} {params}: {body}")
         return body["data"]
 
     def instant(self, expr: str) -> list[dict[str, Any]]:
