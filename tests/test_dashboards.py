@@ -48,7 +48,7 @@ def architecture_metrics() -> frozenset[str]:
     section = section.split("\n### ", 1)[0]
     names: set[str] = set()
     for line in section.splitlines():
-        found = re.findall(r"`(twilio_studio_\w+)", line)
+        found = re.findall(r"`((?:twilio_studio|process)_\w+)", line)
         names.update(found)
         if found and re.search(rf"`{found[0]}[^`]*` histogram", line):
             names.update(f"{found[0]}{suffix}" for suffix in ("_bucket", "_sum", "_count"))

@@ -16,7 +16,7 @@ from studio_exporter.metrics import FlowLabels, StudioMetrics
 from studio_exporter.pipeline import ExecutionUpdate, plan_update
 from studio_exporter.selfmetrics import ExporterMetrics
 from studio_exporter.spans import SpanOptions, execution_span, trace_id_hex, visit_span
-from studio_exporter.state import PruneResult, Store
+from studio_exporter.state import PruneResult, StateError, Store
 from studio_exporter.studio_api import ApiError, StudioApi
 
 log = logging.getLogger(__name__)
@@ -186,6 +186,10 @@ class Poller:
             self.last_success = self.clock()
             self.consecutive_failures = 0
             self.health.poll_succeeded(self.last_success)
+            try:
+                self.store.set_last_success("poll", self.last_success)
+            except StateError as error:
+                log.warning("could not record the successful poll in the state: %s", error)
         else:
             self.consecutive_failures += 1
 
