@@ -164,6 +164,7 @@ def test_metrics_endpoint_serves_every_metric_with_data(
         "twilio_studio_executions_ended_total",
         "twilio_studio_execution_duration_seconds_bucket",
         "twilio_studio_executions_active",
+        "twilio_studio_flow_info",
         "twilio_studio_exporter_api_requests_total",
         "twilio_studio_exporter_last_successful_poll_timestamp_seconds",
     ):

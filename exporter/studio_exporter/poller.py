@@ -132,6 +132,7 @@ class Poller:
         for flow in self.flows.values():
             # Gaps start at 0 per flow, so the series exists before the first gap.
             self.metrics.record_gap(FlowLabels(flow.sid, flow.name), 0)
+        self.metrics.set_flows((flow.sid, flow.name, flow.revision) for flow in self.flows.values())
         self._flows_refreshed_at = now
 
     async def _labels(self, flow_sid: str) -> FlowLabels:
@@ -549,6 +550,7 @@ class Poller:
             # Created since the last refresh; it will be listed by the next one.
             flow = await self.api.fetch_flow(flow_sid)
             self.flows[flow_sid] = flow
+            self.metrics.set_flows((f.sid, f.name, f.revision) for f in self.flows.values())
         async with self._export_lock:
             first_seen = not self.store.is_known(execution.sid)
             if not first_seen and self.store.is_done(execution.sid):
