@@ -81,6 +81,7 @@ def test_promtool_unit_tests_catch_a_broken_rule(tmp_path: Path) -> None:
     broken = RULES.read_text(encoding="utf-8").replace("> 600", "> 6000", 1)
     assert broken != RULES.read_text(encoding="utf-8")
     (tmp_path / RULES.name).write_text(broken)
+    shutil.copy(RECORDING, tmp_path / RECORDING.name)
     shutil.copy(RULE_TESTS, tmp_path / RULE_TESTS.name)  # the stalled cases live here
     result = run_promtool("test", "rules", str(tmp_path / RULE_TESTS.name))
     assert result.returncode != 0
@@ -179,7 +180,7 @@ def unit_tests(rule: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
         step = minutes(document["evaluation_interval"])
         for case in document["tests"]:
-            for check in case["alert_rule_test"]:
+            for check in case.get("alert_rule_test", []):
                 if check["alertname"] == rule["alert"]:
                     found.append(({**case, "step": step}, check))
     return found
@@ -229,3 +230,15 @@ def test_prometheus_in_the_stack_loads_the_rules_and_not_their_tests() -> None:
     loaded = sorted(path.name for path in ALERTS.glob(pattern.removeprefix(f"{inside}/")))
     # The recording rules the dashboards read are loaded with the alerts; the tests are not.
     assert loaded == sorted([RULES.name, RECORDING.name])
+
+
+def test_promtool_unit_tests_catch_a_broken_recording_rule(tmp_path: Path) -> None:
+    """The recording rules are unit-tested too: exits counted from the wrong steps fail."""
+    broken = RECORDING.read_text(encoding="utf-8").replace('next_widget="Ended"', 'event="sent"')
+    assert broken != RECORDING.read_text(encoding="utf-8")
+    (tmp_path / RECORDING.name).write_text(broken)
+    shutil.copy(RULES, tmp_path / RULES.name)
+    shutil.copy(RULE_TESTS, tmp_path / RULE_TESTS.name)
+    result = run_promtool("test", "rules", str(tmp_path / RULE_TESTS.name))
+    assert result.returncode != 0
+    assert "flow_widget:twilio_studio_step_exits:rate5m" in result.stdout + result.stderr
