@@ -282,7 +282,12 @@ def stack(
         client = cleanup.enter_context(httpx.Client(timeout=10))
         if mode != "poll":
             # Like a real subscription, only executions created from now on are pushed.
-            simulator.push_events_to(f"http://{exporter_address}/webhooks/event-streams", DELIVERY)
+            pusher = simulator.push_events_to(
+                f"http://{exporter_address}/webhooks/event-streams", DELIVERY
+            )
+            # Stopped before the exporter (callbacks run last in, first out): its last
+            # deliveries then reach a live receiver instead of retrying into a closed port.
+            cleanup.callback(pusher.stop)
         running = Stack(
             mode,
             simulator,
