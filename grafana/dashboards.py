@@ -1374,18 +1374,25 @@ def _up_mappings() -> list[model.ValueMapping]:
     ]
 
 
+def _since_success(gauge: str) -> str:
+    """Seconds since a source last succeeded, per process; from the process start if never.
+
+    The same reading as the Stalled alert: a gauge still 0 is not "56 years ago".
+    """
+    last = f"{gauge}{{{TARGETS}}}"
+    started = f"process_start_time_seconds{{{TARGETS}}}"
+    return (
+        f"time() - max by (instance) ({last} > 0 "
+        f"or on (job, instance) ({started} and on (job, instance) ({last} == 0)))"
+    )
+
+
 def exporter_health() -> dash.Dashboard:
     """Is each exporter process keeping up: API calls, rate limits, lag, push, spans."""
     api = f"twilio_studio_exporter_api_requests_total{{{TARGETS}}}"
     per_second = "reqps"
-    poll_age = (
-        "time() - max by (instance) "
-        f"(twilio_studio_exporter_last_successful_poll_timestamp_seconds{{{TARGETS}}} > 0)"
-    )
-    push_age = (
-        "time() - max by (instance) "
-        f"(twilio_studio_exporter_last_successful_push_timestamp_seconds{{{TARGETS}}} > 0)"
-    )
+    poll_age = _since_success("twilio_studio_exporter_last_successful_poll_timestamp_seconds")
+    push_age = _since_success("twilio_studio_exporter_last_successful_push_timestamp_seconds")
     board = (
         _dashboard(
             "twilio-studio-exporter-health",
@@ -1419,8 +1426,8 @@ def exporter_health() -> dash.Dashboard:
                 _Look(
                     "Since last success",
                     "Per process and source: time since the last successful poll cycle and "
-                    "the last push pass that processed the inbox without failure. A mode "
-                    "runs one source or both (--mode).",
+                    "the last push pass that processed the inbox without failure (since the "
+                    "process started, if none yet). A mode runs one source or both (--mode).",
                     "s",
                     _warn_above(120, 600),
                     span=6,
