@@ -471,29 +471,36 @@ class _Annotation:
     name: str
     expr: str
     color: str
-    title: str
-    text: str
+
+
+# Title and text of each annotation's events, by annotation name. The SDK's annotation builder
+# has no fields for them: `build_dashboards` adds them to the JSON.
+ANNOTATION_FORMATS: dict[str, tuple[str, str]] = {
+    "Flow revisions": (
+        "{{flow}} revision {{revision}}",
+        "Studio flow {{flow}} ({{flow_sid}}) runs revision {{revision}} from here.",
+    ),
+    "Firing alerts": (
+        "{{alertname}}",
+        "{{alertname}} firing ({{severity}}) {{flow}} {{widget}} {{instance}}",
+    ),
+    "Exporter restarts": (
+        "exporter restart",
+        "{{instance}} restarted: its gauges start again from the state.",
+    ),
+}
 
 
 def _revision_annotation(flows: str) -> _Annotation:
     # A new revision is a new flow_info series: present now, absent ten minutes ago.
     info = f"max by (flow_sid, flow, revision) (twilio_studio_flow_info{{{flows}}})"
-    return _Annotation(
-        "Flow revisions",
-        f"{info} unless {info.replace('})', '} offset 10m)')}",
-        "blue",
-        "{{flow}} revision {{revision}}",
-        "Studio flow {{flow}} ({{flow_sid}}) runs revision {{revision}} from here.",
-    )
+    earlier = info.replace("})", "} offset 10m)")
+    return _Annotation("Flow revisions", f"{info} unless {earlier}", "blue")
 
 
 def _alerts_annotation() -> _Annotation:
     return _Annotation(
-        "Firing alerts",
-        'ALERTS{alertstate="firing", alertname=~"TwilioStudio.*"}',
-        "red",
-        "{{alertname}}",
-        "{{alertname}} firing ({{severity}}) {{flow}} {{widget}} {{instance}}",
+        "Firing alerts", 'ALERTS{alertstate="firing", alertname=~"TwilioStudio.*"}', "red"
     )
 
 
@@ -502,8 +509,6 @@ def _restarts_annotation(targets: str) -> _Annotation:
         "Exporter restarts",
         f"changes(process_start_time_seconds{{{targets}}}[2m]) > 0",
         "purple",
-        "exporter restart",
-        "{{instance}} restarted: its gauges start again from the state.",
     )
 
 
@@ -517,12 +522,7 @@ def _with_annotations(board: dash.Dashboard, *annotations: _Annotation) -> dash.
             .enable(True)
             .icon_color(annotation.color)
         )
-        _ANNOTATION_TEXT[annotation.name] = (annotation.title, annotation.text)
     return board
-
-
-# The SDK's annotation builder has no title or text format: they are added to the JSON.
-_ANNOTATION_TEXT: dict[str, tuple[str, str]] = {}
 
 
 def _dashboard(uid: str, title: str, description: str) -> dash.Dashboard:
@@ -1809,8 +1809,8 @@ def _walk(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 
 def _annotation_formats(model_json: dict[str, Any]) -> None:
     for annotation in model_json.get("annotations", {}).get("list", []):
-        if annotation.get("name") in _ANNOTATION_TEXT:
-            title, text = _ANNOTATION_TEXT[annotation["name"]]
+        if annotation.get("name") in ANNOTATION_FORMATS:
+            title, text = ANNOTATION_FORMATS[annotation["name"]]
             annotation["titleFormat"] = title
             annotation["textFormat"] = text
 

@@ -435,3 +435,18 @@ def test_failure_events_agree_with_the_exporter() -> None:
     assert set(FAILURE_EVENTS.split("|")) == set(CONFIG_DEFAULT) == set(SPAN_DEFAULT)
     rules = Path(__file__).resolve().parent.parent / "grafana/alerts/studio-exporter.rules.yml"
     assert f'event=~"{FAILURE_EVENTS}"' in rules.read_text(encoding="utf-8")
+
+
+def test_annotations_mark_revisions_alerts_and_restarts_with_a_title() -> None:
+    names = {}
+    for board in build_dashboards().values():
+        for annotation in board["annotations"]["list"]:
+            assert annotation["titleFormat"]
+            assert annotation["textFormat"]
+            names.setdefault(board["uid"], set()).add(annotation["name"])
+    assert names["twilio-studio-overview"] == {
+        "Flow revisions",
+        "Firing alerts",
+        "Exporter restarts",
+    }
+    assert names["twilio-studio-exporter-health"] == {"Firing alerts", "Exporter restarts"}
