@@ -438,7 +438,7 @@ def test_failure_events_agree_with_the_exporter() -> None:
 
 
 def test_annotations_mark_revisions_alerts_and_restarts_with_a_title() -> None:
-    names = {}
+    names: dict[str, set[str]] = {}
     for board in build_dashboards().values():
         for annotation in board["annotations"]["list"]:
             assert annotation["titleFormat"]
