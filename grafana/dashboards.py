@@ -7,6 +7,7 @@ import difflib
 import json
 import re
 import sys
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,35 +40,94 @@ TAGS = ["twilio-studio"]
 # Mirrors spans.DEFAULT_FAILURE_EVENTS (the exporter's default failure set); a timeout of a
 # wait-for-reply widget is a normal outcome, so it is not here.
 FAILURE_EVENTS = "failed|fail|deliveryFailure|error"
+# Widgets whose visit lasts as long as the system takes (not a person): the slowest-widget
+# panel and the WidgetSlow alert look at these only.
+SYSTEM_WIDGET_TYPES = (
+    "make-http-request|run-function|send-message|set-variables|split-based-on|trigger"
+)
+#: The pseudo-widget an execution moves to when it ends: a visit leading there is an exit.
+ENDED = "Ended"
 
 # Every template variable a query may use: the dashboards' own and Grafana's built-in ones.
 TEMPLATE_VARIABLES = frozenset(
-    {"datasource", "tracing", "flow", "widget", "__rate_interval", "__interval", "__range"}
+    {"datasource", "tracing", "account", "flow", "widget", "job", "instance"}
+    | {"__rate_interval", "__interval", "__range", "__range_s"}
 )
 # `$1` in a label_replace replacement is not a variable: names start with a letter or `_`.
 _VARIABLE = re.compile(r"\$\{([A-Za-z_]\w*)(?::\w+)?\}|\[\[([A-Za-z_]\w*)\]\]|\$([A-Za-z_]\w*)")
 
-# Selectors. The overview takes many flows (a regex, escaped by Grafana); the drill-downs
-# take one flow and one widget, which Grafana interpolates unescaped, hence `=`, not `=~`.
-ANY_FLOWS = 'flow=~"$flow"'
-ONE_FLOW = 'flow="$flow"'
-ONE_WIDGET = 'flow="$flow", widget="$widget"'
+# Selectors. Every Studio query is filtered by account (All is `.*`, which also matches series
+# without the label). Flows are chosen by SID (the variable shows the name): the overview takes
+# several (a regex), the drill-downs one. A widget name is interpolated unescaped, hence `=`.
+ACCOUNTS = 'account_sid=~"$account"'
+ANY_FLOWS = f'{ACCOUNTS}, flow_sid=~"$flow"'
+ONE_FLOW = f'{ACCOUNTS}, flow_sid="$flow"'
+ONE_WIDGET = f'{ONE_FLOW}, widget="$widget"'
+# The exporter processes (several replicas, one per group of accounts, or one per mode).
+TARGETS = 'job=~"$job", instance=~"$instance"'
+
+# Metrics only a mode that runs that source exposes (--mode); a query reading one has no data
+# elsewhere, by design. Everything else is there in every mode.
+PUSH_ONLY_METRICS = frozenset(
+    {
+        "twilio_studio_exporter_last_successful_push_timestamp_seconds",
+        "twilio_studio_exporter_webhook_requests_total",
+        "twilio_studio_exporter_events_received_total",
+        "twilio_studio_exporter_events_dropped_total",
+        "twilio_studio_exporter_events_pending",
+        "twilio_studio_exporter_push_rest_reads_total",
+    }
+)
+POLL_ONLY_METRICS = frozenset({"twilio_studio_exporter_last_successful_poll_timestamp_seconds"})
+
+# Recording rules (grafana/alerts/studio-exporter.recording.rules.yml): per-widget rates that
+# the top-N tables average over the whole range instead of recomputing rate() per series.
+REC_VISITS = "flow_widget:twilio_studio_steps:rate5m"
+REC_FAILURES = "flow_widget:twilio_studio_step_failures:rate5m"
+REC_EXITS = "flow_widget:twilio_studio_step_exits:rate5m"
+REC_DURATION = "flow_widget_le:twilio_studio_step_duration_seconds_bucket:rate5m"
+RECORDED_METRICS = frozenset({REC_VISITS, REC_FAILURES, REC_EXITS, REC_DURATION})
 
 
 @dataclass(frozen=True)
 class PanelQuery:
-    """One PromQL expression of one panel, as Grafana sends it (variables not yet replaced)."""
+    """One PromQL expression of one panel, as Grafana sends it (variables not yet replaced).
+
+    ``may_be_empty``: the panel shows `noValue` (0, "none") when the query has no series, which
+    is the honest answer for errors, failures, drops and the like that have not happened.
+    """
 
     dashboard: str
     panel: str
     ref_id: str
     expr: str
     instant: bool
+    may_be_empty: bool = False
 
     @property
     def variables(self) -> frozenset[str]:
         """The template variables the expression uses (`$flow`, `${flow}`, `[[flow]]`)."""
         return variables_in(self.expr)
+
+    @property
+    def sources(self) -> frozenset[str]:
+        """The sources (poll, push) of which one must run for the query to have data."""
+        used = metrics_in(self.expr)
+        if used & PUSH_ONLY_METRICS:
+            return frozenset({"push"})
+        if used & POLL_ONLY_METRICS:
+            return frozenset({"poll"})
+        return frozenset({"poll", "push"})
+
+
+@dataclass(frozen=True)
+class VariableQuery:
+    """A query variable: Grafana runs `query` and, with `regex`, takes text and value from it."""
+
+    dashboard: str
+    name: str
+    query: str
+    regex: str
 
 
 def variables_in(text: str) -> frozenset[str]:
@@ -89,7 +149,7 @@ def substitute(expr: str, values: Mapping[str, str]) -> str:
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
-_IDENTIFIER = re.compile(r"(?<![\w.])([A-Za-z_:][\w:]*)(\s*\()?")
+_IDENTIFIER = re.compile(r"(?<![\w.$])([A-Za-z_:][\w:]*)(\s*\()?")
 _KEYWORDS = frozenset(
     {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring"}
     | {"group_left", "group_right", "Inf", "NaN", "inf", "nan"}
@@ -159,6 +219,7 @@ class _PanelBuilder(Protocol):
     def thresholds(self, thresholds: cogbuilder.Builder[model.ThresholdsConfig]) -> Self: ...
     def span(self, w: int) -> Self: ...
     def height(self, h: int) -> Self: ...
+    def no_value(self, no_value: str) -> Self: ...
     def with_target(self, target: cogbuilder.Builder[cogvariants.Dataquery]) -> Self: ...
 
 
@@ -167,7 +228,11 @@ P = TypeVar("P", bound=_PanelBuilder)
 
 @dataclass(frozen=True)
 class _Look:
-    """What every panel must say: what it shows, in which unit, and when to worry."""
+    """What every panel must say: what it shows, in which unit, and when to worry.
+
+    ``no_value``: what the panel shows when the query has no series (a count of errors that
+    never happened is 0, not "No data"); None where no series means something is wrong.
+    """
 
     title: str
     description: str
@@ -175,6 +240,7 @@ class _Look:
     thresholds: dash.ThresholdsConfig
     span: int = 12
     height: int = 8
+    no_value: str | None = None
 
 
 def _panel(panel: P, look: _Look, targets: Sequence[prometheus.Dataquery]) -> P:
@@ -187,6 +253,8 @@ def _panel(panel: P, look: _Look, targets: Sequence[prometheus.Dataquery]) -> P:
         .span(look.span)
         .height(look.height)
     )
+    if look.no_value is not None:
+        panel = panel.no_value(look.no_value)
     for target in targets:
         panel = panel.with_target(target)
     return panel
@@ -203,16 +271,49 @@ def _legend() -> common_builders.VizLegendOptions:
 
 
 def _timeseries(look: _Look, *targets: prometheus.Dataquery) -> timeseries.Panel:
-    return _panel(timeseries.Panel().legend(_legend()).fill_opacity(10).min(0), look, targets)
+    panel = (
+        timeseries.Panel()
+        .legend(_legend())
+        # Every series under the cursor, largest first: comparing flows is the point.
+        .tooltip(
+            common_builders.VizTooltipOptions()
+            .mode(common.TooltipDisplayMode.MULTI)
+            .sort(common.SortOrder.DESCENDING)
+        )
+        .fill_opacity(10)
+        .min(0)
+    )
+    if len(look.thresholds.build().steps or []) > 1:
+        # A threshold that means something is drawn on the graph, not only in the legend.
+        panel = panel.thresholds_style(
+            common_builders.GraphThresholdsStyleConfig().mode(
+                common.GraphThresholdsStyleMode.DASHED
+            )
+        )
+    return _panel(panel, look, targets)
 
 
-def _stat(look: _Look, target: prometheus.Dataquery) -> stat.Panel:
+def _last_week(panel: timeseries.Panel) -> timeseries.Panel:
+    """Draw the series whose legend ends in "last week" dashed and thin."""
+    return panel.override_by_regexp(
+        ".* last week$",
+        [
+            model.DynamicConfigValue(
+                id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]}
+            ),
+            model.DynamicConfigValue(id_val="custom.fillOpacity", value=0),
+            model.DynamicConfigValue(id_val="custom.lineWidth", value=1),
+        ],
+    )
+
+
+def _stat(look: _Look, *targets: prometheus.Dataquery) -> stat.Panel:
     return _panel(
         stat.Panel()
         .color_mode(common.BigValueColorMode.VALUE)
         .graph_mode(common.BigValueGraphMode.AREA),
         look,
-        [target],
+        targets,
     )
 
 
@@ -225,6 +326,26 @@ def _bars(look: _Look, target: prometheus.Dataquery) -> bargauge.Panel:
         look,
         [target],
     )
+
+
+def _link(title: str, url: str) -> dict[str, Any]:
+    """A data link (field config `links`): `url` may use ${__data.fields.x} and variables."""
+    return {"title": title, "url": url, "targetBlank": False}
+
+
+# Links into the drill-downs keep the data source, the accounts and the time range.
+_KEEP = "${datasource:queryparam}&${account:queryparam}&${__url_time_range}"
+
+
+def _widget_link(flow_sid: str, widget: str) -> dict[str, Any]:
+    return _link(
+        "Widget drill-down",
+        f"/d/twilio-studio-widget?var-flow={flow_sid}&var-widget={widget}&{_KEEP}",
+    )
+
+
+def _flow_map_link(flow_sid: str) -> dict[str, Any]:
+    return _link("Flow map", f"/d/twilio-studio-flow-map?var-flow={flow_sid}&{_KEEP}")
 
 
 # --- template variables ---------------------------------------------------------------------
@@ -248,18 +369,53 @@ def _tracing_variable() -> dash.DatasourceVariable:
     )
 
 
+_ALL = model.VariableOption(selected=True, text="All", value="$__all")
+
+# Grafana's query_result() gives one line per series: `{label="value",...} value timestamp`,
+# labels in name order, values unescaped. A name may hold any character, so the text group is
+# greedy and the value group matches only a SID, which ends the line's label part.
+ACCOUNT_QUERY = "query_result(max by (account_sid, account) (twilio_studio_account_info))"
+ACCOUNT_REGEX = '/account="(?<text>.*)",account_sid="(?<value>AC[0-9a-fA-F]{32})"/'
+FLOW_QUERY = f"query_result(max by (flow_sid, flow) (twilio_studio_flow_info{{{ACCOUNTS}}}))"
+FLOW_REGEX = '/flow="(?<text>.*)",flow_sid="(?<value>FW[0-9a-fA-F]{32})"/'
+
+
+def _account_variable() -> dash.QueryVariable:
+    return (
+        dash.QueryVariable("account")
+        .label("Account")
+        .description(
+            "Twilio accounts (friendly name shown, account SID used). All also matches series "
+            "of an exporter that does not label accounts."
+        )
+        .datasource(PROMETHEUS)
+        .query(ACCOUNT_QUERY)
+        .regex(ACCOUNT_REGEX)
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(model.VariableSort.ALPHABETICAL_CASE_INSENSITIVE_ASC)
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+        .current(_ALL)
+    )
+
+
 def _flow_variable(*, many: bool) -> dash.QueryVariable:
     variable = (
         dash.QueryVariable("flow")
         .label("Flow")
-        .description("The Studio flow (its friendly name).")
+        .description(
+            "The Studio flow: its friendly name is shown, its SID selects the series, so a "
+            "renamed flow stays one flow."
+        )
         .datasource(PROMETHEUS)
-        .query("label_values(twilio_studio_steps_total, flow)")
+        .query(FLOW_QUERY)
+        .regex(FLOW_REGEX)
         .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(model.VariableSort.ALPHABETICAL_CASE_INSENSITIVE_ASC)
     )
     if many:
-        variable = variable.multi(True).include_all(True).all_value(".*")
+        variable = variable.multi(True).include_all(True).all_value(".*").current(_ALL)
     return variable
 
 
@@ -269,10 +425,104 @@ def _widget_variable() -> dash.QueryVariable:
         .label("Widget")
         .description("A widget of the chosen flow.")
         .datasource(PROMETHEUS)
-        .query('label_values(twilio_studio_steps_total{flow="$flow"}, widget)')
+        .query(f"label_values(twilio_studio_steps_total{{{ONE_FLOW}}}, widget)")
         .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(model.VariableSort.ALPHABETICAL_CASE_INSENSITIVE_ASC)
     )
+
+
+def _job_variable() -> dash.QueryVariable:
+    return (
+        dash.QueryVariable("job")
+        .label("Job")
+        .description("Prometheus scrape jobs of the exporter (those exposing its build_info).")
+        .datasource(PROMETHEUS)
+        .query("label_values(twilio_studio_exporter_build_info, job)")
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+        .current(_ALL)
+    )
+
+
+def _instance_variable() -> dash.QueryVariable:
+    return (
+        dash.QueryVariable("instance")
+        .label("Instance")
+        .description("Exporter processes of the chosen jobs.")
+        .datasource(PROMETHEUS)
+        .query('label_values(twilio_studio_exporter_build_info{job=~"$job"}, instance)')
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+        .current(_ALL)
+    )
+
+
+# --- annotations ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Annotation:
+    """A Prometheus annotation: an event at each step where `expr` has a series."""
+
+    name: str
+    expr: str
+    color: str
+
+
+# Title and text of each annotation's events, by annotation name. The SDK's annotation builder
+# has no fields for them: `build_dashboards` adds them to the JSON.
+ANNOTATION_FORMATS: dict[str, tuple[str, str]] = {
+    "Flow revisions": (
+        "{{flow}} revision {{revision}}",
+        "Studio flow {{flow}} ({{flow_sid}}) runs revision {{revision}} from here.",
+    ),
+    "Firing alerts": (
+        "{{alertname}}",
+        "{{alertname}} firing ({{severity}}) {{flow}} {{widget}} {{instance}}",
+    ),
+    "Exporter restarts": (
+        "exporter restart",
+        "{{instance}} restarted: its gauges start again from the state.",
+    ),
+}
+
+
+def _revision_annotation(flows: str) -> _Annotation:
+    # A new revision is a new flow_info series: present now, absent ten minutes ago.
+    info = f"max by (flow_sid, flow, revision) (twilio_studio_flow_info{{{flows}}})"
+    earlier = info.replace("})", "} offset 10m)")
+    return _Annotation("Flow revisions", f"{info} unless {earlier}", "blue")
+
+
+def _alerts_annotation() -> _Annotation:
+    return _Annotation(
+        "Firing alerts", 'ALERTS{alertstate="firing", alertname=~"TwilioStudio.*"}', "red"
+    )
+
+
+def _restarts_annotation(targets: str) -> _Annotation:
+    return _Annotation(
+        "Exporter restarts",
+        f"changes(process_start_time_seconds{{{targets}}}[2m]) > 0",
+        "purple",
+    )
+
+
+def _with_annotations(board: dash.Dashboard, *annotations: _Annotation) -> dash.Dashboard:
+    for annotation in annotations:
+        board = board.annotation(
+            dash.AnnotationQuery()
+            .name(annotation.name)
+            .datasource(PROMETHEUS)
+            .expr(annotation.expr)
+            .enable(True)
+            .icon_color(annotation.color)
+        )
+    return board
 
 
 def _dashboard(uid: str, title: str, description: str) -> dash.Dashboard:
@@ -310,65 +560,206 @@ def _copy_label(expr: str, new: str, source: str) -> str:
     return f'label_replace({expr}, "{new}", "$1", "{source}", "(.*)")'
 
 
+def _over_range(recorded: str, selector: str, by: str) -> str:
+    """A recorded per-second rate, averaged over the whole time range, summed `by`."""
+    return f"sum by ({by}) (avg_over_time({recorded}{{{selector}}}[$__range]))"
+
+
+def _count_over_range(recorded: str, selector: str, by: str) -> str:
+    """Whole events over the range from a recorded rate: rate times seconds, rounded."""
+    return f"round({_over_range(recorded, selector, by)} * $__range_s)"
+
+
+def _share_over_range(recorded: str, selector: str, by: str) -> str:
+    """Share of visits counted by `recorded` (0 for widgets that have none of them)."""
+    visits = _over_range(REC_VISITS, selector, by)
+    part = _over_range(recorded, selector, by)
+    return f"({part} or {visits} * 0) / {visits}"
+
+
 # --- the dashboards -------------------------------------------------------------------------
 
 
+def _widget_table(selector: str) -> table.Panel:
+    """Failure first: every (flow, widget) with visits, failures, exits and p90, worst on top."""
+    by = "flow_sid, flow, widget"
+    # Every widget of the chosen flows gets a row: 0 failed visits where there were none.
+    visits = _over_range(REC_VISITS, selector, by)
+    failed = f"({_over_range(REC_FAILURES, selector, by)} or {visits} * 0)"
+    queries = [
+        _prom(f"round({failed} * $__range_s)", ref="A"),
+        _prom(_count_over_range(REC_VISITS, selector, by), ref="B"),
+        _prom(_share_over_range(REC_FAILURES, selector, by), ref="C"),
+        _prom(_share_over_range(REC_EXITS, selector, by), ref="D"),
+        _prom(
+            f"histogram_quantile(0.9, {_over_range(REC_DURATION, selector, f'{by}, le')})",
+            ref="E",
+        ),
+    ]
+    columns = {
+        "Value #A": "Failed visits",
+        "Value #B": "Visits",
+        "Value #C": "Failure ratio",
+        "Value #D": "Exit rate",
+        "Value #E": "p90 duration",
+    }
+    panel = _panel(
+        table.Panel()
+        .sort_by([common_builders.TableSortByFieldState().display_name("Failed visits").desc(True)])
+        .transformations(
+            [
+                model.DataTransformerConfig(id_val="merge", options={}),
+                model.DataTransformerConfig(
+                    id_val="organize",
+                    options={
+                        "excludeByName": {"Time": True},
+                        "renameByName": {**columns, "flow_sid": "Flow SID"},
+                        "indexByName": {
+                            "flow": 0,
+                            "widget": 1,
+                            **{name: i for i, name in enumerate(columns, start=2)},
+                            "flow_sid": 7,
+                        },
+                    },
+                ),
+                model.DataTransformerConfig(
+                    id_val="sortBy",
+                    options={"sort": [{"field": "Failed visits", "desc": True}]},
+                ),
+                model.DataTransformerConfig(id_val="limit", options={"limitField": 15}),
+            ]
+        ),
+        _Look(
+            "Widgets by failed visits",
+            f"The 15 widgets with the most visits that left by a failure event ({FAILURE_EVENTS}) "
+            "in the chosen range: visits, failure ratio, exit rate (share of visits after which "
+            "the execution ended) and p90 visit duration. Click a widget for its drill-down, a "
+            "flow for its map.",
+            "short",
+            _informational(),
+            span=24,
+            height=10,
+        ),
+        [q.instant().format(PromQueryFormat.TABLE) for q in queries],
+    )
+    percent = [model.DynamicConfigValue(id_val="unit", value="percentunit")]
+    return (
+        panel.override_by_name(
+            "Failed visits",
+            [
+                model.DynamicConfigValue(id_val="thresholds", value=_warn_above(1, 50).build()),
+                model.DynamicConfigValue(
+                    id_val="custom.cellOptions", value={"type": "color-background"}
+                ),
+            ],
+        )
+        .override_by_name(
+            "Failure ratio",
+            [
+                *percent,
+                model.DynamicConfigValue(id_val="thresholds", value=_warn_above(0.05, 0.2).build()),
+                model.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-text"}),
+            ],
+        )
+        .override_by_name("Exit rate", percent)
+        .override_by_name("p90 duration", [model.DynamicConfigValue(id_val="unit", value="s")])
+        .override_by_name(
+            "widget",
+            [
+                model.DynamicConfigValue(
+                    id_val="links",
+                    value=[_widget_link("${__data.fields.flow_sid}", "${__data.fields.widget}")],
+                )
+            ],
+        )
+        .override_by_name(
+            "flow",
+            [
+                model.DynamicConfigValue(
+                    id_val="links", value=[_flow_map_link("${__data.fields.flow_sid}")]
+                )
+            ],
+        )
+    )
+
+
 def studio_overview() -> dash.Dashboard:
-    """Executions per flow, how long they take, where they end, and the widgets that matter."""
+    """What is failing, where callers leave, how traffic compares with last week, how long."""
     steps = f"twilio_studio_steps_total{{{ANY_FLOWS}}}"
+    failures = f'twilio_studio_steps_total{{{ANY_FLOWS}, event=~"{FAILURE_EVENTS}"}}'
     started = f"twilio_studio_executions_started_total{{{ANY_FLOWS}}}"
     ended = f"twilio_studio_executions_ended_total{{{ANY_FLOWS}}}"
     active = f"twilio_studio_executions_active{{{ANY_FLOWS}}}"
     duration = f"twilio_studio_execution_duration_seconds_bucket{{{ANY_FLOWS}}}"
-    step_duration = f"twilio_studio_step_duration_seconds_bucket{{{ANY_FLOWS}}}"
     gaps = f"twilio_studio_step_gaps_total{{{ANY_FLOWS}}}"
     per_second = "suffix: /s"
-    return (
+    by_widget = "flow_sid, flow, widget"
+    account_names = "max by (account_sid, account) (twilio_studio_account_info)"
+    board = (
         _dashboard(
             "twilio-studio-overview",
             "Twilio Studio / Overview",
-            "Executions of the chosen Studio flows: volume, duration, outcome, busiest and "
-            "slowest widgets.",
+            "The chosen Studio flows, failure first: failing widgets, where callers leave, "
+            "traffic against last week, execution duration, accounts.",
         )
         .with_variable(_datasource_variable())
-        .with_variable(_tracing_variable())
+        .with_variable(_account_variable())
         .with_variable(_flow_variable(many=True))
-        .with_row(dash.Row("Now"))
+        .with_row(dash.Row("What is failing"))
         .with_panel(
             _stat(
                 _Look(
-                    "Executions started",
-                    "Executions started in the chosen time range, all chosen flows.",
+                    "Failed visits",
+                    f"Visits in the chosen range that left their widget by a failure event "
+                    f"({FAILURE_EVENTS}): callers who met an error. The table below says where.",
                     "short",
-                    _informational(),
+                    _warn_above(1, 50),
                     span=6,
                     height=5,
+                    no_value="0",
                 ),
-                _prom(f"sum(increase({started}[$__range]))", instant=True),
+                _prom(f"round(sum(increase({failures}[$__range])))", instant=True),
             )
         )
         .with_panel(
             _stat(
                 _Look(
-                    "Executions ended",
-                    "Executions that reached the end of their flow in the chosen time range.",
-                    "short",
-                    _informational(),
+                    "Failure ratio",
+                    "Failed visits out of all visits in the chosen range.",
+                    "percentunit",
+                    _warn_above(0.01, 0.05),
                     span=6,
                     height=5,
+                    no_value="0",
                 ),
-                _prom(f"sum(increase({ended}[$__range]))", instant=True),
+                _prom(
+                    f"sum(rate({failures}[$__range])) / sum(rate({steps}[$__range]))",
+                    instant=True,
+                ),
+            )
+        )
+        .with_panel(
+            _stat(
+                _Look(
+                    "Executions started",
+                    "Executions started in the chosen range, all chosen flows.",
+                    "short",
+                    _informational(),
+                    span=4,
+                    height=5,
+                ),
+                _prom(f"round(sum(increase({started}[$__range])))", instant=True),
             )
         )
         .with_panel(
             _stat(
                 _Look(
                     "Active executions",
-                    "Executions started and not ended yet: users somewhere inside a flow now. "
+                    "Executions started and not ended yet: callers somewhere inside a flow now. "
                     "Orange and red mean executions pile up (see the ExecutionsPilingUp alert).",
                     "short",
                     _warn_above(500, 2000),
-                    span=6,
+                    span=4,
                     height=5,
                 ),
                 _prom(f"sum({active})", instant=True),
@@ -379,26 +770,108 @@ def studio_overview() -> dash.Dashboard:
                 _Look(
                     "Step gaps",
                     "Breaks in the step chain of executions (Twilio's step log is best-effort) "
-                    "in the chosen time range. Visits across a gap are not measured.",
+                    "in the chosen range. Visits across a gap are not measured.",
                     "short",
                     _warn_above(1, 50),
-                    span=6,
+                    span=4,
                     height=5,
                 ),
-                # No gap series yet means no gap happened: zero is the honest answer.
-                _prom(f"sum(increase({gaps}[$__range])) or on () vector(0)", instant=True),
+                _prom(f"round(sum(increase({gaps}[$__range])))", instant=True),
             )
         )
-        .with_row(dash.Row("Executions"))
+        .with_panel(_widget_table(ANY_FLOWS))
+        .with_row(dash.Row("Where callers leave"))
         .with_panel(
-            _timeseries(
+            _bars(
                 _Look(
-                    "Executions started per flow",
-                    "How many executions each flow starts per second.",
-                    per_second,
+                    "Exit rate per widget",
+                    f"Share of a widget's visits after which the execution ended (next widget "
+                    f"`{ENDED}`): where callers leave the flow, by design or not. The 15 "
+                    "highest over the chosen range.",
+                    "percentunit",
                     _informational(),
+                    span=8,
+                    height=10,
                 ),
-                _prom(f"sum by (flow) (rate({started}[$__rate_interval]))", "{{flow}}"),
+                _prom(
+                    f"topk(15, {_share_over_range(REC_EXITS, ANY_FLOWS, by_widget)})",
+                    "{{flow}} / {{widget}}",
+                    instant=True,
+                ),
+            )
+        )
+        .with_panel(
+            _bars(
+                _Look(
+                    "Where executions end",
+                    "Executions ended in the chosen range, by the widget they ended from "
+                    "(final_widget). An error path among the top is worth a look.",
+                    "short",
+                    _informational(),
+                    span=8,
+                    height=10,
+                ),
+                _prom(
+                    f"sort_desc(round(sum by (flow, final_widget) (increase({ended}[$__range]))))",
+                    "{{flow}} / {{final_widget}}",
+                    instant=True,
+                ),
+            )
+        )
+        .with_panel(
+            _bars(
+                _Look(
+                    "Busiest widgets",
+                    "The 10 widgets with the most visits in the chosen range.",
+                    "short",
+                    _informational(),
+                    span=8,
+                    height=10,
+                ),
+                _prom(
+                    f"topk(10, {_count_over_range(REC_VISITS, ANY_FLOWS, by_widget)})",
+                    "{{flow}} / {{widget}}",
+                    instant=True,
+                ),
+            )
+        )
+        .with_row(dash.Row("Traffic against last week"))
+        .with_panel(
+            _last_week(
+                _timeseries(
+                    _Look(
+                        "Executions started per flow",
+                        "Executions each flow starts per second; the dashed line is the same "
+                        "time last week (see the TrafficFarBelowLastWeek alert).",
+                        per_second,
+                        _informational(),
+                    ),
+                    _prom(f"sum by (flow) (rate({started}[$__rate_interval]))", "{{flow}}", "A"),
+                    _prom(
+                        f"sum by (flow) (rate({started}[$__rate_interval] offset 1w))",
+                        "{{flow}} last week",
+                        "B",
+                    ),
+                )
+            )
+        )
+        .with_panel(
+            _last_week(
+                _timeseries(
+                    _Look(
+                        "Failed visits per flow",
+                        "Visits per second that left by a failure event; dashed: last week.",
+                        per_second,
+                        _warn_above(0.01, 0.1),
+                        no_value="0",
+                    ),
+                    _prom(f"sum by (flow) (rate({failures}[$__rate_interval]))", "{{flow}}", "A"),
+                    _prom(
+                        f"sum by (flow) (rate({failures}[$__rate_interval] offset 1w))",
+                        "{{flow}} last week",
+                        "B",
+                    ),
+                )
             )
         )
         .with_panel(
@@ -421,61 +894,25 @@ def studio_overview() -> dash.Dashboard:
                 _Look(
                     "Active executions per flow",
                     "Executions in progress per flow. A line that only grows means executions "
-                    "do not end (users stuck waiting, or a widget that never returns).",
+                    "do not end (callers stuck waiting, or a widget that never returns).",
                     "short",
                     _warn_above(500, 2000),
                 ),
                 _prom(f"sum by (flow) ({active})", "{{flow}}"),
             )
         )
+        .with_row(dash.Row("How long"))
         .with_panel(
             _timeseries(
                 _Look(
-                    "Execution duration percentiles",
-                    "p50, p90 and p99 of the time from an execution's start to its end, all "
-                    "chosen flows together.",
+                    "Execution duration p90 per flow",
+                    "90th percentile of the time from an execution's start to its end, per "
+                    "flow. The dots are exemplars: one real execution each, linking to its "
+                    "trace.",
                     "s",
                     _warn_above(600, 3600),
                 ),
-                _prom(_quantile(0.5, duration), "p50", "A"),
-                _prom(_quantile(0.9, duration), "p90", "B"),
-                _prom(_quantile(0.99, duration), "p99", "C"),
-            )
-        )
-        .with_row(dash.Row("Where executions end, busiest and slowest widgets"))
-        .with_panel(
-            _bars(
-                _Look(
-                    "Where executions end",
-                    "Executions ended in the chosen time range, by the widget they ended from "
-                    "(final_widget). An error path among the top is worth a look.",
-                    "short",
-                    _informational(),
-                    span=8,
-                    height=10,
-                ),
-                _prom(
-                    f"sort_desc(sum by (flow, final_widget) (increase({ended}[$__range])))",
-                    "{{flow}} / {{final_widget}}",
-                    instant=True,
-                ),
-            )
-        )
-        .with_panel(
-            _bars(
-                _Look(
-                    "Busiest widgets",
-                    "The 10 widgets with the most visits per second over the chosen time range.",
-                    per_second,
-                    _informational(),
-                    span=8,
-                    height=10,
-                ),
-                _prom(
-                    f"topk(10, sum by (flow, widget) (rate({steps}[$__range])))",
-                    "{{flow}} / {{widget}}",
-                    instant=True,
-                ),
+                _prom(_quantile(0.9, duration, "flow, le"), "{{flow}}", exemplar=True),
             )
         )
         .with_panel(
@@ -483,34 +920,93 @@ def studio_overview() -> dash.Dashboard:
                 _Look(
                     "Slowest widgets (p90)",
                     "The 10 widgets with the longest 90th percentile visit duration over the "
-                    "chosen time range. Widgets waiting for a human (send-and-wait-for-reply, "
-                    "gather) are slow by nature.",
+                    "chosen range, among widgets whose time is the system's (HTTP request, "
+                    "function, message, variables, split, trigger): widgets that wait for a "
+                    "person are left out, as in the WidgetSlow alert.",
                     "s",
                     _warn_above(10, 60),
-                    span=8,
-                    height=10,
+                    height=8,
                 ),
                 _prom(
-                    "topk(10, histogram_quantile(0.9, sum by (flow, widget, le) "
-                    f"(rate({step_duration}[$__range]))))",
+                    "topk(10, histogram_quantile(0.9, "
+                    + _over_range(
+                        REC_DURATION,
+                        f'{ANY_FLOWS}, widget_type=~"{SYSTEM_WIDGET_TYPES}"',
+                        f"{by_widget}, le",
+                    )
+                    + "))",
                     "{{flow}} / {{widget}}",
                     instant=True,
                 ),
             )
         )
+        .with_row(dash.Row("Accounts"))
+        .with_panel(
+            _bars(
+                _Look(
+                    "Top accounts by executions started",
+                    "The 10 accounts (subaccounts) of the chosen flows with the most executions "
+                    "started in the chosen range, by friendly name where the exporter names "
+                    "accounts.",
+                    "short",
+                    _informational(),
+                ),
+                _prom(
+                    _with_account_names(
+                        f"round(sum by (account_sid) (increase({started}[$__range])))",
+                        account_names,
+                    ),
+                    "{{account}} {{account_sid}}",
+                    instant=True,
+                ),
+            )
+        )
+        .with_panel(
+            _bars(
+                _Look(
+                    "Top accounts by failed visits",
+                    "The 10 accounts with the most visits that left by a failure event in the "
+                    "chosen range.",
+                    "short",
+                    _warn_above(1, 50),
+                    no_value="0",
+                ),
+                _prom(
+                    _with_account_names(
+                        f"round(sum by (account_sid) (increase({failures}[$__range])))",
+                        account_names,
+                    ),
+                    "{{account}} {{account_sid}}",
+                    instant=True,
+                ),
+            )
+        )
+    )
+    return _with_annotations(
+        board,
+        _revision_annotation(ANY_FLOWS),
+        _alerts_annotation(),
+        _restarts_annotation('job=~".+"'),
     )
 
 
+def _with_account_names(per_account: str, names: str) -> str:
+    """The top 10 of `per_account`, with the account's friendly name joined on where known."""
+    top = f"topk(10, {per_account})"
+    return f"({top} * on (account_sid) group_left (account) {names}) or on (account_sid) {top}"
+
+
 def widget_drilldown() -> dash.Dashboard:
-    """One widget of one flow: visits by outcome, duration with exemplars, failures, waiters."""
+    """One widget of one flow: visits by outcome, exits, duration with exemplars, waiters."""
     steps = f"twilio_studio_steps_total{{{ONE_WIDGET}}}"
     failures = f'twilio_studio_steps_total{{{ONE_WIDGET}, event=~"{FAILURE_EVENTS}"}}'
+    exits = f'twilio_studio_steps_total{{{ONE_WIDGET}, next_widget="{ENDED}"}}'
     buckets = f"twilio_studio_step_duration_seconds_bucket{{{ONE_WIDGET}}}"
     waiting = f"twilio_studio_widget_visits_in_progress{{{ONE_WIDGET}}}"
     per_second = "suffix: visits/s"
     duration_thresholds = _warn_above(10, 60)
     traceql = (
-        '{ span.twilio.studio.flow.name = "$flow" && span.twilio.studio.widget.name = "$widget" }'
+        '{ span.twilio.studio.flow.sid = "$flow" && span.twilio.studio.widget.name = "$widget" }'
     )
     traces = (
         table.Panel()
@@ -533,44 +1029,30 @@ def widget_drilldown() -> dash.Dashboard:
             .limit(20)
         )
     )
-    return (
+    board = (
         _dashboard(
             "twilio-studio-widget",
             "Twilio Studio / Widget drill-down",
-            "One widget of one flow: where its visits go, how long they take (with exemplars "
-            "linking to traces), failures, and users waiting in it now.",
+            "One widget of one flow: where its visits go, how often callers leave or fail "
+            "there, how long visits take (with exemplars linking to traces), who waits in it.",
         )
         .with_variable(_datasource_variable())
         .with_variable(_tracing_variable())
+        .with_variable(_account_variable())
         .with_variable(_flow_variable(many=False))
         .with_variable(_widget_variable())
         .with_row(dash.Row("Now"))
         .with_panel(
             _stat(
                 _Look(
-                    "Users waiting now",
-                    "Visits of this widget in progress: users who entered it and have not left "
-                    "yet (for wait-for-reply widgets, people who have not answered).",
-                    "short",
-                    _warn_above(100, 1000),
-                    span=6,
-                    height=5,
-                ),
-                # No series means nobody entered the widget yet: zero waiting is true.
-                _prom(f"sum({waiting}) or on () vector(0)", instant=True),
-            )
-        )
-        .with_panel(
-            _stat(
-                _Look(
                     "Visits",
-                    "Visits that left this widget in the chosen time range.",
+                    "Visits that left this widget in the chosen range.",
                     "short",
                     _informational(),
-                    span=6,
+                    span=4,
                     height=5,
                 ),
-                _prom(f"sum(increase({steps}[$__range]))", instant=True),
+                _prom(f"round(sum(increase({steps}[$__range])))", instant=True),
             )
         )
         .with_panel(
@@ -578,15 +1060,33 @@ def widget_drilldown() -> dash.Dashboard:
                 _Look(
                     "Failure ratio",
                     f"Share of visits that left by a failure event ({FAILURE_EVENTS}) over "
-                    "the chosen time range.",
+                    "the chosen range.",
                     "percentunit",
                     _warn_above(0.05, 0.2),
-                    span=6,
+                    span=5,
                     height=5,
+                    no_value="0",
                 ),
                 _prom(
-                    f"(sum(rate({failures}[$__range])) or on () vector(0)) "
-                    f"/ sum(rate({steps}[$__range]))",
+                    f"sum(rate({failures}[$__range])) / sum(rate({steps}[$__range]))",
+                    instant=True,
+                ),
+            )
+        )
+        .with_panel(
+            _stat(
+                _Look(
+                    "Exit rate",
+                    f"Share of visits after which the execution ended (next widget `{ENDED}`): "
+                    "callers who left the flow here.",
+                    "percentunit",
+                    _informational(),
+                    span=5,
+                    height=5,
+                    no_value="0",
+                ),
+                _prom(
+                    f"sum(rate({exits}[$__range])) / sum(rate({steps}[$__range]))",
                     instant=True,
                 ),
             )
@@ -595,17 +1095,32 @@ def widget_drilldown() -> dash.Dashboard:
             _stat(
                 _Look(
                     "p90 visit duration",
-                    "90% of the closed visits of this widget in the chosen time range took at "
-                    "most this long.",
+                    "90% of the closed visits of this widget in the chosen range took at most "
+                    "this long.",
                     "s",
                     duration_thresholds,
-                    span=6,
+                    span=5,
                     height=5,
                 ),
                 _prom(
                     f"histogram_quantile(0.9, sum by (le) (rate({buckets}[$__range])))",
                     instant=True,
                 ),
+            )
+        )
+        .with_panel(
+            _stat(
+                _Look(
+                    "Callers waiting now",
+                    "Visits of this widget in progress: callers who entered it and have not "
+                    "left yet (for wait-for-reply widgets, people who have not answered).",
+                    "short",
+                    _warn_above(100, 1000),
+                    span=5,
+                    height=5,
+                    no_value="0",
+                ),
+                _prom(f"sum({waiting})", instant=True),
             )
         )
         .with_row(dash.Row("Visits"))
@@ -631,12 +1146,9 @@ def widget_drilldown() -> dash.Dashboard:
                     "A flat zero is good news.",
                     per_second,
                     _warn_above(0.01, 0.1),
+                    no_value="0",
                 ),
-                # No failure series means no failure: zero is the honest answer.
-                _prom(
-                    f"sum by (event) (rate({failures}[$__rate_interval])) or on () vector(0)",
-                    "{{event}}",
-                ),
+                _prom(f"sum by (event) (rate({failures}[$__rate_interval]))", "{{event}}"),
             )
         )
         .with_row(dash.Row("Duration (click an exemplar to open its trace)"))
@@ -684,89 +1196,129 @@ def widget_drilldown() -> dash.Dashboard:
         .with_panel(
             _timeseries(
                 _Look(
-                    "Users waiting",
+                    "Callers waiting",
                     "Visits of this widget in progress over time.",
                     "short",
                     _warn_above(100, 1000),
                     span=24,
+                    no_value="0",
                 ),
-                _prom(f"sum({waiting}) or on () vector(0)", "waiting"),
+                _prom(f"sum({waiting})", "waiting"),
             )
         )
         .with_row(dash.Row("Traces"))
         .with_panel(traces)
     )
+    return _with_annotations(
+        board,
+        _revision_annotation(ONE_FLOW),
+        _alerts_annotation(),
+        _restarts_annotation('job=~".+"'),
+    )
 
 
 def _node_graph_queries() -> list[prometheus.Dataquery]:
-    """Three table frames the node graph reads by field name.
+    """Five table frames the node graph reads by field name.
 
-    A: nodes (`id`, `title`, value → `mainstat` = visits). Widgets appear as `widget` of the
-       steps leaving them; widgets only ever entered (the `Ended` pseudo-widget, a widget
-       with only open visits) appear as `next_widget`, so both are united with `or`.
+    A: nodes (`id`, `title`, value → `mainstat` = visits in the range). Widgets appear as
+       `widget` of the steps leaving them; widgets only ever entered (the `Ended` pseudo-widget,
+       a widget with only open visits) appear as `next_widget`, so both are united with `or`.
     B: node p90 duration (`id`, value → `secondarystat`), joined onto A by `id`.
-    C: edges (`id`, `source`, `target`, value → `mainstat` = transitions per second).
+    C: edges (`id`, `source`, `target`, value → `mainstat` = transitions in the range: the same
+       unit as the nodes' visits, so a node's number is the sum of its outgoing edges).
+    D, E: the failure share of each node's visits and the rest (`arc__failed`, `arc__ok`): the
+       node graph draws them as the coloured ring around the node.
     """
     steps = f"twilio_studio_steps_total{{{ONE_FLOW}}}"
+    failures = f'twilio_studio_steps_total{{{ONE_FLOW}, event=~"{FAILURE_EVENTS}"}}'
     buckets = f"twilio_studio_step_duration_seconds_bucket{{{ONE_FLOW}}}"
-    left = f"sum by (id) ({_copy_label(f'increase({steps}[$__range])', 'id', 'widget')})"
-    entered = f"sum by (id) ({_copy_label(f'increase({steps}[$__range])', 'id', 'next_widget')})"
+
+    def per_node(counter: str, label: str = "widget") -> str:
+        return f"sum by (id) ({_copy_label(f'increase({counter}[$__range])', 'id', label)})"
+
     # Whole visits: increase() extrapolates to fractions over the range.
-    nodes = f"round({_copy_label(f'{left} or {entered}', 'title', 'id')})"
+    every_node = f"{per_node(steps)} or {per_node(steps, 'next_widget')}"
+    nodes = f"round({_copy_label(every_node, 'title', 'id')})"
     p90 = _quantile_over_range(0.9, buckets, "widget")
     p90 = f"sum by (id) ({_copy_label(p90, 'id', 'widget')})"
-    transitions = f"sum by (widget, next_widget) (rate({steps}[$__range]))"
+    transitions = f"round(sum by (widget, next_widget) (increase({steps}[$__range])))"
     edges = _copy_label(_copy_label(transitions, "source", "widget"), "target", "next_widget")
     edges = f'label_join({edges}, "id", "->", "widget", "next_widget")'
+    failed_share = f"({per_node(failures)} or {per_node(steps)} * 0) / {per_node(steps)}"
     return [
         _prom(nodes, ref="A", instant=True, fmt=PromQueryFormat.TABLE),
         _prom(p90, ref="B", instant=True, fmt=PromQueryFormat.TABLE),
         _prom(edges, ref="C", instant=True, fmt=PromQueryFormat.TABLE),
+        _prom(failed_share, ref="D", instant=True, fmt=PromQueryFormat.TABLE),
+        _prom(f"1 - {failed_share}", ref="E", instant=True, fmt=PromQueryFormat.TABLE),
     ]
+
+
+NODE_FIELDS = {
+    "Value #A": "mainstat",
+    "Value #B": "secondarystat",
+    "Value #C": "mainstat",
+    "Value #D": "arc__failed",
+    "Value #E": "arc__ok",
+}
 
 
 def _node_graph_transformations() -> list[model.DataTransformerConfig]:
     return [
-        # Only the two node frames are joined; the edge frame must stay a frame of its own,
+        # Only the node frames are joined; the edge frame must stay a frame of its own,
         # which the node graph recognises by its `source` field.
         model.DataTransformerConfig(
             id_val="joinByField",
-            filter_val=model.MatcherConfig(id_val="byRefId", options="/^(A|B)$/"),
+            filter_val=model.MatcherConfig(id_val="byRefId", options="/^(A|B|D|E)$/"),
             options={"byField": "id", "mode": "outer"},
         ),
         model.DataTransformerConfig(
             id_val="organize",
             options={
-                "excludeByName": {"Time": True, "Time 1": True, "Time 2": True},
-                "renameByName": {
-                    "Value #A": "mainstat",
-                    "Value #B": "secondarystat",
-                    "Value #C": "mainstat",
-                },
+                "excludeByName": {"Time": True, **{f"Time {n}": True for n in range(1, 5)}},
+                "renameByName": NODE_FIELDS,
             },
         ),
     ]
 
 
+def _fixed_color(color: str) -> list[model.DynamicConfigValue]:
+    return [model.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": color})]
+
+
 def flow_map() -> dash.Dashboard:
     """The flow as a graph: widgets as nodes, transitions as edges, from the step counts."""
     steps = f"twilio_studio_steps_total{{{ONE_FLOW}}}"
-    graph = _panel(
-        nodegraph.Panel()
-        .nodes(nodegraph.NodeOptions().main_stat_unit("short").secondary_stat_unit("s"))
-        .edges(nodegraph.EdgeOptions().main_stat_unit("suffix: /s"))
-        .transformations(_node_graph_transformations()),
-        _Look(
-            "Flow map",
-            "Widgets of the flow as nodes (main number: visits in the chosen range; second: "
-            "p90 visit duration) and transitions as edges (transitions per second). `Ended` "
-            "is where executions finish.",
-            "short",
-            _informational(),
-            span=24,
-            height=18,
-        ),
-        _node_graph_queries(),
+    graph = (
+        _panel(
+            nodegraph.Panel()
+            .nodes(nodegraph.NodeOptions().main_stat_unit("short").secondary_stat_unit("s"))
+            .edges(nodegraph.EdgeOptions().main_stat_unit("short"))
+            .transformations(_node_graph_transformations()),
+            _Look(
+                "Flow map",
+                "Widgets of the flow as nodes (main number: visits in the chosen range; second: "
+                "p90 visit duration; ring: red for the share of visits that failed) and "
+                "transitions as edges (transitions in the chosen range). `Ended` is where "
+                "executions finish. Click a node for its drill-down.",
+                "short",
+                _informational(),
+                span=24,
+                height=18,
+            ),
+            _node_graph_queries(),
+        )
+        .override_by_name("arc__failed", _fixed_color("red"))
+        .override_by_name("arc__ok", _fixed_color("green"))
+        .override_by_name(
+            # Only the node frame has `title`: the link goes to the widget of the node.
+            "title",
+            [
+                model.DynamicConfigValue(
+                    id_val="links", value=[_widget_link("${flow}", "${__data.fields.id}")]
+                )
+            ],
+        )
     )
     transitions = _panel(
         table.Panel().sort_by(
@@ -783,96 +1335,139 @@ def flow_map() -> dash.Dashboard:
         ),
         [
             _prom(
-                f"sum by (widget, event, next_widget) (increase({steps}[$__range]))",
+                f"round(sum by (widget, event, next_widget) (increase({steps}[$__range])))",
                 instant=True,
                 fmt=PromQueryFormat.TABLE,
             )
         ],
     )
-    return (
+    board = (
         _dashboard(
             "twilio-studio-flow-map",
             "Twilio Studio / Flow map",
-            "The chosen flow drawn from its transition counts.",
+            "The chosen flow drawn from its transition counts, failures as red rings.",
         )
         .with_variable(_datasource_variable())
-        .with_variable(_tracing_variable())
+        .with_variable(_account_variable())
         .with_variable(_flow_variable(many=False))
         .with_panel(graph)
         .with_panel(transitions)
     )
+    return _with_annotations(board, _revision_annotation(ONE_FLOW), _alerts_annotation())
+
+
+def _up_mappings() -> list[model.ValueMapping]:
+    """A scraped target reads up / down; a target Prometheus no longer has reads "missing", red."""
+    return [
+        model.ValueMap(
+            options={
+                "0": model.ValueMappingResult(text="down", color="red", index=0),
+                "1": model.ValueMappingResult(text="up", color="green", index=1),
+            }
+        ),
+        model.SpecialValueMap(
+            options=model.DashboardSpecialValueMapOptions(
+                match=model.SpecialValueMatch.NULL_AND_NAN,
+                result=model.ValueMappingResult(text="missing", color="red", index=2),
+            )
+        ),
+    ]
+
+
+def _since_success(gauge: str) -> str:
+    """Seconds since a source last succeeded, per process; from the process start if never.
+
+    The same reading as the Stalled alert: a gauge still 0 is not "56 years ago".
+    """
+    last = f"{gauge}{{{TARGETS}}}"
+    started = f"process_start_time_seconds{{{TARGETS}}}"
+    return (
+        f"time() - max by (instance) ({last} > 0 "
+        f"or on (job, instance) ({started} and on (job, instance) ({last} == 0)))"
+    )
 
 
 def exporter_health() -> dash.Dashboard:
-    """Is the exporter keeping up: API calls, rate limits, lag, gaps, series cap, spans."""
-    api = "twilio_studio_exporter_api_requests_total"
+    """Is each exporter process keeping up: API calls, rate limits, lag, push, spans."""
+    api = f"twilio_studio_exporter_api_requests_total{{{TARGETS}}}"
     per_second = "reqps"
-    return (
+    poll_age = _since_success("twilio_studio_exporter_last_successful_poll_timestamp_seconds")
+    push_age = _since_success("twilio_studio_exporter_last_successful_push_timestamp_seconds")
+    board = (
         _dashboard(
             "twilio-studio-exporter-health",
             "Twilio Studio / Exporter health",
-            "The exporter itself: Twilio API calls and errors, rate limiting, poll lag, step "
-            "gaps, series cap hits and span export.",
+            "Each exporter process: scrape status, freshness, Twilio API calls and rate "
+            "limiting, export lag, step gaps, series cap, Event Streams deliveries, spans.",
         )
         .with_variable(_datasource_variable())
-        .with_row(dash.Row("Now"))
+        .with_variable(_job_variable())
+        .with_variable(_instance_variable())
+        .with_row(dash.Row("Now, per process"))
         .with_panel(
             _stat(
                 _Look(
                     "Exporter up",
-                    "1 when Prometheus could scrape the exporter (job names matching "
-                    "`.*studio.*`), 0 when not.",
+                    "Each exporter target of the chosen jobs: up when Prometheus scraped it, "
+                    "down when the scrape failed, missing (red) when the target is gone.",
                     "none",
                     _thresholds((None, "red"), (1, "green")),
                     span=6,
                     height=5,
+                    no_value="missing",
                 ),
-                _prom('min(up{job=~".*studio.*"})', instant=True),
+                _prom(f"up{{{TARGETS}}}", "{{instance}}", instant=True),
             )
+            .mappings(_up_mappings())
+            .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
         )
         .with_panel(
             _stat(
                 _Look(
-                    "Since last successful poll",
-                    "Time since the exporter last finished a poll of Twilio without error.",
+                    "Since last success",
+                    "Per process and source: time since the last successful poll cycle and "
+                    "the last push pass that processed the inbox without failure (since the "
+                    "process started, if none yet). A mode runs one source or both (--mode).",
                     "s",
                     _warn_above(120, 600),
                     span=6,
                     height=5,
                 ),
-                _prom(
-                    "time() - max(twilio_studio_exporter_last_successful_poll_timestamp_seconds)",
-                    instant=True,
-                ),
-            )
+                _prom(poll_age, "{{instance}} poll", "A", instant=True),
+                _prom(push_age, "{{instance}} push", "B", instant=True),
+            ).text_mode(common.BigValueTextMode.VALUE_AND_NAME)
         )
         .with_panel(
             _stat(
                 _Look(
                     "Concurrency limit",
-                    "Concurrent Twilio requests the exporter allows itself now; it shrinks on "
+                    "Concurrent Twilio requests each process allows itself now; it shrinks on "
                     "429 answers and grows back when Twilio is happy.",
                     "short",
                     _thresholds((None, "orange"), (2, "green")),
                     span=6,
                     height=5,
                 ),
-                _prom("max(twilio_studio_exporter_concurrency_limit)", instant=True),
-            )
+                _prom(
+                    f"twilio_studio_exporter_concurrency_limit{{{TARGETS}}}",
+                    "{{instance}}",
+                    instant=True,
+                ),
+            ).text_mode(common.BigValueTextMode.VALUE_AND_NAME)
         )
         .with_panel(
             _stat(
                 _Look(
                     "Exporter version",
-                    "Version of the running exporter (from build_info).",
+                    "Version each process runs (from build_info).",
                     "none",
                     _informational(),
                     span=6,
                     height=5,
                 ),
                 _prom(
-                    "max by (version) (twilio_studio_exporter_build_info)",
-                    "{{version}}",
+                    f"max by (instance, version) (twilio_studio_exporter_build_info{{{TARGETS}}})",
+                    "{{instance}} {{version}}",
                     instant=True,
                 ),
             ).text_mode(common.BigValueTextMode.NAME)
@@ -897,15 +1492,16 @@ def exporter_health() -> dash.Dashboard:
             _timeseries(
                 _Look(
                     "API errors by code",
-                    "Requests per second that did not get a 2xx answer.",
+                    "Requests per second that did not get a 2xx answer, per process.",
                     per_second,
                     _warn_above(0.01, 1),
+                    no_value="0",
                 ),
-                # No error series means no error: zero is the honest answer.
                 _prom(
-                    f'sum by (code) (rate({api}{{code!~"2.."}}[$__rate_interval])) '
-                    "or on () vector(0)",
-                    "{{code}}",
+                    f"sum by (instance, code) "
+                    f'(rate(twilio_studio_exporter_api_requests_total{{{TARGETS}, code!~"2.."}}'
+                    "[$__rate_interval]))",
+                    "{{instance}} {{code}}",
                 ),
             )
         )
@@ -920,7 +1516,7 @@ def exporter_health() -> dash.Dashboard:
                 _prom(
                     _quantile(
                         0.9,
-                        "twilio_studio_exporter_api_request_duration_seconds_bucket",
+                        f"twilio_studio_exporter_api_request_duration_seconds_bucket{{{TARGETS}}}",
                         "operation, le",
                     ),
                     "{{operation}}",
@@ -931,19 +1527,22 @@ def exporter_health() -> dash.Dashboard:
             _timeseries(
                 _Look(
                     "429s and backoff waits",
-                    "Answers 429 (too many concurrent requests) per second, and how often the "
-                    "exporter backed off because of them.",
+                    "Answers 429 (too many concurrent requests) per second, and how often each "
+                    "process backed off because of them.",
                     per_second,
                     _warn_above(0.1, 1),
+                    no_value="0",
                 ),
                 _prom(
-                    f'sum(rate({api}{{code="429"}}[$__rate_interval])) or on () vector(0)',
-                    "429 answers",
+                    "sum by (instance) (rate(twilio_studio_exporter_api_requests_total"
+                    f'{{{TARGETS}, code="429"}}[$__rate_interval]))',
+                    "{{instance}} 429 answers",
                     "A",
                 ),
                 _prom(
-                    "sum(rate(twilio_studio_exporter_rate_limit_waits_total[$__rate_interval]))",
-                    "backoff waits",
+                    "sum by (instance) (rate(twilio_studio_exporter_rate_limit_waits_total"
+                    f"{{{TARGETS}}}[$__rate_interval]))",
+                    "{{instance}} backoff waits",
                     "B",
                 ),
             )
@@ -952,15 +1551,15 @@ def exporter_health() -> dash.Dashboard:
             _timeseries(
                 _Look(
                     "Time spent backing off",
-                    "Share of wall-clock time the exporter spent waiting because of rate "
+                    "Share of wall-clock time each process spent waiting because of rate "
                     "limits. Above 25% for long, see the RateLimitedForLong alert.",
                     "percentunit",
                     _warn_above(0.1, 0.25),
                 ),
                 _prom(
-                    "sum(rate(twilio_studio_exporter_rate_limit_wait_seconds_total"
-                    "[$__rate_interval]))",
-                    "waiting",
+                    "sum by (instance) (rate(twilio_studio_exporter_rate_limit_wait_seconds_total"
+                    f"{{{TARGETS}}}[$__rate_interval]))",
+                    "{{instance}}",
                 ),
             )
         )
@@ -975,14 +1574,13 @@ def exporter_health() -> dash.Dashboard:
                 ),
                 _prom(
                     "sum by (result) (rate(twilio_studio_exporter_poll_cycles_total"
-                    "[$__rate_interval]))",
+                    f"{{{TARGETS}}}[$__rate_interval]))",
                     "cycles {{result}}",
                     "A",
                 ),
-                # No error series means no error: zero is the honest answer.
                 _prom(
                     "sum by (reason) (rate(twilio_studio_exporter_poll_errors_total"
-                    "[$__rate_interval])) or on () vector(0)",
+                    f"{{{TARGETS}}}[$__rate_interval]))",
                     "error {{reason}}",
                     "B",
                 ),
@@ -992,36 +1590,36 @@ def exporter_health() -> dash.Dashboard:
         .with_panel(
             _timeseries(
                 _Look(
-                    "Poll lag (step created → exported)",
+                    "Export lag (step created → exported)",
                     "p50 / p90 / p99 of the time between Twilio creating a step and the "
-                    "exporter exporting it.",
+                    "exporter exporting it, polled or pushed (see the ExportLagHigh alert).",
                     "s",
                     _warn_above(120, 600),
                 ),
-                _prom(
-                    _quantile(0.5, "twilio_studio_exporter_export_lag_seconds_bucket"), "p50", "A"
-                ),
-                _prom(
-                    _quantile(0.9, "twilio_studio_exporter_export_lag_seconds_bucket"), "p90", "B"
-                ),
-                _prom(
-                    _quantile(0.99, "twilio_studio_exporter_export_lag_seconds_bucket"), "p99", "C"
+                *(
+                    _prom(
+                        _quantile(
+                            q,
+                            f"twilio_studio_exporter_export_lag_seconds_bucket{{{TARGETS}}}",
+                        ),
+                        f"p{round(q * 100)}",
+                        ref,
+                    )
+                    for q, ref in ((0.5, "A"), (0.9, "B"), (0.99, "C"))
                 ),
             )
         )
         .with_panel(
             _timeseries(
                 _Look(
-                    "Time since last successful poll",
-                    "Grows between polls and drops at each successful one; a steady climb "
-                    "means the exporter is stalled.",
+                    "Time since last success",
+                    "Per process and source: grows between successes and drops at each; a "
+                    "steady climb means that process is stalled (see the Stalled alert).",
                     "s",
                     _warn_above(120, 600),
                 ),
-                _prom(
-                    "time() - max(twilio_studio_exporter_last_successful_poll_timestamp_seconds)",
-                    "age",
-                ),
+                _prom(poll_age, "{{instance}} poll", "A"),
+                _prom(push_age, "{{instance}} push", "B"),
             )
         )
         .with_panel(
@@ -1033,10 +1631,9 @@ def exporter_health() -> dash.Dashboard:
                     "suffix: gaps/s",
                     _warn_above(0.01, 0.1),
                 ),
-                # No gap series means no gap: zero is the honest answer.
                 _prom(
-                    "sum by (flow) (rate(twilio_studio_step_gaps_total[$__rate_interval])) "
-                    "or on () vector(0)",
+                    "sum by (flow) (rate(twilio_studio_step_gaps_total"
+                    f"{{{TARGETS}}}[$__rate_interval]))",
                     "{{flow}}",
                 ),
             )
@@ -1050,11 +1647,88 @@ def exporter_health() -> dash.Dashboard:
                     "ops",
                     _warn_above(0.001, 1),
                 ),
-                # No overflow series means the cap was never hit: zero is the honest answer.
                 _prom(
                     "sum by (metric) (rate(twilio_studio_exporter_series_overflow_total"
-                    "[$__rate_interval])) or on () vector(0)",
+                    f"{{{TARGETS}}}[$__rate_interval]))",
                     "{{metric}}",
+                ),
+            )
+        )
+        .with_row(dash.Row("Event Streams (push and hybrid modes)"))
+        .with_panel(
+            _timeseries(
+                _Look(
+                    "Webhook answers by code",
+                    "Deliveries per second by the HTTP status the receiver answered: 200 "
+                    "stored; 403 bad signature; 401 basic auth; 400 not JSON; 429 inbox full "
+                    "(Twilio retries); 503 state store failing. Twilio drops events answered "
+                    "with other 4xx.",
+                    per_second,
+                    _informational(),
+                ),
+                _prom(
+                    "sum by (instance, code) (rate(twilio_studio_exporter_webhook_requests_total"
+                    f"{{{TARGETS}}}[$__rate_interval]))",
+                    "{{instance}} {{code}}",
+                ),
+            )
+            .override_by_regexp(".* 2..$", _fixed_color("green"))
+            .override_by_regexp(".* [45]..$", _fixed_color("red"))
+        )
+        .with_panel(
+            _timeseries(
+                _Look(
+                    "Events received, duplicated, dropped",
+                    "Events per second: accepted (new), duplicate (Twilio delivers at least "
+                    "once), ignored (other types), rejected (unreadable), and dropped after "
+                    "acceptance (malformed, REST completion failing).",
+                    "ops",
+                    _warn_above(0.001, 0.1),
+                ),
+                _prom(
+                    "sum by (result) (rate(twilio_studio_exporter_events_received_total"
+                    f"{{{TARGETS}}}[$__rate_interval]))",
+                    "{{result}}",
+                    "A",
+                ),
+                _prom(
+                    "sum by (reason) (rate(twilio_studio_exporter_events_dropped_total"
+                    f"{{{TARGETS}}}[$__rate_interval]))",
+                    "dropped {{reason}}",
+                    "B",
+                ),
+            )
+        )
+        .with_panel(
+            _timeseries(
+                _Look(
+                    "Events pending",
+                    "Events committed to the inbox and not processed yet, per process. A "
+                    "climbing line means processing is stuck (see the Stalled alert).",
+                    "short",
+                    _warn_above(1000, 50000),
+                ),
+                _prom(
+                    f"sum by (instance) (twilio_studio_exporter_events_pending{{{TARGETS}}})",
+                    "{{instance}}",
+                ),
+            )
+        )
+        .with_panel(
+            _timeseries(
+                _Look(
+                    "REST reads in push mode",
+                    "Requests push mode still makes, by reason: a step event missing a field, "
+                    "an execution's steps at its end, after a hole, after a restart, or after "
+                    "10 idle minutes.",
+                    "reqps",
+                    _informational(),
+                    no_value="0",
+                ),
+                _prom(
+                    "sum by (reason) (rate(twilio_studio_exporter_push_rest_reads_total"
+                    f"{{{TARGETS}}}[$__rate_interval]))",
+                    "{{reason}}",
                 ),
             )
         )
@@ -1069,18 +1743,20 @@ def exporter_health() -> dash.Dashboard:
                     _warn_above(0.01, 1),
                 ),
                 _prom(
-                    "sum(rate(twilio_studio_exporter_spans_exported_total[$__rate_interval]))",
+                    "sum(rate(twilio_studio_exporter_spans_exported_total"
+                    f"{{{TARGETS}}}[$__rate_interval]))",
                     "exported",
                     "A",
                 ),
                 _prom(
-                    "sum(rate(twilio_studio_exporter_spans_dropped_total[$__rate_interval]))",
+                    "sum(rate(twilio_studio_exporter_spans_dropped_total"
+                    f"{{{TARGETS}}}[$__rate_interval]))",
                     "dropped",
                     "B",
                 ),
                 _prom(
                     "sum(rate(twilio_studio_exporter_span_export_failures_total"
-                    "[$__rate_interval]))",
+                    f"{{{TARGETS}}}[$__rate_interval]))",
                     "failed exports",
                     "C",
                 ),
@@ -1090,24 +1766,39 @@ def exporter_health() -> dash.Dashboard:
             _timeseries(
                 _Look(
                     "Spans pending",
-                    "Spans waiting in the outbox for the trace sink. A climbing line means the "
-                    "tracing backend is down or too slow.",
+                    "Spans waiting in the outbox for the trace sink, per process. A climbing "
+                    "line means the tracing backend is down or too slow.",
                     "short",
                     _warn_above(1000, 10000),
                 ),
-                _prom("sum(twilio_studio_exporter_spans_pending)", "pending"),
+                _prom(
+                    f"sum by (instance) (twilio_studio_exporter_spans_pending{{{TARGETS}}})",
+                    "{{instance}}",
+                ),
             )
         )
     )
+    return _with_annotations(board, _alerts_annotation(), _restarts_annotation(TARGETS))
 
 
 # --- output ---------------------------------------------------------------------------------
 
 
+def panel_id(title: str) -> int:
+    """A panel's id, from its title: adding or moving a panel renumbers no other.
+
+    Links (alerts' dashboard_url, `viewPanel=`) name panels by id; tests check that the ids of
+    a dashboard are distinct and that every link points at a panel that exists.
+    """
+    return zlib.crc32(title.encode("utf-8")) % 100_000 + 1
+
+
 def _number_panels(panels: list[dict[str, Any]]) -> None:
-    """Give every panel a stable id (the SDK leaves them unset), in reading order."""
-    for number, panel in enumerate(_walk(panels), start=1):
-        panel["id"] = number
+    """Give every panel its stable id (the SDK leaves them unset)."""
+    for panel in _walk(panels):
+        # A row and a panel may share a title ("Visits"): rows get ids of their own.
+        title = panel["title"] if panel["type"] != "row" else f"row: {panel['title']}"
+        panel["id"] = panel_id(title)
 
 
 def _walk(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -1116,12 +1807,21 @@ def _walk(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         yield from _walk(panel.get("panels", []))
 
 
+def _annotation_formats(model_json: dict[str, Any]) -> None:
+    for annotation in model_json.get("annotations", {}).get("list", []):
+        if annotation.get("name") in ANNOTATION_FORMATS:
+            title, text = ANNOTATION_FORMATS[annotation["name"]]
+            annotation["titleFormat"] = title
+            annotation["textFormat"] = text
+
+
 def build_dashboards() -> dict[str, dict[str, Any]]:
     """File name → dashboard JSON model, for every dashboard the project ships."""
     result: dict[str, dict[str, Any]] = {}
     for builder in (studio_overview(), widget_drilldown(), flow_map(), exporter_health()):
         model_json: dict[str, Any] = json.loads(JSONEncoder().encode(builder.build()))
         _number_panels(model_json["panels"])
+        _annotation_formats(model_json)
         result[f"{model_json['uid']}.json"] = model_json
     return result
 
@@ -1137,6 +1837,7 @@ def panel_queries(dashboards: Mapping[str, Mapping[str, Any]] | None = None) -> 
     queries: list[PanelQuery] = []
     for board in dashboards.values():
         for panel in _walk(board["panels"]):
+            no_value = "noValue" in panel.get("fieldConfig", {}).get("defaults", {})
             for target in panel.get("targets", []):
                 if target.get("datasource", {}).get("type") != "prometheus":
                     continue
@@ -1147,9 +1848,48 @@ def panel_queries(dashboards: Mapping[str, Mapping[str, Any]] | None = None) -> 
                         ref_id=target["refId"],
                         expr=target["expr"],
                         instant=bool(target.get("instant", False)),
+                        may_be_empty=no_value,
                     )
                 )
     return queries
+
+
+def annotation_queries(
+    dashboards: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[PanelQuery]:
+    """Every Prometheus annotation query (events: empty while nothing happened)."""
+    dashboards = build_dashboards() if dashboards is None else dashboards
+    return [
+        PanelQuery(
+            dashboard=board["uid"],
+            panel=f"annotation: {annotation['name']}",
+            ref_id="",
+            expr=annotation["expr"],
+            instant=False,
+            may_be_empty=True,
+        )
+        for board in dashboards.values()
+        for annotation in board.get("annotations", {}).get("list", [])
+        if "expr" in annotation
+    ]
+
+
+def variable_queries(
+    dashboards: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[VariableQuery]:
+    """Every query variable of every dashboard, with its regex (empty when it has none)."""
+    dashboards = build_dashboards() if dashboards is None else dashboards
+    return [
+        VariableQuery(
+            dashboard=board["uid"],
+            name=variable["name"],
+            query=variable["query"],
+            regex=variable.get("regex", ""),
+        )
+        for board in dashboards.values()
+        for variable in board["templating"]["list"]
+        if variable["type"] == "query"
+    ]
 
 
 def write(directory: Path) -> list[Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -14,14 +15,19 @@ import pytest
 import yaml
 
 from grafana.dashboards import (
+    NODE_FIELDS,
+    RECORDED_METRICS,
     TEMPLATE_VARIABLES,
     PanelQuery,
+    annotation_queries,
     build_dashboards,
     drift,
     main,
     metrics_in,
+    panel_id,
     panel_queries,
     substitute,
+    variable_queries,
     variables_in,
     write,
 )
@@ -29,17 +35,25 @@ from grafana.dashboards import (
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = ROOT / "grafana" / "dashboards"
 ARCHITECTURE = ROOT / "docs" / "ARCHITECTURE.md"
-# Prometheus adds `up` to every scrape; the exporter does not define it.
-PROMETHEUS_SYNTHETIC = frozenset({"up"})
+# Prometheus adds `up` to every scrape and `ALERTS` for its alerts; the exporter defines neither.
+PROMETHEUS_SYNTHETIC = frozenset({"up", "ALERTS"})
+# The account info metric comes with the exporter's accounts support; the dashboards already
+# read it (the $account variable and the top-accounts panels work without it).
+ACCOUNTS_METRICS = frozenset({"twilio_studio_account_info"})
 VARIABLE_VALUES = {
     "datasource": "prometheus",
     "tracing": "tempo",
-    "flow": "Support",
+    "account": ".*",
+    "flow": "FW00000000000000000000000000000001",
     "widget": "ask",
+    "job": ".*",
+    "instance": ".*",
     "__rate_interval": "1m",
     "__interval": "15s",
     "__range": "1h",
+    "__range_s": "3600",
 }
+KNOWN = PROMETHEUS_SYNTHETIC | RECORDED_METRICS | ACCOUNTS_METRICS
 
 
 def architecture_metrics() -> frozenset[str]:
@@ -48,7 +62,7 @@ def architecture_metrics() -> frozenset[str]:
     section = section.split("\n### ", 1)[0]
     names: set[str] = set()
     for line in section.splitlines():
-        found = re.findall(r"`(twilio_studio_\w+)", line)
+        found = re.findall(r"`((?:twilio_studio|process)_\w+)", line)
         names.update(found)
         if found and re.search(rf"`{found[0]}[^`]*` histogram", line):
             names.update(f"{found[0]}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
@@ -73,7 +87,7 @@ def content_panels() -> list[pytest.ParameterSet]:
 def queries() -> list[pytest.ParameterSet]:
     return [
         pytest.param(query, id=f"{query.dashboard}:{query.panel}:{query.ref_id}")
-        for query in panel_queries()
+        for query in [*panel_queries(), *annotation_queries()]
     ]
 
 
@@ -112,7 +126,7 @@ def test_panel_has_description_unit_thresholds_and_a_datasource_variable(
 def test_query_uses_only_known_metrics(query: PanelQuery) -> None:
     used = metrics_in(query.expr)
     assert used, "a query selects at least one metric"
-    assert used <= architecture_metrics() | PROMETHEUS_SYNTHETIC
+    assert used <= architecture_metrics() | KNOWN
 
 
 @pytest.mark.parametrize("query", queries())
@@ -159,7 +173,7 @@ def test_variables_in(text: str, expected: set[str]) -> None:
 
 
 def test_substitute_replaces_every_form_and_refuses_unknown_variables() -> None:
-    assert substitute('a{f="$flow"}[${__range}]', VARIABLE_VALUES) == 'a{f="Support"}[1h]'
+    assert substitute('a{w="$widget"}[${__range}]', VARIABLE_VALUES) == 'a{w="ask"}[1h]'
     with pytest.raises(KeyError, match="nope"):
         substitute("$nope", VARIABLE_VALUES)
 
@@ -177,22 +191,107 @@ def test_flow_map_feeds_the_node_graph_its_field_names() -> None:
     assert '"title"' in exprs["A"]
     assert '"id"' in exprs["B"]
     assert all(f'"{label}"' in exprs["C"] for label in ("id", "source", "target"))
+    assert all('"id"' in exprs[ref] for ref in ("D", "E"))
     renamed = next(t for t in graph["transformations"] if t["id"] == "organize")
-    assert renamed["options"]["renameByName"] == {
-        "Value #A": "mainstat",
-        "Value #B": "secondarystat",
-        "Value #C": "mainstat",
-    }
+    assert renamed["options"]["renameByName"] == NODE_FIELDS
+    # The ring around a node: arc__ fields, coloured, for the failure share and the rest.
+    assert {NODE_FIELDS["Value #D"], NODE_FIELDS["Value #E"]} == {"arc__failed", "arc__ok"}
+    overridden = {o["matcher"]["options"] for o in graph["fieldConfig"]["overrides"]}
+    assert {"arc__failed", "arc__ok", "title"} <= overridden
+    # Nodes (visits) and edges (transitions) count the same thing in the same unit.
+    options = graph["options"]
+    assert options["nodes"]["mainStatUnit"] == options["edges"]["mainStatUnit"] == "short"
+    assert exprs["A"].startswith("round(")
+    assert exprs["C"].count("round(") == 1
 
 
 def test_duration_panels_ask_for_exemplars() -> None:
-    board = build_dashboards()["twilio-studio-widget.json"]
+    boards = build_dashboards()
     with_exemplars = {
-        panel["title"]
+        (board["uid"], panel["title"])
+        for board in boards.values()
         for panel in panels(board)
         if any(target.get("exemplar") for target in panel.get("targets", []))
     }
-    assert with_exemplars == {"Visit duration p50 / p90 / p99", "Visit duration heatmap"}
+    assert with_exemplars == {
+        ("twilio-studio-widget", "Visit duration p50 / p90 / p99"),
+        ("twilio-studio-widget", "Visit duration heatmap"),
+        ("twilio-studio-overview", "Execution duration p90 per flow"),
+    }
+
+
+@pytest.mark.parametrize(
+    "board", [pytest.param(b, id=b["uid"]) for b in build_dashboards().values()]
+)
+def test_panel_ids_are_distinct_and_follow_the_title(board: dict[str, Any]) -> None:
+    """Adding, removing or moving a panel renumbers no other (links name panels by id)."""
+    ids = [panel["id"] for panel in panels(board)]
+    assert len(ids) == len(set(ids))
+    for panel in panels(board):
+        title = panel["title"] if panel["type"] != "row" else f"row: {panel['title']}"
+        assert panel["id"] == panel_id(title)
+
+
+@pytest.mark.parametrize(
+    "board", [pytest.param(b, id=b["uid"]) for b in build_dashboards().values()]
+)
+def test_every_declared_variable_is_used(board: dict[str, Any]) -> None:
+    declared = [variable["name"] for variable in board["templating"]["list"]]
+    rest = {key: value for key, value in board.items() if key != "templating"}
+    text = json.dumps(rest) + json.dumps(
+        [variable.get("query") for variable in board["templating"]["list"]]
+    )
+    for name in declared:
+        assert re.search(rf"\$\{{?{name}\b", text), f"${name} is declared and never used"
+
+
+def test_no_query_pads_with_a_fake_zero() -> None:
+    """Empty means nothing happened: the panel's noValue says 0, not a made-up series."""
+    for query in panel_queries():
+        assert "vector(0)" not in query.expr, query
+
+
+def test_counts_over_the_range_are_whole_numbers() -> None:
+    for query in panel_queries():
+        # A count (not a ratio of counts, not a rate) shows whole visits, not 41.73.
+        if "increase(" in query.expr and "rate(" not in query.expr and " / " not in query.expr:
+            assert "round(" in query.expr, query
+
+
+def test_graphs_show_every_series_in_the_tooltip_and_draw_their_thresholds() -> None:
+    for board in build_dashboards().values():
+        for panel in panels(board):
+            if panel["type"] != "timeseries":
+                continue
+            assert panel["options"]["tooltip"]["mode"] == "multi", panel["title"]
+            steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+            style = panel["fieldConfig"]["defaults"].get("custom", {}).get("thresholdsStyle")
+            assert (style is not None) == (len(steps) > 1), panel["title"]
+
+
+def test_traffic_panels_draw_last_week() -> None:
+    board = build_dashboards()["twilio-studio-overview.json"]
+    traffic = next(p for p in panels(board) if p["title"] == "Executions started per flow")
+    assert any("offset 1w" in target["expr"] for target in traffic["targets"])
+
+
+def test_every_studio_query_is_filtered_by_account() -> None:
+    for query in panel_queries():
+        if query.dashboard != "twilio-studio-exporter-health":
+            assert 'account_sid=~"$account"' in query.expr, query
+    for variable in variable_queries():
+        if variable.name in {"flow", "widget"}:
+            assert 'account_sid=~"$account"' in variable.query
+
+
+def test_a_missing_exporter_target_shows_red() -> None:
+    board = build_dashboards()["twilio-studio-exporter-health.json"]
+    up = next(p for p in panels(board) if p["title"] == "Exporter up")
+    defaults = up["fieldConfig"]["defaults"]
+    assert defaults["noValue"] == "missing"
+    special = [m for m in defaults["mappings"] if m["type"] == "special"]
+    assert special[0]["options"]["result"]["color"] == "red"
+    assert 'job=~"$job"' in up["targets"][0]["expr"]
 
 
 def test_committed_json_is_what_the_code_generates() -> None:
@@ -292,6 +391,16 @@ def test_provisioned_datasources_fit_the_variables_and_link_exemplars_to_traces(
     assert variable_types == {"prometheus", "tempo"} == set(by_type)
     destinations = by_type["prometheus"]["jsonData"]["exemplarTraceIdDestinations"]
     assert destinations == [{"name": "trace_id", "datasourceUid": by_type["tempo"]["uid"]}]
+    # From a span to the metrics of its flow and widget, with queries that use only known
+    # metrics and the span attributes the exporter sets.
+    to_metrics = by_type["tempo"]["jsonData"]["tracesToMetrics"]
+    assert to_metrics["datasourceUid"] == by_type["prometheus"]["uid"]
+    assert to_metrics["queries"]
+    for query in to_metrics["queries"]:
+        assert "$__tags" in query["query"]
+        assert metrics_in(query["query"].replace("$__tags", "")) <= architecture_metrics()
+    keys = {tag["key"] for tag in to_metrics["tags"]}
+    assert keys <= {"twilio.studio.flow.sid", "twilio.studio.widget.name"}
 
 
 def test_compose_wires_exemplars_otlp_and_the_scrape_job() -> None:
@@ -326,3 +435,18 @@ def test_failure_events_agree_with_the_exporter() -> None:
     assert set(FAILURE_EVENTS.split("|")) == set(CONFIG_DEFAULT) == set(SPAN_DEFAULT)
     rules = Path(__file__).resolve().parent.parent / "grafana/alerts/studio-exporter.rules.yml"
     assert f'event=~"{FAILURE_EVENTS}"' in rules.read_text(encoding="utf-8")
+
+
+def test_annotations_mark_revisions_alerts_and_restarts_with_a_title() -> None:
+    names: dict[str, set[str]] = {}
+    for board in build_dashboards().values():
+        for annotation in board["annotations"]["list"]:
+            assert annotation["titleFormat"]
+            assert annotation["textFormat"]
+            names.setdefault(board["uid"], set()).add(annotation["name"])
+    assert names["twilio-studio-overview"] == {
+        "Flow revisions",
+        "Firing alerts",
+        "Exporter restarts",
+    }
+    assert names["twilio-studio-exporter-health"] == {"Firing alerts", "Exporter restarts"}

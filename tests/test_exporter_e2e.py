@@ -113,8 +113,15 @@ def test_restart_neither_recounts_nor_resends(
         stop(first)
     sent = len(receiver.spans)
     assert sent > 0
+    freshness = "twilio_studio_exporter_last_successful_poll_timestamp_seconds"
+    polled = first.registry.get_sample_value(freshness)
+    assert polled is not None
+    assert polled > 0
     second = make_exporter(simulator, tmp_path, receiver)
     try:
+        # Before its first cycle, the restarted exporter says when the last poll succeeded,
+        # not 0 ("56 years ago"), so a restart neither hides nor invents a stall.
+        assert second.registry.get_sample_value(freshness) == pytest.approx(polled, abs=1e-3)
         report = poll(second)
         assert report.ok
         assert report.steps_exported == 0
@@ -157,6 +164,7 @@ def test_metrics_endpoint_serves_every_metric_with_data(
         "twilio_studio_executions_ended_total",
         "twilio_studio_execution_duration_seconds_bucket",
         "twilio_studio_executions_active",
+        "twilio_studio_flow_info",
         "twilio_studio_exporter_api_requests_total",
         "twilio_studio_exporter_last_successful_poll_timestamp_seconds",
     ):

@@ -361,6 +361,7 @@ def test_text_exposition_parses_and_names_follow_conventions(
         "twilio_studio_widget_visits_in_progress": "gauge",
         "twilio_studio_step_gaps": "counter",
         "twilio_studio_exporter_series_overflow": "counter",
+        "twilio_studio_flow_info": "gauge",
     }
 
 
@@ -401,3 +402,23 @@ def test_collect_while_recording_sees_consistent_totals(registry: CollectorRegis
     scraper.join()
     assert seen == sorted(seen)  # a counter never goes backwards mid-update
     assert registry.get_sample_value("twilio_studio_steps_total", step_labels()) == 5000
+
+
+def test_flow_info_names_each_followed_flow_and_its_revision(
+    registry: CollectorRegistry, metrics: StudioMetrics
+) -> None:
+    metrics.set_flows([("FW1", "Survey", 3), ("FW2", "IVR", 12)])
+    info = "twilio_studio_flow_info"
+    assert registry.get_sample_value(info, {"flow_sid": "FW1", "flow": "Survey", "revision": "3"})
+    # A new revision replaces the old series (dashboards annotate the change); a flow no longer
+    # followed disappears.
+    metrics.set_flows([("FW1", "Survey", 4)])
+    assert registry.get_sample_value(info, {"flow_sid": "FW1", "flow": "Survey", "revision": "4"})
+    assert (
+        registry.get_sample_value(info, {"flow_sid": "FW1", "flow": "Survey", "revision": "3"})
+        is None
+    )
+    assert (
+        registry.get_sample_value(info, {"flow_sid": "FW2", "flow": "IVR", "revision": "12"})
+        is None
+    )

@@ -1,4 +1,8 @@
-"""A real Prometheus scraping the exporter on the simulator: every panel and alert query works."""
+"""A real Prometheus scraping the exporter on the simulator: every panel and alert query works.
+
+The whole module runs once per mode (poll, push, hybrid): a stack of simulator, exporter and
+Prometheus per mode, one at a time.
+"""
 
 from __future__ import annotations
 
@@ -20,14 +24,29 @@ import httpx
 import pytest
 import yaml
 
-from grafana.dashboards import TEMPLATE_VARIABLES, PanelQuery, panel_queries, substitute
-from studio_exporter.simulator import Simulator, SimulatorConfig
+from grafana.dashboards import (
+    TEMPLATE_VARIABLES,
+    PanelQuery,
+    VariableQuery,
+    annotation_queries,
+    panel_queries,
+    substitute,
+    variable_queries,
+)
+from studio_exporter.simulator import DeliveryOptions, Simulator, SimulatorConfig
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "grafana" / "alerts" / "studio-exporter.rules.yml"
-JOB = "twilio-studio-exporter"  # the alert rules and the health dashboard match `.*studio.*`
+RECORDING = ROOT / "grafana" / "alerts" / "studio-exporter.recording.rules.yml"
+JOB = "twilio-studio-exporter"  # the alert rules match `.*studio.*`
+MODES = ("poll", "push", "hybrid")
+#: The sources (poll, push) each mode runs: a query of a push-only metric has data in push
+#: and hybrid mode and none in poll mode.
+SOURCES = {"poll": {"poll"}, "push": {"push"}, "hybrid": {"poll", "push"}}
+# Pushed deliveries carry some duplicates, as Twilio's at-least-once delivery does.
+DELIVERY = DeliveryOptions(seed=7, duplicates=0.1)
 
 # Grafana's view of the stack: a one-minute time range drawn with a point every 2 s. With a
 # 1 s scrape, $__rate_interval would be 4 s; one minute keeps every rate() well fed on a
@@ -40,6 +59,9 @@ VARIABLE_DEFAULTS = {
     "__interval": f"{STEP_SECONDS}s",
     "__rate_interval": "1m",
     "__range": f"{RANGE_SECONDS}s",
+    "__range_s": str(RANGE_SECONDS),
+    # All accounts: the variable's default, and what matches an exporter without accounts.
+    "account": ".*",
 }
 # Scrapes after the exporter's first poll cycle before the queries run: enough for rate() and
 # for the rule groups to have been evaluated a few times.
@@ -118,6 +140,7 @@ class QueryError(AssertionError):
 
 @dataclass
 class Stack:
+    mode: str
     simulator: Simulator
     exporter: Process
     prometheus: Process
@@ -127,9 +150,16 @@ class Stack:
 
     def api(self, path: str, **params: str) -> Any:
         response = self.client.get(f"{self.prometheus_url}/api/v1/{path}", params=params)
-        body = response.json()
-        if response.status_code != 200 or body.get("status") != "success":
-            raise QueryError(f"{path} {params}: HTTP {response.status_code}: {body}")
+        # A Prometheus that is still starting answers 503 in plain text, not JSON: read the
+        # status first so the caller sees a QueryError (which wait_for retries) for both.
+        if response.status_code != 200:
+            raise QueryError(f"{path} {params}: HTTP {response.status_code}: {response.text}")
+        try:
+            body = response.json()
+        except ValueError as error:
+            raise QueryError(f"{path} {params}: not JSON ({error}): {response.text}") from error
+        if not isinstance(body, dict) or body.get("status") != "success":
+            raise QueryError(f"{path} {params}: {body}")
         return body["data"]
 
     def instant(self, expr: str) -> list[dict[str, Any]]:
@@ -186,17 +216,20 @@ def wait_for(
 def prometheus_config(exporter_address: str) -> dict[str, Any]:
     return {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
-        "rule_files": [str(RULES)],
+        "rule_files": [str(RULES), str(RECORDING)],
         "scrape_configs": [
             {"job_name": JOB, "static_configs": [{"targets": [exporter_address]}]},
         ],
     }
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@pytest.fixture(scope="module", params=MODES)
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    mode: str = request.param
     prometheus = program("prometheus")
-    tmp = tmp_path_factory.mktemp("prometheus-stack")
+    tmp = tmp_path_factory.mktemp(f"prometheus-stack-{mode}")
     deadline = time.monotonic() + STARTUP_TIMEOUT
     with contextlib.ExitStack() as cleanup:
         simulator = cleanup.enter_context(Simulator(SIMULATOR))
@@ -223,6 +256,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 "2d",
                 "--state-dir",
                 str(tmp / "exporter"),
+                "--mode",
+                mode,
             ],
             tmp / "exporter.log",
             env,
@@ -245,7 +280,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         cleanup.callback(prom.stop)
         client = cleanup.enter_context(httpx.Client(timeout=10))
+        if mode != "poll":
+            # Like a real subscription, only executions created from now on are pushed.
+            pusher = simulator.push_events_to(
+                f"http://{exporter_address}/webhooks/event-streams", DELIVERY
+            )
+            # Stopped before the exporter (callbacks run last in, first out): its last
+            # deliveries then reach a live receiver instead of retrying into a closed port.
+            cleanup.callback(pusher.stop)
         running = Stack(
+            mode,
             simulator,
             exporter,
             prom,
@@ -260,7 +304,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             # a panel reads exists, and a few scrapes later every rate() has its samples.
             scrapes = running.scalar("min(count_over_time(twilio_studio_executions_active[1m]))")
             moving = running.scalar("sum(rate(twilio_studio_steps_total[1m]))")
-            return scrapes >= MIN_SCRAPES_AFTER_FIRST_CYCLE and moving > 0
+            # Push mode learns each flow when its first event arrives; the recording rules
+            # need two scrapes of a series.
+            flows = running.scalar("count(twilio_studio_flow_info)")
+            recorded = running.scalar("count(flow_widget:twilio_studio_steps:rate5m > 0)")
+            return (
+                scrapes >= MIN_SCRAPES_AFTER_FIRST_CYCLE
+                and moving > 0
+                and flows >= len(simulator.traffic.flows)
+                and recorded > 0
+            )
 
         wait_for(
             "a few scrapes after the first poll cycle", scraped_after_first_cycle, running, deadline
@@ -283,21 +336,28 @@ def rules_evaluated(stack: Stack) -> bool:
 @pytest.fixture(scope="module")
 def variables(stack: Stack) -> dict[str, dict[str, str]]:
     """Template variable values per dashboard: the busiest flow, its busiest timed widget."""
-    ended = stack.instant("topk(1, sum by (flow) (rate(twilio_studio_executions_ended_total[1m])))")
+    ended = stack.instant(
+        "topk(1, sum by (flow_sid) (rate(twilio_studio_executions_ended_total[1m])))"
+    )
     assert ended, "no executions ended while Prometheus watched:\n" + stack.diagnostics()
-    flow: str = ended[0]["metric"]["flow"]
-    single = grafana_escape(flow, multi=False)
+    flow_sid: str = ended[0]["metric"]["flow_sid"]
     visited = stack.instant(
         "topk(1, sum by (widget) "
-        f'(rate(twilio_studio_step_duration_seconds_count{{flow="{single}"}}[1m])))'
+        f'(rate(twilio_studio_step_duration_seconds_count{{flow_sid="{flow_sid}"}}[1m])))'
     )
-    assert visited, f"no widget of {flow!r} was visited while Prometheus watched"
+    assert visited, f"no widget of {flow_sid} was visited while Prometheus watched"
     widget = grafana_escape(visited[0]["metric"]["widget"], multi=False)
-    one = {**VARIABLE_DEFAULTS, "flow": single, "widget": widget}
-    many = {**one, "flow": grafana_escape(flow, multi=True)}
+    instance = stack.exporter_url.removeprefix("http://")
+    one = {
+        **VARIABLE_DEFAULTS,
+        "flow": flow_sid,
+        "widget": widget,
+        # One job and one instance chosen, as a multi-value variable is interpolated.
+        "job": grafana_escape(JOB, multi=True),
+        "instance": grafana_escape(instance, multi=True),
+    }
     values = {query.dashboard: one for query in panel_queries()}
-    values["twilio-studio-overview"] = many
-    assert set(many) == TEMPLATE_VARIABLES, "a template variable has no test value"
+    assert set(one) == TEMPLATE_VARIABLES, "a template variable has no test value"
     return values
 
 
@@ -314,9 +374,117 @@ def test_panel_query_returns_data(
 ) -> None:
     expr = substitute(query.expr, variables[query.dashboard])
     result = stack.instant(expr) if query.instant else stack.query_range(expr)
+    if not query.sources & SOURCES[stack.mode]:
+        # A metric of a source this mode does not run (push metrics in poll mode) is absent.
+        assert result == [], f"{stack.mode} mode has data for {expr}"
+        return
+    if query.may_be_empty and not result:
+        return  # nothing of the kind happened: the panel shows its noValue (0)
+    if "offset 1w" in query.expr:
+        # This Prometheus is minutes old: last week is empty. The same query now has data.
+        assert result == []
+        expr = expr.replace(" offset 1w", "")
+        result = stack.instant(expr) if query.instant else stack.query_range(expr)
     assert result, f"no data for {expr}"
     # A panel of NaN (a quantile of nothing, 0/0) shows nothing useful either.
     assert any(not math.isnan(v) for v in values_of(result)), f"only NaN for {expr}: {result}"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [pytest.param(query, id=f"{query.dashboard}/{query.panel}") for query in annotation_queries()],
+)
+def test_annotation_query_evaluates(
+    stack: Stack, variables: dict[str, dict[str, str]], query: PanelQuery
+) -> None:
+    # Annotations are events (a firing alert, a restart): none is a fine answer, an error not.
+    stack.query_range(substitute(query.expr, variables[query.dashboard]))
+
+
+def test_revision_annotation_marks_the_revisions_first_seen(
+    stack: Stack, variables: dict[str, dict[str, str]]
+) -> None:
+    """Every flow is new to this Prometheus: its revision shows as a change, with its labels."""
+    (query,) = [
+        q
+        for q in annotation_queries()
+        if q.dashboard == "twilio-studio-overview" and q.panel == "annotation: Flow revisions"
+    ]
+    values = {**variables["twilio-studio-overview"], "flow": ".*"}
+    result = stack.query_range(substitute(query.expr, values))
+    followed = {series["metric"]["flow_sid"] for series in stack.instant("twilio_studio_flow_info")}
+    assert len(followed) == len(stack.simulator.traffic.flows)
+    assert {series["metric"]["flow_sid"] for series in result} == followed
+    assert all(series["metric"]["revision"].isdigit() for series in result)
+
+
+def grafana_query_result(series: list[dict[str, Any]]) -> list[str]:
+    """What Grafana's query_result() variable query gives: one line per series.
+
+    As Grafana's Prometheus data source writes it: the metric name, then
+    `{label="value",...}` in the order Prometheus answers (by name), values unescaped, then
+    the value and the timestamp in milliseconds.
+    """
+    lines = []
+    for item in series:
+        labels = dict(item["metric"])
+        name = labels.pop("__name__", "")
+        pairs = ",".join(f'{key}="{value}"' for key, value in labels.items())
+        stamp, value = item["value"]
+        lines.append(f"{name}{{{pairs}}} {value} {int(float(stamp) * 1000)}")
+    return lines
+
+
+def variable_options(
+    stack: Stack, variable: VariableQuery, values: dict[str, str]
+) -> list[tuple[str, str]]:
+    """(text, value) of each option Grafana would offer for a query variable."""
+    query = substitute(variable.query, values)
+    if query.startswith("label_values("):
+        selector, label = query.removeprefix("label_values(").removesuffix(")").rsplit(",", 1)
+        found = stack.api(f"label/{label.strip()}/values", **{"match[]": selector.strip()})
+        lines = [str(value) for value in found]
+    else:
+        assert query.startswith("query_result("), query
+        lines = grafana_query_result(stack.instant(query.removeprefix("query_result(")[:-1]))
+    if not variable.regex:
+        return [(line, line) for line in lines]
+    # Grafana's regex is a JavaScript one between slashes; named groups text and value.
+    pattern = re.compile(variable.regex.strip("/").replace("(?<", "(?P<"))
+    options = []
+    for line in lines:
+        match = pattern.search(line)
+        if match is not None:
+            options.append((match.group("text"), match.group("value")))
+    return options
+
+
+def unique_variable_queries() -> list[pytest.ParameterSet]:
+    seen: dict[tuple[str, str], VariableQuery] = {}
+    for variable in variable_queries():
+        seen.setdefault((variable.name, variable.query), variable)
+    return [pytest.param(v, id=f"{v.name}:{v.dashboard}") for v in seen.values()]
+
+
+@pytest.mark.parametrize("variable", unique_variable_queries())
+def test_variable_query_offers_options(
+    stack: Stack, variables: dict[str, dict[str, str]], variable: VariableQuery
+) -> None:
+    """Every variable lists something to pick, and its regex takes a name and an ID from it.
+
+    `account` reads twilio_studio_account_info, which the exporter exposes once it labels
+    accounts: until then this check fails for it (and only for it).
+    """
+    options = variable_options(stack, variable, variables[variable.dashboard])
+    assert options, f"${variable.name} offers nothing: {variable.query}"
+    if variable.name == "flow":
+        names = {
+            series["metric"]["flow_sid"]: series["metric"]["flow"]
+            for series in stack.instant("twilio_studio_flow_info")
+        }
+        assert {value: text for text, value in options} == names
+    if variable.name == "account":
+        assert all(value.startswith("AC") and text for text, value in options), options
 
 
 def alert_rules() -> list[dict[str, Any]]:
@@ -330,10 +498,17 @@ def test_alert_expression_evaluates(stack: Stack, rule: dict[str, Any]) -> None:
     stack.instant(rule["expr"])
 
 
+def recording_rules() -> list[dict[str, Any]]:
+    document = yaml.safe_load(RECORDING.read_text(encoding="utf-8"))
+    return [rule for group in document["groups"] for rule in group["rules"]]
+
+
 def test_prometheus_loaded_every_rule_healthy(stack: Stack) -> None:
     # The stack fixture waited for every rule to be evaluated: "ok" is a verdict, not "unknown".
     loaded = {rule["name"]: rule for rule in rule_entries(stack)}
-    assert set(loaded) == {rule["alert"] for rule in alert_rules()}
+    assert set(loaded) == {rule["alert"] for rule in alert_rules()} | {
+        rule["record"] for rule in recording_rules()
+    }
     unhealthy = {
         name: (rule["health"], rule.get("lastError"))
         for name, rule in loaded.items()
@@ -362,19 +537,40 @@ def test_exemplars_carry_trace_ids_of_real_executions(stack: Stack) -> None:
     assert unknown == []
 
 
-def test_every_flow_name_survives_grafana_escaping(stack: Stack) -> None:
-    """The overview's regex selector, with Grafana's escaping, selects what `=` selects."""
-    flows = stack.api("label/flow/values", **{"match[]": "twilio_studio_steps_total"})
-    assert len(flows) >= 2
-    for flow in flows:
-        exact = stack.scalar(
-            f'count(twilio_studio_steps_total{{flow="{grafana_escape(flow, multi=False)}"}})'
+def test_every_widget_name_survives_grafana_escaping(stack: Stack) -> None:
+    """The drill-down's `widget="$widget"`, with Grafana's escaping, selects that widget."""
+    widgets = stack.api("label/widget/values", **{"match[]": "twilio_studio_steps_total"})
+    assert len(widgets) >= 2
+    for widget in widgets:
+        escaped = grafana_escape(widget, multi=False)
+        found = stack.instant(
+            f'count by (widget) (twilio_studio_steps_total{{widget="{escaped}"}})'
         )
-        regex = stack.scalar(
-            f'count(twilio_studio_steps_total{{flow=~"{grafana_escape(flow, multi=True)}"}})'
-        )
-        assert (flow, regex) == (flow, exact)
-        assert exact > 0
+        assert [series["metric"]["widget"] for series in found] == [widget]
+
+
+def test_alerts_stay_silent_on_a_healthy_stack(stack: Stack) -> None:
+    """No alert about the exporter's health fires, or waits to, on a healthy stack.
+
+    In push mode the poll freshness gauge is absent, so Stalled cannot read a 0 from 1970.
+    (Alerts about the flows may: the simulated traffic has failing widgets, and the history
+    read at start has a lag of hours.)
+    """
+    exporter_alerts = (
+        "TwilioStudioExporterDown|TwilioStudioExporterStalled|TwilioStudioPushDeliveriesFailing"
+        "|TwilioStudioPushEventsDropped|TwilioStudioSpansDropped|TwilioStudioSeriesCapReached"
+    )
+    pending = stack.instant(f'ALERTS{{alertname=~"{exporter_alerts}"}}')
+    assert pending == []
+    age = stack.instant("time() - twilio_studio_exporter_last_successful_push_timestamp_seconds")
+    poll_age = stack.instant(
+        "time() - twilio_studio_exporter_last_successful_poll_timestamp_seconds"
+    )
+    assert (bool(poll_age), bool(age)) == (
+        "poll" in SOURCES[stack.mode],
+        "push" in SOURCES[stack.mode],
+    )
+    assert all(v < 60 for v in values_of(age + poll_age)), age + poll_age
 
 
 def test_target_is_up(stack: Stack) -> None:

@@ -7,7 +7,7 @@ import base64
 import json
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -495,6 +495,66 @@ def test_nothing_is_acknowledged_when_the_apply_fails(store: Store) -> None:
     rig.process()
     assert rig.applied == [[S1.sid]]
     assert store.count_pending_events() == 0
+
+
+def run_passes(processor: PushProcessor, seconds: float) -> None:
+    """``processor.run`` with a short idle wait, stopped after ``seconds``."""
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(seconds, stop.set)
+        await processor.run(stop, idle=timedelta(milliseconds=5))
+
+    asyncio.run(scenario())
+
+
+PUSH_FRESHNESS = "twilio_studio_exporter_last_successful_push_timestamp_seconds"
+
+
+def test_a_pass_without_failure_moves_the_push_freshness_gauge_and_the_state(store: Store) -> None:
+    """Push mode's own freshness signal: the Stalled alert reads it (there is no poll)."""
+    rig = Rig(store)
+    registry = CollectorRegistry()
+    health = ExporterMetrics(registry, sources=("push",))
+    ticks = iter(range(10_000))
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    processor = PushProcessor(
+        store,
+        rig.api,
+        rig.target,
+        registry=CollectorRegistry(),
+        health=health,
+        clock=lambda: start + timedelta(seconds=next(ticks)),
+        monotonic=rig.clock,
+    )
+    rig.deliver(execution_event(EXECUTION), step_event(S1))
+    run_passes(processor, 0.2)
+    assert rig.applied == [[S1.sid]]
+    latest = registry.get_sample_value(PUSH_FRESHNESS)
+    assert latest is not None
+    assert latest > start.timestamp()  # several passes, each one later
+    # Idle passes run every second: the state is written once per REMEMBER_SUCCESS_EVERY.
+    assert store.last_success("push") == start
+    rig.clock.now += 31
+    run_passes(processor, 0.05)
+    remembered = store.last_success("push")
+    assert remembered is not None
+    assert remembered > start
+
+
+def test_a_failing_pass_leaves_the_push_freshness_gauge_alone(store: Store) -> None:
+    rig = Rig(store)
+    registry = CollectorRegistry()
+    health = ExporterMetrics(registry, sources=("push",))
+    processor = PushProcessor(
+        store, rig.api, rig.target, registry=CollectorRegistry(), health=health
+    )
+    rig.target.fail = StateError("disk full")
+    rig.deliver(execution_event(EXECUTION), step_event(S1))
+    run_passes(processor, 0.05)
+    assert rig.applied == []  # every pass failed or waited out the backoff
+    assert registry.get_sample_value(PUSH_FRESHNESS) == 0
+    assert store.last_success("push") is None
 
 
 def test_after_a_restart_a_known_execution_is_read_once(store: Store) -> None:

@@ -103,3 +103,49 @@ def test_lives_beside_the_domain_metrics_in_one_registry(registry: CollectorRegi
     names = {f.name for f in text_string_to_metric_families(generate_latest(registry).decode())}
     assert "twilio_studio_exporter_series_overflow" in names  # from StudioMetrics
     assert "twilio_studio_exporter_poll_cycles" in names
+
+
+@pytest.mark.parametrize(
+    ("sources", "present", "absent"),
+    [
+        pytest.param(("poll",), "poll", "push", id="poll"),
+        pytest.param(("push",), "push", "poll", id="push"),
+    ],
+)
+def test_only_the_sources_the_mode_runs_have_a_freshness_gauge(
+    sources: tuple[str, ...], present: str, absent: str
+) -> None:
+    """A poll gauge in push mode would stay 0 forever and read as a stalled exporter."""
+    registry = CollectorRegistry()
+    health = ExporterMetrics(registry, sources=sources)
+    gauge = "twilio_studio_exporter_last_successful_{}_timestamp_seconds"
+    assert registry.get_sample_value(gauge.format(present)) == 0
+    assert registry.get_sample_value(gauge.format(absent)) is None
+    health.succeeded(present, datetime(2026, 1, 1, tzinfo=UTC))
+    health.succeeded(absent, datetime(2026, 1, 1, tzinfo=UTC))  # nothing to move: no error
+    assert registry.get_sample_value(gauge.format(present)) == 1767225600
+    assert registry.get_sample_value(gauge.format(absent)) is None
+
+
+def test_hybrid_has_both_freshness_gauges_and_restores_them() -> None:
+    registry = CollectorRegistry()
+    health = ExporterMetrics(registry, sources=("poll", "push"))
+    health.restore_last_success("poll", datetime(2026, 1, 1, tzinfo=UTC))
+    health.restore_last_success("push", None)  # never succeeded before: stays 0
+    poll = "twilio_studio_exporter_last_successful_poll_timestamp_seconds"
+    assert registry.get_sample_value(poll) == 1767225600
+    push = "twilio_studio_exporter_last_successful_push_timestamp_seconds"
+    assert registry.get_sample_value(push) == 0
+
+
+def test_an_unknown_source_is_refused() -> None:
+    with pytest.raises(ValueError, match="pull"):
+        ExporterMetrics(CollectorRegistry(), sources=("pull",))
+
+
+def test_process_start_time_is_exposed_for_restart_annotations(
+    registry: CollectorRegistry, health: ExporterMetrics
+) -> None:
+    started = registry.get_sample_value("process_start_time_seconds")
+    assert started is not None
+    assert started > 1.6e9

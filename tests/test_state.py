@@ -587,3 +587,15 @@ def test_sigkill_keeps_exactly_what_was_committed(
         assert exported == ({"FT1", "FT2"} if expect_batch else set())
         assert store.count_pending_spans() == (1 if expect_batch else 0)
         assert store.metric_snapshot() == (b"snapshot" if expect_batch else None)
+
+
+def test_last_success_per_source_survives_reopen(path: Path) -> None:
+    with Store.open(path) as first:
+        assert first.last_success("poll") is None
+        first.set_last_success("poll", T0)
+        first.set_last_success("poll", T0 + timedelta(seconds=30))
+        first.set_last_success("push", T0)
+    with Store.open(path) as second:
+        assert second.last_success("poll") == T0 + timedelta(seconds=30)
+        assert second.last_success("push") == T0
+        assert second.count_pending_events() == 0  # the counters table's own rows untouched

@@ -127,7 +127,10 @@ def build_exporter(
     snapshot = store.metric_snapshot()
     if snapshot is not None:
         metrics.restore(snapshot)
-    health = ExporterMetrics(registry, version=__version__)
+    sources = {"poll": ("poll",), "push": ("push",), "hybrid": ("poll", "push")}[config.mode]
+    health = ExporterMetrics(registry, version=__version__, sources=sources)
+    for source in sources:
+        health.restore_last_success(source, store.last_success(source))
     limiter = AdaptiveLimiter(config.concurrency)
     api = StudioApi(
         config.twilio_base_url,
@@ -173,7 +176,7 @@ def build_exporter(
     )
     if config.mode != "poll":
         assert config.webhook_auth_token is not None  # validated by config_from_mapping
-        processor = PushProcessor(store, api, poller, registry=registry)
+        processor = PushProcessor(store, api, poller, registry=registry, health=health, clock=clock)
         basic = config.webhook_basic_auth
         built.push = processor
         built.post_hooks[config.webhook_path] = WebhookReceiver(

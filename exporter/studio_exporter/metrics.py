@@ -50,6 +50,7 @@ EXECUTIONS_ACTIVE: Final = "twilio_studio_executions_active"
 VISITS_IN_PROGRESS: Final = "twilio_studio_widget_visits_in_progress"
 STEP_GAPS: Final = "twilio_studio_step_gaps_total"
 SERIES_OVERFLOW: Final = "twilio_studio_exporter_series_overflow_total"
+FLOW_INFO: Final = "twilio_studio_flow_info"
 
 _FLOW_LABELS: Final = ("flow_sid", "flow")
 
@@ -210,6 +211,7 @@ le="0.5",widget="send_welcome",widget_type="send-message"} 39.0
         self._histograms: dict[str, dict[_Key, _Histogram]] = {name: {} for name in _HISTOGRAMS}
         self._gauges: dict[str, dict[_Key, int]] = {EXECUTIONS_ACTIVE: {}, VISITS_IN_PROGRESS: {}}
         self._overflow: dict[str, int] = dict.fromkeys(_SPECS, 0)
+        self._flow_info: frozenset[tuple[str, str, str]] = frozenset()
         # Direct references for the hot path: one attribute load instead of two dict lookups.
         self._steps = self._counters[STEPS]
         self._step_durations = self._histograms[STEP_DURATION]
@@ -222,6 +224,17 @@ le="0.5",widget="send_welcome",widget_type="send-message"} 39.0
         return self._cap
 
     # -- recording (the poller's thread) -----------------------------------------------------
+
+    def set_flows(self, flows: Iterable[tuple[str, str, int]]) -> None:
+        """The flows followed now as (sid, name, revision): ``twilio_studio_flow_info`` = 1.
+
+        The revision is a label, so a new revision is a new series: dashboards annotate it,
+        and ``group_left`` joins it onto any other metric by ``flow_sid``. Not snapshotted: the
+        next flow refresh sets it again.
+        """
+        info = frozenset((sid, name, str(revision)) for sid, name, revision in flows)
+        with self._lock:
+            self._flow_info = info
 
     def record_step(self, flow: FlowLabels, step: Step) -> None:
         """Count one step: the transition out of ``step.transitioned_from``."""
@@ -344,7 +357,8 @@ le="0.5",widget="send_welcome",widget_type="send-message"} 39.0
             }
             gauges = {name: list(series.items()) for name, series in self._gauges.items()}
             overflow = dict(self._overflow)
-        return list(self._families(counters, histograms, gauges, overflow))
+            flow_info = sorted(self._flow_info)
+        return list(self._families(counters, histograms, gauges, overflow, flow_info))
 
     def _families(
         self,
@@ -352,6 +366,7 @@ le="0.5",widget="send_welcome",widget_type="send-message"} 39.0
         histograms: Mapping[str, list[_HistogramCopy]],
         gauges: Mapping[str, list[tuple[_Key, int]]],
         overflow: Mapping[str, int],
+        flow_info: Iterable[tuple[str, str, str]] = (),
     ) -> Iterator[Metric]:
         for name in _SPECS:
             spec = _SPECS[name]
@@ -378,6 +393,14 @@ le="0.5",widget="send_welcome",widget_type="send-message"} 39.0
         for name, value in overflow.items() if overflow else ():
             overflow_family.add_metric((name,), value)
         yield overflow_family
+        info = GaugeMetricFamily(
+            FLOW_INFO,
+            "Always 1 for each followed flow; the labels give its name and current revision.",
+            labels=(*_FLOW_LABELS, "revision"),
+        )
+        for labels in flow_info:
+            info.add_metric(labels, 1)
+        yield info
 
     def _histogram_family(
         self,

@@ -16,7 +16,7 @@ from studio_exporter.metrics import FlowLabels, StudioMetrics
 from studio_exporter.pipeline import ExecutionUpdate, plan_update
 from studio_exporter.selfmetrics import ExporterMetrics
 from studio_exporter.spans import SpanOptions, execution_span, trace_id_hex, visit_span
-from studio_exporter.state import PruneResult, Store
+from studio_exporter.state import PruneResult, StateError, Store
 from studio_exporter.studio_api import ApiError, StudioApi
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,7 @@ class Poller:
         for flow in self.flows.values():
             # Gaps start at 0 per flow, so the series exists before the first gap.
             self.metrics.record_gap(FlowLabels(flow.sid, flow.name), 0)
+        self.metrics.set_flows((flow.sid, flow.name, flow.revision) for flow in self.flows.values())
         self._flows_refreshed_at = now
 
     async def _labels(self, flow_sid: str) -> FlowLabels:
@@ -186,6 +187,10 @@ class Poller:
             self.last_success = self.clock()
             self.consecutive_failures = 0
             self.health.poll_succeeded(self.last_success)
+            try:
+                self.store.set_last_success("poll", self.last_success)
+            except StateError as error:
+                log.warning("could not record the successful poll in the state: %s", error)
         else:
             self.consecutive_failures += 1
 
@@ -545,6 +550,7 @@ class Poller:
             # Created since the last refresh; it will be listed by the next one.
             flow = await self.api.fetch_flow(flow_sid)
             self.flows[flow_sid] = flow
+            self.metrics.set_flows((f.sid, f.name, f.revision) for f in self.flows.values())
         async with self._export_lock:
             first_seen = not self.store.is_known(execution.sid)
             if not first_seen and self.store.is_done(execution.sid):

@@ -43,7 +43,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from urllib.parse import quote
 
@@ -67,6 +67,7 @@ from studio_exporter.eventstreams import (
     step_event,
     verify_signature,
 )
+from studio_exporter.selfmetrics import ExporterMetrics
 from studio_exporter.state import InboxEvent, InboxFull, StateError, Store
 from studio_exporter.studio_api import ApiError
 from studio_exporter.web import HookResponse
@@ -88,8 +89,12 @@ DEFAULT_MAX_LOADED = 50_000
 DEFAULT_BATCH_SIZE = 1_000
 #: REST failures for one execution before its events are given up (logged and counted).
 MAX_ATTEMPTS = 8
+#: A pass runs every second when idle: its success is written to the state at most this often.
+REMEMBER_SUCCESS_EVERY = timedelta(seconds=30)
 
 _OTHER_TYPE = "other"
+#: Why an inbox event is given up (``events_dropped``).
+DROP_REASONS = ("malformed", "api_error")
 
 
 # -- receiving ------------------------------------------------------------------------------
@@ -352,6 +357,8 @@ class PushProcessor:
         max_loaded: int = DEFAULT_MAX_LOADED,
         batch_size: int = DEFAULT_BATCH_SIZE,
         registry: CollectorRegistry | None = None,
+        health: ExporterMetrics | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
@@ -364,6 +371,9 @@ class PushProcessor:
         self.max_loaded = max_loaded
         self.batch_size = batch_size
         self.monotonic = monotonic
+        self.health = health
+        self.clock = clock
+        self._remembered_at: float | None = None
         self._tracked: dict[str, _Tracked] = {}
         self._loaded: set[int] = set()
         self._wakeup: asyncio.Event | None = None
@@ -384,6 +394,9 @@ class PushProcessor:
             ["reason"],
             registry=registry,
         )
+        # Both reasons exist from the start: a panel or alert reads 0 rather than nothing.
+        for reason in DROP_REASONS:
+            self.events_dropped.labels(reason)
         self.events_pending = Gauge(
             "twilio_studio_exporter_events_pending",
             "Webhook events committed to the inbox and not yet processed.",
@@ -411,6 +424,9 @@ class PushProcessor:
                 log.exception("push processing pass failed")
                 report = ProcessReport(failures=1)
             self.consecutive_failures = self.consecutive_failures + 1 if report.failures else 0
+            # An execution waiting out its backoff after a failure is not a success either.
+            if not report.failures and not any(t.failures for t in self._tracked.values()):
+                self._succeeded()
             if report.loaded and not report.failures:
                 continue  # more may be queued behind a full batch
             with contextlib.suppress(TimeoutError):
@@ -460,6 +476,22 @@ class PushProcessor:
         report.waiting = sum(len(t.arrived) for t in self._tracked.values())
         self.events_pending.set(self.store.count_pending_events())
         return report
+
+    def _succeeded(self) -> None:
+        """A pass without failure: the freshness gauge moves; the state learns it now and then."""
+        at = self.clock()
+        if self.health is not None:
+            self.health.succeeded("push", at)
+        now = self.monotonic()
+        every = REMEMBER_SUCCESS_EVERY.total_seconds()
+        if self._remembered_at is not None and now - self._remembered_at < every:
+            return
+        try:
+            self.store.set_last_success("push", at)
+        except StateError as error:
+            log.warning("could not record the push pass in the state: %s", error)
+            return
+        self._remembered_at = now
 
     # -- reading the inbox --------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 #: Twilio answers within a few hundred milliseconds; the tail covers the client's timeouts.
 API_DURATION_BUCKETS: Final = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -14,6 +14,8 @@ EXPORT_LAG_BUCKETS: Final = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.
                              21600.0, 86400.0, 604800.0)  # fmt: skip
 
 POLL_RESULTS: Final = ("ok", "error")
+#: The ways the exporter learns of Studio's executions: ``--mode`` runs one or both.
+SOURCES: Final = ("poll", "push")
 
 
 #: The reasons studio_api.ApiError reports (its docstring lists them).
@@ -50,7 +52,16 @@ class ExporterMetrics:
         twilio_studio_exporter_build_info{version="0.1.0"} 1.0
     """
 
-    def __init__(self, registry: CollectorRegistry, *, version: str = "unknown") -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        version: str = "unknown",
+        sources: tuple[str, ...] = ("poll",),
+    ) -> None:
+        unknown = set(sources) - set(SOURCES)
+        if unknown:
+            raise ValueError(f"unknown sources {sorted(unknown)}; expected some of {SOURCES}")
         self._api_requests = Counter(
             "twilio_studio_exporter_api_requests",
             "Requests to the Studio API, by operation and HTTP status code (or timeout, "
@@ -96,11 +107,23 @@ class ExporterMetrics:
             "The adaptive limit on concurrent Studio API requests, now.",
             registry=registry,
         )
-        self._last_successful_poll = Gauge(
-            "twilio_studio_exporter_last_successful_poll_timestamp_seconds",
-            "Unix time of the end of the last successful poll cycle.",
-            registry=registry,
-        )
+        # One freshness gauge per source the mode runs, and only those: a gauge that can never
+        # move (the poll gauge in push mode) would read as a stalled exporter. Both start at 0
+        # ("not yet") and are restored from the state at start-up (``restore_last_success``).
+        self._last_success: dict[str, Gauge] = {}
+        if "poll" in sources:
+            self._last_success["poll"] = Gauge(
+                "twilio_studio_exporter_last_successful_poll_timestamp_seconds",
+                "Unix time of the end of the last successful poll cycle (0: none yet).",
+                registry=registry,
+            )
+        if "push" in sources:
+            self._last_success["push"] = Gauge(
+                "twilio_studio_exporter_last_successful_push_timestamp_seconds",
+                "Unix time of the end of the last pass over the Event Streams inbox that "
+                "processed everything due without failure (0: none yet).",
+                registry=registry,
+            )
         self._export_lag = Histogram(
             "twilio_studio_exporter_export_lag_seconds",
             "Time from a step's creation in Studio to its export.",
@@ -134,6 +157,9 @@ class ExporterMetrics:
             registry=registry,
         )
         self._build_info.labels(version=version).set(1)
+        # process_start_time_seconds shows restarts (a dashboard annotation) and lets the
+        # Stalled alert age a source that never succeeded from the start of the process.
+        ProcessCollector(registry=registry)
         # Present from the first scrape, so rate() and alerts see a 0 rather than no series.
         for result in POLL_RESULTS:
             self._poll_cycles.labels(result=result)
@@ -157,7 +183,18 @@ class ExporterMetrics:
         self._concurrency_limit.set(limit)
 
     def poll_succeeded(self, at: datetime) -> None:
-        self._last_successful_poll.set(at.timestamp())
+        self.succeeded("poll", at)
+
+    def succeeded(self, source: str, at: datetime) -> None:
+        """``source`` (poll, push) finished a round without failure at ``at``."""
+        gauge = self._last_success.get(source)
+        if gauge is not None:
+            gauge.set(at.timestamp())
+
+    def restore_last_success(self, source: str, at: datetime | None) -> None:
+        """Start from the last success recorded before a restart, not from 0."""
+        if at is not None:
+            self.succeeded(source, at)
 
     def export_lag(self, seconds: float) -> None:
         self._export_lag.observe(max(seconds, 0.0))

@@ -52,6 +52,9 @@ DEFAULT_MAX_PENDING_SPANS = 200_000
 DEFAULT_MAX_PENDING_EVENTS = 100_000
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+# Rows of the counters table named after a source hold its last success (microseconds): small
+# integers kept with the others rather than a schema change.
+_LAST_SUCCESS = "last_success:"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -634,6 +637,24 @@ class Store:
 
     def count_pending_events(self) -> int:
         return self._counter("pending_events")
+
+    # ---- freshness -------------------------------------------------------------------------
+
+    def set_last_success(self, source: str, at: datetime) -> None:
+        """Remember when ``source`` (poll, push) last succeeded, for the gauge after a restart."""
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO counters (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (f"{_LAST_SUCCESS}{source}", _to_us(at)),
+            )
+
+    def last_success(self, source: str) -> datetime | None:
+        with self._connection() as db:
+            row = db.execute(
+                "SELECT value FROM counters WHERE name = ?", (f"{_LAST_SUCCESS}{source}",)
+            ).fetchone()
+        return None if row is None else _from_us(int(row[0]))
 
     # ---- retention -----------------------------------------------------------------------
 
