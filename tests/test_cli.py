@@ -103,7 +103,7 @@ def run_exporter(
             "--web.listen-address:",
             id="bad-listen-address",
         ),
-        pytest.param(["--log-level", "loud"], {}, "--log-level: 'loud'", id="bad-log-level"),
+        pytest.param(["--log-level", "loud"], {}, "--log.level: 'loud'", id="bad-log-level"),
         pytest.param(
             ["--no-such-flag"], {}, "unrecognized arguments: --no-such-flag", id="unknown-flag"
         ),

@@ -75,7 +75,7 @@ def test_tls(tmp_path: Path, certificate: tuple[Path, Path]) -> None:
     ("raw", "message"),
     [
         pytest.param({"basic_auth": {}}, "unknown key", id="typo-top-level"),
-        pytest.param({"tls_server_config": {"cert": "x"}}, "unknown key", id="typo-tls"),
+        pytest.param({"tls_server_config": {"certfile": "x"}}, "unknown key", id="typo-tls"),
         pytest.param(
             {"tls_server_config": {"cert_file": "/nonexistent.crt", "key_file": "/x"}},
             "does not exist",
