@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -247,6 +248,17 @@ def test_the_json_lines_file_round_trips(tmp_path: Path) -> None:
         payload_of(records[2:]),
     ]
     assert sender.send(payload_of(records), 3) is False  # shut down
+
+
+def test_the_span_file_is_private_from_creation(tmp_path: Path) -> None:
+    previous = os.umask(0)
+    try:
+        sender = JsonLinesSender(tmp_path / "spans.jsonl")
+        assert sender.send(payload_of(make_records()), 3)
+        sender.shutdown()
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "spans.jsonl").stat().st_mode & 0o777 == 0o600
 
 
 def test_an_unwritable_file_is_a_failure_not_an_exception(tmp_path: Path) -> None:

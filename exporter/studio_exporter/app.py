@@ -121,7 +121,7 @@ def build_exporter(
 ) -> Exporter:
     """Open the state, build every part and wire them; nothing runs until ``start()``."""
     env = os.environ if env is None else env
-    config.state_dir.mkdir(parents=True, exist_ok=True)
+    config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     store = Store.open(state_file(config.state_dir))
     registry = CollectorRegistry()
     metrics = StudioMetrics(registry, max_series_per_metric=config.max_series_per_metric)

@@ -10,6 +10,7 @@ import email.utils
 import gzip
 import json
 import logging
+import os
 import random
 import re
 import ssl
@@ -499,7 +500,10 @@ class JsonLinesSender:
             try:
                 if self._file is None:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
-                    self._file = self.path.open("a", encoding="utf-8")
+                    # Spans name flows and executions: readable by the owner only, from creation.
+                    descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                    os.fchmod(descriptor, 0o600)
+                    self._file = os.fdopen(descriptor, "a", encoding="utf-8")
                 self._file.write(line)
                 self._file.flush()
             except OSError as error:
