@@ -295,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from studio_exporter.logs import configure_logging
     from studio_exporter.state import StateError
 
-    configure_logging(config.log_level, config.log_format, _secrets(config))
+    configure_logging(config.log_level, config.log_format, _secrets(config, env))
     try:
         if args.command == "backfill":
             assert since is not None
@@ -306,8 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
 
 
-def _secrets(config: Config) -> list[str]:
-    secrets = [config.credentials.password.reveal()]
+def _secrets(config: Config, env: Mapping[str, str]) -> list[str]:
+    from studio_exporter.span_sink import otlp_secrets
+
+    secrets = [config.credentials.password.reveal(), *otlp_secrets(env)]
     if config.webhook_auth_token is not None:
         secrets.append(config.webhook_auth_token.reveal())
     if config.webhook_basic_auth is not None:

@@ -115,6 +115,22 @@ def _headers(env: Mapping[str, str]) -> dict[str, str]:
     return dict(parse_env_headers(raw, liberal=True))
 
 
+def otlp_secrets(env: Mapping[str, str]) -> list[str]:
+    """What the OTLP settings hold that logs must never show: every header value (they are
+    often API keys) and the user info of the endpoints (``https://user:token@host``)."""
+    secrets: list[str] = []
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"):
+        raw = env.get(name)
+        for value in parse_env_headers(raw or "", liberal=True).values():
+            secrets += [value, unquote(value)]
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        parsed = urlparse(env.get(name) or "")
+        for part in (parsed.username, parsed.password):
+            if part:
+                secrets += [part, unquote(part)]
+    return [secret for secret in dict.fromkeys(secrets) if secret]
+
+
 def _timeout(env: Mapping[str, str]) -> float | None:
     names = ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
     raw = _get(env, *names)
