@@ -39,6 +39,7 @@ import contextlib
 import hmac
 import json
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -90,6 +91,10 @@ DEFAULT_BATCH_SIZE = 1_000
 MAX_ATTEMPTS = 8
 
 _OTHER_TYPE = "other"
+#: A Studio event nests four levels deep; deeper JSON is refused before it is parsed.
+MAX_NESTING_DEPTH = 32
+#: Events (array entries) per delivery; a 1 MiB body holds about 1,700 Studio events.
+MAX_EVENTS_PER_DELIVERY = 5_000
 
 
 # -- receiving ------------------------------------------------------------------------------
@@ -97,6 +102,25 @@ _OTHER_TYPE = "other"
 
 def _json(status: int, **fields: object) -> HookResponse:
     return HookResponse(status, json.dumps(fields, sort_keys=True).encode() + b"\n")
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(byte for byte in range(256) if byte not in b"[]{}")
+_BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
+
+
+def nesting_depth(body: bytes, *, limit: int = MAX_NESTING_DEPTH) -> int:
+    """How deeply the JSON in ``body`` nests arrays and objects (brackets in strings ignored),
+    up to ``limit + 1``; linear and without recursion, so it is safe on any input."""
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    depth = deepest = 0
+    for step in brackets.translate(_BRACKET_STEPS):
+        depth += step - 1
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                break
+    return deepest
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -166,10 +190,14 @@ class WebhookReceiver:
             return _json(403, error="missing or invalid X-Twilio-Signature")
         if self._basic is not None and not self._basic_auth_ok(headers):
             return _json(401, error="basic auth required")
+        if nesting_depth(body) > MAX_NESTING_DEPTH:
+            return _json(400, error=f"JSON nested deeper than {MAX_NESTING_DEPTH} levels")
         try:
             delivery = parse_delivery(body)
-        except EventError as error:
+        except (EventError, RecursionError) as error:
             return _json(400, error=str(error))
+        if len(delivery.events) + delivery.rejected > MAX_EVENTS_PER_DELIVERY:
+            return _json(413, error=f"more than {MAX_EVENTS_PER_DELIVERY} events in one delivery")
         by_type: dict[str, list[tuple[str, bytes]]] = {}
         ignored: Counter[str] = Counter()
         for event in delivery.events:
