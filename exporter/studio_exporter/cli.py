@@ -336,7 +336,8 @@ async def _run(config: Config) -> int:
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, exporter.web_config.reload)
     exporter.start()
     if exporter.web is not None:
-        log.info("serving /metrics on %s/metrics", exporter.web.url)
+        path = config.telemetry_path
+        log.info("serving %s on %s%s", path, exporter.web.url, path)
     if exporter.spans_file is not None:
         log.info("no OTEL_EXPORTER_OTLP_ENDPOINT set: spans go to %s", exporter.spans_file)
     try:

@@ -387,7 +387,7 @@ def config_from_mapping(flags: Mapping[str, str | None], env: Mapping[str, str])
         from studio_exporter.webconfig import WebConfigError, load_web_config
 
         try:
-            load_web_config(Path(web_config))
+            load_web_config(Path(web_config)).ssl_context()  # certificates that do not load, too
             values["web_config_file"] = Path(web_config)
         except WebConfigError as error:
             problems.append(f"--web.config.file: {error}")
