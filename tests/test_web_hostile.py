@@ -33,10 +33,18 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 
 from studio_exporter.eventstreams import STEP_ENDED, sign_request
-from studio_exporter.push import DEFAULT_WEBHOOK_PATH, MAX_NESTING_DEPTH, nesting_depth
+from studio_exporter.push import (
+    DEFAULT_WEBHOOK_PATH,
+    MAX_NESTING_DEPTH,
+    WebhookReceiver,
+    nesting_depth,
+)
 from studio_exporter.simulator import Simulator, SimulatorConfig
+from studio_exporter.state import Store, state_file
+from studio_exporter.web import Readiness, WebServer
 from tests.exporter_process import ExporterProcess
 from tests.report import replace_section
 from tests.tls import self_signed_certificate
@@ -624,3 +632,42 @@ def test_gzip_payload_is_the_text_exposition(simulator: Simulator, tmp_path: Pat
                 data += chunk
         body = data.partition(b"\r\n\r\n")[2]
         assert b"twilio_studio_exporter_build_info" in gzip.decompress(body)
+
+
+def test_a_bad_signature_is_refused_before_the_body_is_read(tmp_path: Path) -> None:
+    """Twilio signs the URL carrying bodySHA256: a wrong or missing signature is answered 403
+    from the request head alone, so a sender without the auth token cannot make us read."""
+    with Store.open(state_file(tmp_path)) as store:
+        receiver = WebhookReceiver(store, TOKEN, metrics=CollectorRegistry())
+        web = WebServer(
+            "127.0.0.1", 0, CollectorRegistry(), lambda: Readiness(True, {}),
+            {DEFAULT_WEBHOOK_PATH: receiver},
+        )  # fmt: skip
+        web.start()
+        try:
+            body = json.dumps([step_event("EV-signed-1")]).encode()
+            url = f"{web.url}{DEFAULT_WEBHOOK_PATH}"
+            signed_url, signature = sign_request(TOKEN, url, body)
+            target = signed_url[len(web.url) :]
+
+            def head(signature: str | None, length: int) -> bytes:
+                lines = [f"POST {target} HTTP/1.1", f"Host: {urlsplit(web.url).netloc}"]
+                lines.append(f"Content-Length: {length}")
+                if signature is not None:
+                    lines.append(f"X-Twilio-Signature: {signature}")
+                return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+            host, port = web.addresses[0]
+            for refused in (None, "d3JvbmcK"):  # missing; wrong
+                with socket.create_connection((host, port), timeout=5) as sock:
+                    sock.sendall(head(refused, 500_000))  # no body byte follows
+                    answer = sock.recv(4096)
+                assert answer.startswith(b"HTTP/1.1 403 "), answer[:100]
+                assert b"X-Twilio-Signature" in answer
+            with socket.create_connection((host, port), timeout=5) as sock:
+                sock.sendall(head(signature, len(body)) + body)
+                answer = sock.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+            assert [row.event_id for row in store.next_events(10)] == ["EV-signed-1"]
+        finally:
+            web.stop()

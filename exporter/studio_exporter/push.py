@@ -46,7 +46,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client import Counter as PromCounter
@@ -62,10 +62,12 @@ from studio_exporter.eventstreams import (
     ExecutionEvent,
     StepEvent,
     complete_step,
+    compute_signature,
     decode_event,
     execution_event,
     parse_delivery,
     step_event,
+    url_variants,
     verify_signature,
 )
 from studio_exporter.state import InboxEvent, InboxFull, StateError, Store
@@ -121,6 +123,11 @@ def nesting_depth(body: bytes, *, limit: int = MAX_NESTING_DEPTH) -> int:
             if deepest > limit:
                 break
     return deepest
+
+
+def _carries_body_hash(url: str) -> bool:
+    query = urlsplit(url).query
+    return any(name == "bodySHA256" for name, _ in parse_qsl(query, keep_blank_values=True))
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -179,6 +186,27 @@ class WebhookReceiver:
     def __call__(self, url: str, headers: Mapping[str, str], body: bytes) -> HookResponse:
         response = self._handle(url, headers, body)
         self.requests.labels(str(response.status)).inc()
+        return response
+
+    def check_head(self, url: str, headers: Mapping[str, str]) -> HookResponse | None:
+        """Before the body is read (``web.HeadCheck``): 403 when the signature is missing, or
+        wrong for a URL carrying ``bodySHA256`` (Twilio's signature then covers the URL alone;
+        the body is checked against the hash once read). None: read the body and go on."""
+        signature = _header(headers, SIGNATURE_HEADER)
+        if signature:
+            candidates = self._signed_urls(url)
+            if not all(_carries_body_hash(candidate) for candidate in candidates):
+                return None
+            given = signature.strip().encode("utf-8", "replace")
+            valid = False
+            for candidate in candidates:
+                for variant in url_variants(candidate):
+                    expected = compute_signature(self.auth_token, variant, b"").encode()
+                    valid |= hmac.compare_digest(expected, given)
+            if valid:
+                return None
+        response = _json(403, error="missing or invalid X-Twilio-Signature")
+        self.requests.labels("403").inc()
         return response
 
     def _handle(self, url: str, headers: Mapping[str, str], body: bytes) -> HookResponse:

@@ -29,6 +29,7 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry
@@ -106,6 +107,14 @@ class HookResponse:
 PostHook = Callable[[str, Mapping[str, str], bytes], HookResponse]
 
 
+@runtime_checkable
+class HeadCheck(Protocol):
+    """A POST hook that can refuse a request from its URL and headers, before the body is read
+    (``WebhookReceiver`` refuses a missing or wrong signature this way)."""
+
+    def check_head(self, url: str, headers: Mapping[str, str]) -> HookResponse | None: ...
+
+
 @dataclass(slots=True)
 class _Request:
     method: str
@@ -135,6 +144,7 @@ class _HttpError(Exception):
         super().__init__(message)
         self.status = status
         self.headers = list(headers)
+        self.body: bytes | None = None  # the hook's own answer, when a hook refused
 
 
 def _error(status: int, message: str, *, close: bool = False) -> _Response:
@@ -288,6 +298,8 @@ class WebServer:
                 request = await self._read_request(reader, writer, first=first, reserve=reserve)
             except _HttpError as error:
                 response = _error(error.status, str(error), close=True)
+                if error.body is not None:
+                    response.body = error.body
                 response.headers.extend(error.headers)
                 await self._write(writer, response, security, head_only=False)
                 await _linger(reader, writer)
@@ -373,6 +385,13 @@ class WebServer:
             raise _HttpError(411, "Content-Length required")
         if self._bodies >= MAX_BODIES_IN_FLIGHT:
             raise _HttpError(503, "busy, retry later", ("Retry-After", "1"))
+        hook = self.post_hooks[request.path]
+        if isinstance(hook, HeadCheck):
+            refused = hook.check_head(self._url(request), _display_headers(request))
+            if refused is not None:
+                error = _HttpError(refused.status, "refused before the body was read")
+                error.body = refused.body
+                raise error
         if request.headers.get("expect", "").lower() == "100-continue":
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self._bodies += 1
@@ -434,13 +453,14 @@ class WebServer:
             return await loop.run_in_executor(self._hooks, self._call_hook, hook, request)
         return await loop.run_in_executor(self._scrapes, self._get, request, security)
 
-    def _call_hook(self, hook: PostHook, request: _Request) -> _Response:
+    def _url(self, request: _Request) -> str:
         host = request.headers.get("host", "")
         scheme = "https" if self._tls_at_start else "http"
-        url = f"{scheme}://{host}{request.target}"
-        headers = {_display_name(name): value for name, value in request.headers.items()}
+        return f"{scheme}://{host}{request.target}"
+
+    def _call_hook(self, hook: PostHook, request: _Request) -> _Response:
         try:
-            answer = hook(url, headers, request.body)
+            answer = hook(self._url(request), _display_headers(request), request.body)
         except Exception:
             log.exception("POST %s failed", request.path)
             return _error(500, "internal error")
@@ -575,8 +595,11 @@ def _parse_head(head: bytes) -> _Request:
     return _Request(method, target_bytes.decode("ascii"), version_bytes.decode("ascii"), headers)
 
 
-def _display_name(name: str) -> str:
-    return "-".join(part.capitalize() for part in name.split("-"))
+def _display_headers(request: _Request) -> dict[str, str]:
+    return {
+        "-".join(part.capitalize() for part in name.split("-")): value
+        for name, value in request.headers.items()
+    }
 
 
 def _landing_page(telemetry_path: str) -> bytes:
