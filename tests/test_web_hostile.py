@@ -20,6 +20,7 @@ import multiprocessing.queues
 import os
 import random
 import re
+import select
 import socket
 import ssl
 import threading
@@ -374,12 +375,15 @@ def chunked_flood(target: Target, stop: Stop) -> tuple[str, int]:
                     f"POST {DEFAULT_WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\n"
                     "Transfer-Encoding: chunked\r\n\r\n".encode()
                 )
+                answer = b""
                 with contextlib.suppress(OSError):
                     while sent < 50_000_000 and not stop.is_set():
                         sock.sendall(chunk)
                         sent += len(chunk)
-                sock.settimeout(2)
-                answer = sock.recv(4096)
+                        # Stop at the server's answer, as a client that reads would.
+                        if select.select([sock], [], [], 0)[0]:
+                            answer = sock.recv(4096)
+                            break
                 answers[int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else 0] += 1
             sent_total += sent
 
@@ -388,6 +392,8 @@ def chunked_flood(target: Target, stop: Stop) -> tuple[str, int]:
         worker.start()
     for worker in workers:
         worker.join()
+    assert set(answers) <= {0, 413}, f"answers to endless chunked bodies: {dict(answers)}"
+    assert answers[413] > 0, "no chunked body was answered 413"
     return (
         f"8 senders of endless chunked bodies: {sum(answers.values())} cut off "
         f"({answers[413]} with 413); {sent_total / 1e6:.0f} MB written by the senders"
