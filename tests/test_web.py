@@ -295,3 +295,33 @@ def test_listen_addresses(host: str, reachable: tuple[str, ...] | None) -> None:
             assert httpx.get(f"http://{shown}:{web.port}/health/live").status_code == 200
     finally:
         web.stop()
+
+
+def test_refusals_are_reported_with_their_reason() -> None:
+    reasons: list[str] = []
+
+    def hook(url: str, headers: Mapping[str, str], body: bytes) -> HookResponse:
+        return HookResponse(200)
+
+    web = WebServer(
+        "127.0.0.1",
+        0,
+        CollectorRegistry(),
+        lambda: READY,
+        {"/hook": hook},
+        max_body_bytes=1000,
+        max_connections=1,
+        on_refused=reasons.append,
+    )
+    web.start()
+    try:
+        raw_exchange(web, b"GARBAGE\r\n\r\n")
+        raw_exchange(web, b"POST /hook HTTP/1.1\r\nContent-Length: 5000\r\n\r\n")
+        raw_exchange(web, b"POST /nowhere HTTP/1.1\r\nContent-Length: 2\r\n\r\n[]")  # not one
+        host, port = web.addresses[0]
+        with socket.create_connection((host, port)):
+            time.sleep(0.2)  # the one slot is taken
+            assert httpx.get(f"{web.url}/metrics", timeout=2).status_code == 503
+    finally:
+        web.stop()
+    assert sorted(reasons) == ["malformed", "over_capacity", "too_large"]

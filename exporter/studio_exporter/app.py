@@ -198,5 +198,6 @@ def build_exporter(
             telemetry_path=config.telemetry_path,
             max_connections=config.max_connections,
             max_body_bytes=config.webhook_max_body_size,
+            on_refused=health.http_refused,
         )
     return built

@@ -140,11 +140,18 @@ class _Response:
 class _HttpError(Exception):
     """A request that gets an error answer, after which the connection is closed."""
 
-    def __init__(self, status: int, message: str, *headers: tuple[str, str]) -> None:
+    def __init__(
+        self, status: int, message: str, *headers: tuple[str, str], reason: str | None = ""
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.headers = list(headers)
         self.body: bytes | None = None  # the hook's own answer, when a hook refused
+        #: For twilio_studio_exporter_http_refused_total; None: not the port's refusal.
+        self.reason = reason if reason != "" else _REFUSAL_BY_STATUS.get(status, "malformed")
+
+
+_REFUSAL_BY_STATUS = {408: "timeout", 413: "too_large", 431: "too_large", 503: "busy"}
 
 
 def _error(status: int, message: str, *, close: bool = False) -> _Response:
@@ -175,8 +182,11 @@ class WebServer:
         telemetry_path: str = DEFAULT_TELEMETRY_PATH,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         fixed = WebSecurity(tls=tls, auth=auth)
+        #: Called with a reason (``selfmetrics.HTTP_REFUSAL_REASONS``) for each refusal.
+        self.on_refused = on_refused or (lambda reason: None)
         self._security = security or (lambda: fixed)
         self.registry = registry
         self.readiness = readiness
@@ -265,6 +275,7 @@ class WebServer:
         self._connections.add(task)
         try:
             if self._open > self.max_connections + RESERVE_CONNECTIONS:
+                self.on_refused("over_capacity")
                 return
             reserve = self._open > self.max_connections
             if reserve:
@@ -272,7 +283,12 @@ class WebServer:
                     await self._connection(reader, writer, reserve=True)
             else:
                 await self._connection(reader, writer, reserve=False)
-        except (TimeoutError, ConnectionError, ssl.SSLError, OSError) as error:
+        except TimeoutError:
+            self.on_refused("timeout")
+        except ssl.SSLError as error:
+            self.on_refused("tls")
+            log.debug("TLS connection ended: %s", error)
+        except (ConnectionError, OSError) as error:
             log.debug("connection ended: %s", error or type(error).__name__)
         except asyncio.CancelledError:
             pass
@@ -291,12 +307,15 @@ class WebServer:
             await writer.start_tls(security.tls, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
             if not security.config.peer_allowed(writer.get_extra_info("peercert")):
                 log.info("client certificate not in client_allowed_sans: connection closed")
+                self.on_refused("tls")
                 return
         first = True
         while True:
             try:
                 request = await self._read_request(reader, writer, first=first, reserve=reserve)
             except _HttpError as error:
+                if error.reason is not None:
+                    self.on_refused(error.reason)
                 response = _error(error.status, str(error), close=True)
                 if error.body is not None:
                     response.body = error.body
@@ -365,9 +384,11 @@ class WebServer:
         reserve: bool,
     ) -> bytes:
         if request.path not in self.post_hooks:
-            raise _HttpError(404, "not found")
+            raise _HttpError(404, "not found", reason=None)
         if reserve:
-            raise _HttpError(503, "too many connections", ("Retry-After", "1"))
+            raise _HttpError(
+                503, "too many connections", ("Retry-After", "1"), reason="over_capacity"
+            )
         length_text = request.headers.get("content-length")
         coding = request.headers.get("transfer-encoding")
         if length_text is not None and coding is not None:
@@ -389,7 +410,7 @@ class WebServer:
         if isinstance(hook, HeadCheck):
             refused = hook.check_head(self._url(request), _display_headers(request))
             if refused is not None:
-                error = _HttpError(refused.status, "refused before the body was read")
+                error = _HttpError(refused.status, "refused before the body was read", reason=None)
                 error.body = refused.body
                 raise error
         if request.headers.get("expect", "").lower() == "100-continue":
@@ -441,6 +462,7 @@ class WebServer:
         if request.method in ("GET", "HEAD") and path == LIVE_PATH:
             return _Response(200, b'{"status":"live"}\n')
         if reserve:
+            self.on_refused("over_capacity")
             return _Response(
                 503,
                 b'{"error":"too many connections"}\n',
