@@ -372,8 +372,10 @@ def chunked_flood(target: Target, stop: Stop) -> tuple[str, int]:
             sent = 0
             with contextlib.suppress(OSError), target.connect() as sock:
                 sock.sendall(
+                    # A signature on a URL without bodySHA256 cannot be judged before the
+                    # body is read: the worst case, which makes the exporter read.
                     f"POST {DEFAULT_WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\n"
-                    "Transfer-Encoding: chunked\r\n\r\n".encode()
+                    "X-Twilio-Signature: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
                 )
                 answer = b""
                 with contextlib.suppress(OSError):
