@@ -127,6 +127,8 @@ class Stack:
 
     def api(self, path: str, **params: str) -> Any:
         response = self.client.get(f"{self.prometheus_url}/api/v1/{path}", params=params)
+        if response.status_code == 503:  # not ready yet: a plain-text "Service Unavailable"
+            raise QueryError(f"{path}: Prometheus is not ready yet")
         body = response.json()
         if response.status_code != 200 or body.get("status") != "success":
             raise QueryError(f"{path} {params}: HTTP {response.status_code}: {body}")
