@@ -59,8 +59,8 @@ simulate: $(STAMP) ## Start the Studio simulator alone in the foreground
 bench: $(STAMP) ## Benchmarks: ours against a naive loop and against the floor
 	$(BIN)/python -m bench
 
-reliability: $(STAMP) ## The full fault matrix; prints the README's Reliability table
-	$(BIN)/pytest -m slow tests/test_reliability.py -s
+reliability: $(STAMP) ## The full fault matrix and hostile-client attacks; writes docs/reliability.md
+	$(BIN)/pytest -m slow tests/test_reliability.py tests/test_web_hostile.py -s
 
 clean: ## Remove the venv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-_SERVING = re.compile(r"serving /metrics on (http://[0-9.]+:\d+)/metrics")
+_SERVING = re.compile(r"serving /metrics on (https?://(?:[0-9.]+|\[[0-9a-fA-F:]+\]):\d+)/metrics")
 
 
 def exporter_command(*args: str) -> list[str]:

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sqlite3
+import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from studio_exporter.config import Credentials, Secret
 from studio_exporter.simulator import Simulator, SimulatorConfig
 from studio_exporter.state import state_file
 from studio_exporter.studio_api import ApiError, StudioApi
-from tests.exporter_process import exporter_command
+from tests.exporter_process import ExporterProcess, exporter_command
+from tests.tls import self_signed_certificate
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +60,57 @@ def run_exporter(
     return subprocess.run(
         command, env=base_env, capture_output=True, text=True, timeout=20, check=False
     )
+
+
+@pytest.mark.parametrize(
+    ("config_text", "message"),
+    [
+        pytest.param("rate_limit: {burst: 1}\n", "rate_limit: not supported", id="refused-key"),
+        pytest.param(
+            "tls_server_config:\n  cert_file: {cert}\n  key_file: {cert}\n",
+            "cannot load certificates",
+            id="key-that-is-not-a-key",
+        ),
+    ],
+)
+def test_a_web_config_that_cannot_be_served_stops_start_up(
+    simulator: Simulator, tmp_path: Path, config_text: str, message: str
+) -> None:
+    cert, _ = self_signed_certificate(tmp_path)
+    config = tmp_path / "web.yml"
+    config.write_text(config_text.replace("{cert}", str(cert)))
+    done = run_exporter(simulator, tmp_path / "state", "--web.config.file", str(config))
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_sighup_reloads_the_web_config_and_keeps_running(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    cert, key = self_signed_certificate(tmp_path)
+    config = tmp_path / "web.yml"
+    config.write_text(f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n")
+    env = {
+        **os.environ,
+        "TWILIO_ACCOUNT_SID": simulator.account_sid,
+        "TWILIO_AUTH_TOKEN": simulator.auth_token,
+    }
+    args = [
+        "--state-dir", str(tmp_path / "state"), "--twilio-base-url", simulator.url,
+        "--web.listen-address", "127.0.0.1:0", "--web.config.file", str(config),
+    ]  # fmt: skip
+    process = ExporterProcess(args, env, tmp_path / "exporter.log").start()
+    try:
+        url = process.web_url()
+        assert url.startswith("https://")
+        os.kill(process.pid, signal.SIGHUP)
+        process.wait_for_log(r"web config .* reloaded")
+        assert process.running()
+        verify = ssl.create_default_context(cafile=str(cert))
+        assert httpx.get(f"{url}/health/live", verify=verify, timeout=5).status_code == 200
+    finally:
+        assert process.terminate() == 0
 
 
 @pytest.mark.parametrize(
@@ -103,7 +158,7 @@ def run_exporter(
             "--web.listen-address:",
             id="bad-listen-address",
         ),
-        pytest.param(["--log-level", "loud"], {}, "--log-level: 'loud'", id="bad-log-level"),
+        pytest.param(["--log-level", "loud"], {}, "--log.level: 'loud'", id="bad-log-level"),
         pytest.param(
             ["--no-such-flag"], {}, "unrecognized arguments: --no-such-flag", id="unknown-flag"
         ),

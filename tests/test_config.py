@@ -8,13 +8,17 @@ from pathlib import Path
 import pytest
 
 from studio_exporter.config import (
+    DEFAULT_HASH_PHONE_NUMBERS,
+    DEFAULT_MAX_CONNECTIONS,
     ConfigError,
     Secret,
     config_from_mapping,
     format_duration,
     parse_duration,
+    parse_size,
     split_listen_address,
 )
+from studio_exporter.spans import SpanOptions
 
 ACCOUNT = "AC" + "1" * 32
 TOKEN = "tok-" + "9" * 28
@@ -92,7 +96,7 @@ def test_every_mistake_is_reported_at_once() -> None:
         "--web.listen-address",
         "--twilio-base-url",
         "--concurrency",
-        "--log-level",
+        "--log.level",
         "--mode",
     ):
         assert any(problem.startswith(flag) for problem in problems), flag
@@ -127,10 +131,79 @@ def test_secret_never_shows_itself() -> None:
 @pytest.mark.parametrize(
     ("address", "expected"),
     [
-        pytest.param(":9911", ("0.0.0.0", 9911), id="all-interfaces"),
+        pytest.param(":9911", ("", 9911), id="all-interfaces-dual-stack"),
+        pytest.param("0.0.0.0:9911", ("0.0.0.0", 9911), id="all-ipv4"),
+        pytest.param("[::]:9911", ("::", 9911), id="all-ipv6-dual-stack"),
         pytest.param("127.0.0.1:0", ("127.0.0.1", 0), id="loopback-any-port"),
         pytest.param("[::1]:80", ("::1", 80), id="ipv6"),
+        pytest.param("localhost:9911", ("localhost", 9911), id="name"),
     ],
 )
 def test_split_listen_address(address: str, expected: tuple[str, int]) -> None:
     assert split_listen_address(address) == expected
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        pytest.param("::1:9911", "in brackets", id="ipv6-without-brackets"),
+        pytest.param("[::1:9911", "unbalanced", id="unbalanced"),
+        pytest.param("[nope]:9911", "not an IPv6 address", id="not-ipv6"),
+        pytest.param("host:99999", "not host:port", id="port-too-large"),
+    ],
+)
+def test_split_listen_address_rejects(address: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        split_listen_address(address)
+
+
+def test_web_flags() -> None:
+    config = config_from_mapping(
+        {
+            "telemetry_path": "/prometheus",
+            "max_connections": "50",
+            "webhook_max_body_size": "256KiB",
+        },
+        ENV,
+    )
+    assert config.telemetry_path == "/prometheus"
+    assert config.max_connections == 50
+    assert config.webhook_max_body_size == 256 * 1024
+    defaults = config_from_mapping({}, ENV)
+    assert defaults.telemetry_path == "/metrics"
+    assert defaults.max_connections == DEFAULT_MAX_CONNECTIONS
+    assert defaults.webhook_max_body_size == 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        pytest.param({"telemetry_path": "metrics"}, "--web.telemetry-path", id="relative-path"),
+        pytest.param({"telemetry_path": "/health/live"}, "--web.telemetry-path", id="probe"),
+        pytest.param({"max_connections": "0"}, "--web.max-connections", id="no-connections"),
+        pytest.param({"webhook_max_body_size": "1GB"}, "--webhook.max-body-size", id="unit"),
+        pytest.param({"webhook_max_body_size": "100"}, "1KiB..64MiB", id="too-small"),
+    ],
+)
+def test_web_flag_mistakes(flags: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_from_mapping(flags, ENV)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        pytest.param("1048576", 1048576, id="bytes"),
+        pytest.param("1MiB", 1048576, id="mebibytes"),
+        pytest.param("512KiB", 524288, id="kibibytes"),
+        pytest.param("1MB", 1000000, id="megabytes"),
+    ],
+)
+def test_parse_size(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+def test_one_default_for_hashing_phone_numbers() -> None:
+    """The CLI and SpanOptions agree, so the entry point does not decide what is exported."""
+    assert config_from_mapping({}, ENV).hash_phone_numbers is DEFAULT_HASH_PHONE_NUMBERS
+    assert SpanOptions().hash_phone_numbers is DEFAULT_HASH_PHONE_NUMBERS is True

@@ -52,6 +52,21 @@ def test_secrets_are_scrubbed(message: str, args: tuple[object, ...]) -> None:
     assert REDACTED in line
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("https://otlp-user:p4ssw0rd@collector:4318/v1/traces", id="user-and-password"),
+        pytest.param("http://p4ssw0rd@collector/v1/traces", id="token-as-user"),
+        pytest.param("grpcs://me:p4ssw0rd@[::1]:4317", id="ipv6-grpc"),
+    ],
+)
+def test_user_info_in_urls_is_scrubbed(url: str) -> None:
+    line = emit("sending spans to %s failed", url)
+    assert "p4ssw0rd" not in line
+    assert "otlp-user" not in line
+    assert f"{REDACTED}@" in line
+
+
 def test_exception_text_is_scrubbed() -> None:
     text = emit("boom", exc=True)
     assert TOKEN not in text

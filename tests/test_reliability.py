@@ -28,6 +28,7 @@ from studio_exporter.simulator import Faults, Simulator, SimulatorConfig
 from studio_exporter.throttle import RetryPolicy
 from tests.exporter_process import ExporterProcess, scrape
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan, running_receiver
+from tests.report import replace_section
 from tests.truthcheck import expected_span_count, metric_mismatches, samples
 
 pytestmark = pytest.mark.integration
@@ -402,7 +403,7 @@ def test_full_matrix_writes_the_reliability_table(tmp_path: Path) -> None:
             outcomes.append(failed_row("SIGKILL of the exporter process x12", error))
     table = markdown_table(outcomes, "make reliability")
     print("\n" + table)
-    REPORT.write_text("# Reliability\n\n" + table)
+    replace_section(REPORT, "fault-matrix", table)
     failed = [o.notes for o in outcomes if o.notes.startswith("FAILED")]
     assert failed == []
     assert all(o.steps_exported == o.steps_expected for o in outcomes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -164,6 +165,44 @@ def test_a_rejected_token_is_not_in_the_error(simulator: Simulator, tmp_path: Pa
     assert_absent("/metrics", metrics_text, secrets)
     assert 'code="401"' in metrics_text
     assert_absent("the log", process.own_log(), secrets)
+
+
+OTLP_USER = "otlp-user-9f8e7d"
+OTLP_PASSWORD = "SECRET-OTLP-PASSWORD-0a1b2c3d"
+OTLP_HEADER_VALUE = "SECRET-OTLP-API-KEY-4e5f6a7b"
+
+
+def test_otlp_header_values_and_endpoint_user_info_never_reach_the_logs(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    """A collector that refuses connections makes the exporter log its endpoint; the log
+    shows where it failed, never the user info or the header values (often API keys)."""
+    dead_port = free_port()
+    env = {
+        **os.environ,
+        "TWILIO_ACCOUNT_SID": simulator.account_sid,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": (
+            f"http://{OTLP_USER}:{OTLP_PASSWORD}@127.0.0.1:{dead_port}/v1/traces"
+        ),
+        "OTEL_EXPORTER_OTLP_HEADERS": f"api-key={OTLP_HEADER_VALUE},x-scope=studio",
+    }
+    process = ExporterProcess(
+        run_args(simulator, tmp_path / "state"), env, tmp_path / "exporter.log"
+    ).start()
+    try:
+        process.wait_for_log(rf"127\.0\.0\.1:{dead_port}", timeout=60)
+    finally:
+        assert process.terminate() == 0
+    log = process.own_log()
+    assert_absent("the log", log, [OTLP_USER, OTLP_PASSWORD, OTLP_HEADER_VALUE, AUTH_TOKEN])
+    assert f"http://********@127.0.0.1:{dead_port}" in log
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 HELP_COMMANDS = [

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from studio_exporter.metrics import StudioMetrics
-from studio_exporter.selfmetrics import ExporterMetrics
+from studio_exporter.selfmetrics import HTTP_REFUSAL_REASONS, ExporterMetrics
 
 
 @pytest.fixture
@@ -90,6 +90,18 @@ def test_export_lag_and_spans(registry: CollectorRegistry, health: ExporterMetri
     assert registry.get_sample_value("twilio_studio_exporter_spans_dropped_total") == 2
     assert registry.get_sample_value("twilio_studio_exporter_span_export_failures_total") == 1
     assert registry.get_sample_value("twilio_studio_exporter_spans_pending") == 7
+
+
+def test_web_refusals_start_at_zero_and_count_by_reason(
+    registry: CollectorRegistry, health: ExporterMetrics
+) -> None:
+    name = "twilio_studio_exporter_http_refused_total"
+    assert all(
+        registry.get_sample_value(name, {"reason": reason}) == 0 for reason in HTTP_REFUSAL_REASONS
+    )
+    health.http_refused("too_large")
+    health.http_refused("too_large")
+    assert registry.get_sample_value(name, {"reason": "too_large"}) == 2
 
 
 def test_build_info(registry: CollectorRegistry, health: ExporterMetrics) -> None:

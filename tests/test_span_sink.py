@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -29,6 +30,7 @@ from studio_exporter.span_sink import (
     OtlpGrpcSender,
     OtlpHttpSender,
     make_span_sender,
+    otlp_secrets,
     read_otlp_json_lines,
     resource_from_env,
 )
@@ -247,6 +249,27 @@ def test_the_json_lines_file_round_trips(tmp_path: Path) -> None:
         payload_of(records[2:]),
     ]
     assert sender.send(payload_of(records), 3) is False  # shut down
+
+
+def test_otlp_secrets_are_header_values_and_endpoint_user_info() -> None:
+    env = {
+        "OTEL_EXPORTER_OTLP_HEADERS": "api-key=k3y%2Fvalue,x-tenant=acme",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://otlp-user:t0ken@collector:4318/v1/traces",
+    }
+    secrets = set(otlp_secrets(env))
+    assert {"k3y/value", "acme", "otlp-user", "t0ken"} <= secrets
+    assert otlp_secrets({}) == []
+
+
+def test_the_span_file_is_private_from_creation(tmp_path: Path) -> None:
+    previous = os.umask(0)
+    try:
+        sender = JsonLinesSender(tmp_path / "spans.jsonl")
+        assert sender.send(payload_of(make_records()), 3)
+        sender.shutdown()
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "spans.jsonl").stat().st_mode & 0o777 == 0o600
 
 
 def test_an_unwritable_file_is_a_failure_not_an_exception(tmp_path: Path) -> None:

@@ -91,6 +91,31 @@ def test_open_creates_the_schema_and_marks_the_file_as_ours(path: Path, preexist
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+@pytest.mark.parametrize(
+    "umask", [pytest.param(0o022, id="umask-022"), pytest.param(0o000, id="umask-000")]
+)
+def test_every_file_of_the_state_is_private_from_creation(path: Path, umask: int) -> None:
+    previous = os.umask(umask)
+    try:
+        with Store.open(path) as opened, opened.batch() as b:
+            b.upsert_execution(execution())
+            names = sorted(p.name for p in path.parent.iterdir())
+            modes = {p.name: p.stat().st_mode & 0o777 for p in path.parent.iterdir()}
+    finally:
+        os.umask(previous)
+    assert names == sorted(f"{path.name}{suffix}" for suffix in ("", "-shm", "-wal", ".lock"))
+    assert set(modes.values()) == {0o600}, modes
+
+
+def test_files_left_readable_by_an_older_version_are_made_private(path: Path) -> None:
+    Store.open(path).close()
+    lock = path.with_name(path.name + ".lock")
+    for file in (path, lock):
+        file.chmod(0o644)
+    with Store.open(path):
+        assert {file.stat().st_mode & 0o777 for file in path.parent.iterdir()} == {0o600}
+
+
 def test_data_survives_close_and_reopen(path: Path) -> None:
     followed = execution()
     with Store.open(path) as first, first.batch() as b:

@@ -18,7 +18,7 @@ import pytest
 from studio_exporter.config import Credentials, Secret
 from studio_exporter.simulator import Faults, Simulator, SimulatorConfig
 from studio_exporter.studio_api import StudioApi, _absolute_url
-from studio_exporter.transport import LeanTransport, proxies_in_environment
+from studio_exporter.transport import LeanTransport, ResponseTooLarge, proxies_in_environment
 from tests.tls import self_signed_certificate
 
 pytestmark = pytest.mark.integration
@@ -422,6 +422,60 @@ def test_a_response_head_over_the_limit_is_a_protocol_error() -> None:
             await client.get(url)
 
     against(server, scenario)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(reply(b"200 OK", body=b"x" * 2000), id="content-length"),
+        pytest.param(
+            reply(b"200 OK", b"Transfer-Encoding: chunked", body=chunked(b"x" * 2000, 100),
+                  length=False),
+            id="chunked",
+        ),
+        pytest.param(reply(b"200 OK", body=b"x" * 2000, length=False), id="until-close"),
+    ],
+)  # fmt: skip
+def test_a_response_body_over_the_cap_is_a_clear_error(answer: bytes) -> None:
+    server = Scripted(answer, close_after=True)
+
+    async def scenario(client: httpx.AsyncClient, url: str) -> None:
+        with pytest.raises(ResponseTooLarge, match="larger than 1000 bytes"):
+            await client.get(url)
+
+    async def main() -> None:
+        async with serving(server.handle) as url:
+            transport = LeanTransport(max_response_bytes=1000)
+            async with httpx.AsyncClient(transport=transport, timeout=5.0) as client:
+                await scenario(client, url)
+                # At the cap exactly is fine.
+                server.replies.append(reply(b"200 OK", body=b"y" * 1000))
+                assert len((await client.get(url)).content) == 1000
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        pytest.param("X-Note", "a\r\nX-Injected: 1", id="crlf-in-value"),
+        pytest.param("X-Note", "a\nb", id="lf-in-value"),
+        pytest.param("X-Note", "a\rb", id="cr-in-value"),
+        pytest.param("X-Note", "a\0b", id="nul-in-value"),
+        pytest.param("X-A\r\nX-B", "1", id="crlf-in-name"),
+        pytest.param("X-A\0", "1", id="nul-in-name"),
+    ],
+)
+def test_headers_with_cr_lf_or_nul_are_refused_before_sending(name: str, value: str) -> None:
+    server = Scripted(reply(b"200 OK"))
+
+    async def scenario(client: httpx.AsyncClient, url: str) -> None:
+        request = client.build_request("GET", url, headers={name: value})
+        with pytest.raises(httpx.LocalProtocolError, match="CR, LF and NUL"):
+            await client.send(request)
+
+    against(server, scenario)
+    assert server.bodies == []  # nothing reached the server
 
 
 def test_a_refused_port_is_a_connect_error() -> None:

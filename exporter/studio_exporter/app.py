@@ -33,7 +33,7 @@ from studio_exporter.state import Store, state_file
 from studio_exporter.studio_api import StudioApi
 from studio_exporter.throttle import AdaptiveLimiter
 from studio_exporter.web import PostHook, Readiness, WebServer
-from studio_exporter.webconfig import BasicAuthChecker, WebConfig, load_web_config
+from studio_exporter.webconfig import WebConfigWatcher
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class Exporter:
     spans_file: Path | None
     post_hooks: dict[str, PostHook] = field(default_factory=dict)
     push: PushProcessor | None = None
+    web_config: WebConfigWatcher | None = None
 
     def readiness(self) -> Readiness:
         reasons: dict[str, str] = {}
@@ -120,7 +121,7 @@ def build_exporter(
 ) -> Exporter:
     """Open the state, build every part and wire them; nothing runs until ``start()``."""
     env = os.environ if env is None else env
-    config.state_dir.mkdir(parents=True, exist_ok=True)
+    config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     store = Store.open(state_file(config.state_dir))
     registry = CollectorRegistry()
     metrics = StudioMetrics(registry, max_series_per_metric=config.max_series_per_metric)
@@ -188,20 +189,18 @@ def build_exporter(
             on_accepted=processor.wake,
         )
     if serve_web:
-        web_config = (
-            load_web_config(config.web_config_file)
-            if config.web_config_file is not None
-            else WebConfig()
-        )
+        if config.web_config_file is not None:
+            built.web_config = WebConfigWatcher(config.web_config_file)
         built.web = WebServer(
             config.listen_host,
             config.listen_port,
             registry,
             built.readiness,
             post_hooks=built.post_hooks,
-            tls=web_config.ssl_context(),
-            auth=BasicAuthChecker(web_config.basic_auth_users)
-            if web_config.basic_auth_users
-            else None,
+            security=None if built.web_config is None else built.web_config.current,
+            telemetry_path=config.telemetry_path,
+            max_connections=config.max_connections,
+            max_body_bytes=config.webhook_max_body_size,
+            on_refused=health.http_refused,
         )
     return built

@@ -15,12 +15,15 @@ from studio_exporter import __version__
 from studio_exporter.config import (
     DEFAULT_CONCURRENCY,
     DEFAULT_FLOW_REFRESH_INTERVAL,
+    DEFAULT_HASH_PHONE_NUMBERS,
     DEFAULT_LISTEN_ADDRESS,
     DEFAULT_LOOKBACK,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_SERIES,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_STATE_DIR,
+    DEFAULT_TELEMETRY_PATH,
     DEFAULT_TWILIO_BASE_URL,
     ENV_VARS,
     LOG_FORMATS,
@@ -98,14 +101,18 @@ def _add_exporter_flags(parser: argparse.ArgumentParser) -> None:
         f"(default {DEFAULT_STATE_DIR})" + _env_help("state_dir"),
     )
     add(
-        "--log-level",
+        "--log.level",
+        "--log-level",  # deprecated spelling, kept working
         dest="log_level",
-        help=f"one of {', '.join(LOG_LEVELS)} (default info)" + _env_help("log_level"),
+        help=f"one of {', '.join(LOG_LEVELS)} (default info; --log-level is deprecated)"
+        + _env_help("log_level"),
     )
     add(
-        "--log-format",
+        "--log.format",
+        "--log-format",  # deprecated spelling, kept working
         dest="log_format",
-        help=f"one of {', '.join(LOG_FORMATS)} (default text)" + _env_help("log_format"),
+        help=f"one of {', '.join(LOG_FORMATS)} (default text; --log-format is deprecated)"
+        + _env_help("log_format"),
     )
     add(
         "--max-series-per-metric",
@@ -128,14 +135,32 @@ def _add_exporter_flags(parser: argparse.ArgumentParser) -> None:
     add(
         "--hash-phone-numbers",
         dest="hash_phone_numbers",
-        help="true: phone numbers in allowed context values are replaced by a salted hash"
-        + _env_help("hash_phone_numbers"),
+        help="phone numbers in allowed context values are replaced by a salted hash (default "
+        f"{str(DEFAULT_HASH_PHONE_NUMBERS).lower()})" + _env_help("hash_phone_numbers"),
     )
     add(
         "--web.config.file",
         dest="web_config_file",
-        help="TLS and basic auth for /metrics, in Prometheus exporter-toolkit format"
+        help="TLS and basic auth for the web port, in Prometheus exporter-toolkit format"
         + _env_help("web_config_file"),
+    )
+    add(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        help=f"where metrics are served (default {DEFAULT_TELEMETRY_PATH})"
+        + _env_help("telemetry_path"),
+    )
+    add(
+        "--web.max-connections",
+        dest="max_connections",
+        help=f"connections served at once (default {DEFAULT_MAX_CONNECTIONS}); past it "
+        "/health/live still answers and the rest get a fast 503" + _env_help("max_connections"),
+    )
+    add(
+        "--webhook.max-body-size",
+        dest="webhook_max_body_size",
+        help="largest webhook body, e.g. 1MiB (default 1MiB); a larger one gets 413 unread"
+        + _env_help("webhook_max_body_size"),
     )
     add(
         "--mode",
@@ -197,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--duration", default=None, help="stop after this long (default: until Ctrl-C)"
     )
-    demo.add_argument("--log-level", dest="log_level", default="warning")
+    demo.add_argument("--log.level", "--log-level", dest="log_level", default="warning")
 
     commands.add_parser(
         "simulate", help="run the Studio simulator alone (see `simulate --help`)", add_help=False
@@ -270,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from studio_exporter.logs import configure_logging
     from studio_exporter.state import StateError
 
-    configure_logging(config.log_level, config.log_format, _secrets(config))
+    configure_logging(config.log_level, config.log_format, _secrets(config, env))
     try:
         if args.command == "backfill":
             assert since is not None
@@ -281,8 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
 
 
-def _secrets(config: Config) -> list[str]:
-    secrets = [config.credentials.password.reveal()]
+def _secrets(config: Config, env: Mapping[str, str]) -> list[str]:
+    from studio_exporter.span_sink import otlp_secrets
+
+    secrets = [config.credentials.password.reveal(), *otlp_secrets(env)]
     if config.webhook_auth_token is not None:
         secrets.append(config.webhook_auth_token.reveal())
     if config.webhook_basic_auth is not None:
@@ -304,9 +331,13 @@ async def _run(config: Config) -> int:
     exporter = build_exporter(config)
     stop = asyncio.Event()
     _install_stop_handlers(stop)
+    if exporter.web_config is not None:
+        # SIGHUP re-reads --web.config.file and its certificates (changes are also noticed alone).
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, exporter.web_config.reload)
     exporter.start()
     if exporter.web is not None:
-        log.info("serving /metrics on %s/metrics", exporter.web.url)
+        path = config.telemetry_path
+        log.info("serving %s on %s%s", path, exporter.web.url, path)
     if exporter.spans_file is not None:
         log.info("no OTEL_EXPORTER_OTLP_ENDPOINT set: spans go to %s", exporter.spans_file)
     try:

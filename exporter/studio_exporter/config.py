@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,12 +22,20 @@ DEFAULT_REQUEST_TIMEOUT = timedelta(seconds=10)
 DEFAULT_STATE_DIR = Path("state")
 DEFAULT_MAX_SERIES = 10_000
 DEFAULT_FAILURE_EVENTS = ("failed", "fail", "deliveryFailure", "error")
+DEFAULT_TELEMETRY_PATH = "/metrics"
+DEFAULT_MAX_CONNECTIONS = 1024
+#: Twilio's Event Streams batches are far smaller; a larger declared body gets 413 unread.
+DEFAULT_WEBHOOK_MAX_BODY_SIZE = 1024 * 1024
+#: Personal data is protected by default: phone numbers in allowed context values are hashed.
+DEFAULT_HASH_PHONE_NUMBERS = True
 #: Studio keeps executions and their steps for 30 days after they started.
 RETENTION = timedelta(days=30)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 MODES = ("poll", "push", "hybrid")
 
+_SIZE = re.compile(r"(\d+)\s*(B|KiB|MiB|KB|MB)?")
+_SIZE_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024 * 1024, "KB": 1000, "MB": 1000 * 1000}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -77,6 +86,14 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+def parse_size(text: str) -> int:
+    """Parse a byte size: ``1048576``, ``512KiB``, ``1MiB``, ``1MB``."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a size (examples: 1MiB, 512KiB, 1048576)")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2) or "B"]
+
+
 def format_duration(value: timedelta) -> str:
     seconds = value.total_seconds()
     for unit in ("d", "h", "m", "s"):
@@ -118,12 +135,15 @@ class Config:
     max_series_per_metric: int = DEFAULT_MAX_SERIES
     failure_events: frozenset[str] = frozenset(DEFAULT_FAILURE_EVENTS)
     context_allowlist: tuple[str, ...] = ()
-    hash_phone_numbers: bool = False
+    hash_phone_numbers: bool = DEFAULT_HASH_PHONE_NUMBERS
     phone_hash_salt: Secret = field(default_factory=lambda: Secret(""))
     mode: str = "poll"
     webhook_path: str = "/webhooks/event-streams"
     webhook_public_url: str | None = None
     web_config_file: Path | None = None
+    telemetry_path: str = DEFAULT_TELEMETRY_PATH
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    webhook_max_body_size: int = DEFAULT_WEBHOOK_MAX_BODY_SIZE
     #: The account's auth token, to check Event Streams signatures (push and hybrid modes).
     webhook_auth_token: Secret | None = None
     #: Basic auth Twilio must send with webhooks (user, password), if the sink URL carries it.
@@ -139,11 +159,21 @@ class Config:
 
 
 def split_listen_address(address: str) -> tuple[str, int]:
-    """``host:port`` (``:port`` means all interfaces) → (host, port)."""
+    """``host:port`` → (host, port). IPv6 addresses go in brackets (``[::1]:9911``); ``:port``
+    and ``[::]:port`` mean every interface, IPv4 and IPv6 (host ``""`` and ``"::"``)."""
     host, separator, port_text = address.rpartition(":")
     if not separator or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"{address!r} is not host:port (example: 0.0.0.0:9911)")
-    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - ':port' means every interface, as in Prometheus
+        raise ValueError(f"{address!r} is not host:port (examples: 0.0.0.0:9911, [::]:9911)")
+    if host.startswith("[") or host.endswith("]"):
+        if not (host.startswith("[") and host.endswith("]")):
+            raise ValueError(f"{address!r}: unbalanced brackets around the IPv6 address")
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{address!r}: {host!r} is not an IPv6 address") from None
+    elif ":" in host:
+        raise ValueError(f"{address!r}: write an IPv6 address in brackets, as in [::1]:9911")
     return host, int(port_text)
 
 
@@ -174,10 +204,14 @@ ENV_VARS: Mapping[str, tuple[str, ...]] = {
     "webhook_path": ("STUDIO_EXPORTER_WEBHOOK_PATH",),
     "webhook_public_url": ("STUDIO_EXPORTER_WEBHOOK_PUBLIC_URL",),
     "web_config_file": ("STUDIO_EXPORTER_WEB_CONFIG_FILE",),
+    "telemetry_path": ("STUDIO_EXPORTER_WEB_TELEMETRY_PATH",),
+    "max_connections": ("STUDIO_EXPORTER_WEB_MAX_CONNECTIONS",),
+    "webhook_max_body_size": ("STUDIO_EXPORTER_WEBHOOK_MAX_BODY_SIZE",),
     # A secret: read from the environment only, never a flag (it would show in `ps`).
     "webhook_basic_auth": ("STUDIO_EXPORTER_WEBHOOK_BASIC_AUTH",),
 }
 
+_RESERVED_PATHS = ("/health/live", "/health/ready")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
@@ -283,8 +317,20 @@ def config_from_mapping(flags: Mapping[str, str | None], env: Mapping[str, str])
     duration("request_timeout", "request-timeout", minimum=timedelta(milliseconds=100))
     integer("concurrency", "concurrency", minimum=1, maximum=100)
     integer("max_series_per_metric", "max-series-per-metric", minimum=10, maximum=10_000_000)
-    choice("log_level", "log-level", LOG_LEVELS)
-    choice("log_format", "log-format", LOG_FORMATS)
+    choice("log_level", "log.level", LOG_LEVELS)
+    choice("log_format", "log.format", LOG_FORMATS)
+    integer("max_connections", "web.max-connections", minimum=1, maximum=1_000_000)
+    body_size = raw("webhook_max_body_size")
+    if body_size is not None:
+        try:
+            size = parse_size(body_size)
+        except ValueError as error:
+            problems.append(f"--webhook.max-body-size: {error}")
+        else:
+            if not 1024 <= size <= 64 * 1024 * 1024:
+                problems.append("--webhook.max-body-size: give 1KiB..64MiB")
+            else:
+                values["webhook_max_body_size"] = size
     choice("mode", "mode", MODES)
 
     state_dir = raw("state_dir")
@@ -318,6 +364,17 @@ def config_from_mapping(flags: Mapping[str, str | None], env: Mapping[str, str])
             problems.append(f"--webhook.path: {webhook_path!r} must start with /")
         else:
             values["webhook_path"] = webhook_path
+    telemetry_path = raw("telemetry_path")
+    if telemetry_path is not None:
+        if not telemetry_path.startswith("/") or telemetry_path in ("/", *_RESERVED_PATHS):
+            problems.append(
+                f"--web.telemetry-path: {telemetry_path!r} must start with / and not be "
+                f"/ or {', '.join(_RESERVED_PATHS)}"
+            )
+        elif telemetry_path == values.get("webhook_path", "/webhooks/event-streams"):
+            problems.append("--web.telemetry-path: the same path as --webhook.path")
+        else:
+            values["telemetry_path"] = telemetry_path
     public_url = raw("webhook_public_url")
     if public_url is not None:
         if urlsplit(public_url).scheme not in ("http", "https"):
@@ -330,7 +387,7 @@ def config_from_mapping(flags: Mapping[str, str | None], env: Mapping[str, str])
         from studio_exporter.webconfig import WebConfigError, load_web_config
 
         try:
-            load_web_config(Path(web_config))
+            load_web_config(Path(web_config)).ssl_context()  # certificates that do not load, too
             values["web_config_file"] = Path(web_config)
         except WebConfigError as error:
             problems.append(f"--web.config.file: {error}")

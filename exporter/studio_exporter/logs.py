@@ -10,11 +10,13 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 _AUTHORIZATION = re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(basic|bearer)\s+[^\s'\",]+")
+#: User info in any URL (``scheme://user:password@host``): an OTLP endpoint may carry a token.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s@'\"]+@")
 REDACTED = "********"
 
 
 class RedactingFilter(logging.Filter):
-    """Replaces secret values and Authorization headers in a record's final text.
+    """Replaces secret values, Authorization headers and URL user info in a record's text.
 
     Secrets are kept out of log calls by design (they are ``Secret`` objects); this filter is
     the second line of defence for text that comes from elsewhere, such as an exception raised
@@ -28,6 +30,7 @@ class RedactingFilter(logging.Filter):
     def scrub(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
+        text = _USERINFO.sub(rf"\1{REDACTED}@", text)
         return _AUTHORIZATION.sub(rf"\1\2 {REDACTED}", text)
 
     def filter(self, record: logging.LogRecord) -> bool:

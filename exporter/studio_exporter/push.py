@@ -39,13 +39,14 @@ import contextlib
 import hmac
 import json
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client import Counter as PromCounter
@@ -61,10 +62,12 @@ from studio_exporter.eventstreams import (
     ExecutionEvent,
     StepEvent,
     complete_step,
+    compute_signature,
     decode_event,
     execution_event,
     parse_delivery,
     step_event,
+    url_variants,
     verify_signature,
 )
 from studio_exporter.selfmetrics import ExporterMetrics
@@ -95,6 +98,10 @@ REMEMBER_SUCCESS_EVERY = timedelta(seconds=30)
 _OTHER_TYPE = "other"
 #: Why an inbox event is given up (``events_dropped``).
 DROP_REASONS = ("malformed", "api_error")
+#: A Studio event nests four levels deep; deeper JSON is refused before it is parsed.
+MAX_NESTING_DEPTH = 32
+#: Events (array entries) per delivery; a 1 MiB body holds about 1,700 Studio events.
+MAX_EVENTS_PER_DELIVERY = 5_000
 
 
 # -- receiving ------------------------------------------------------------------------------
@@ -102,6 +109,30 @@ DROP_REASONS = ("malformed", "api_error")
 
 def _json(status: int, **fields: object) -> HookResponse:
     return HookResponse(status, json.dumps(fields, sort_keys=True).encode() + b"\n")
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(byte for byte in range(256) if byte not in b"[]{}")
+_BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
+
+
+def nesting_depth(body: bytes, *, limit: int = MAX_NESTING_DEPTH) -> int:
+    """How deeply the JSON in ``body`` nests arrays and objects (brackets in strings ignored),
+    up to ``limit + 1``; linear and without recursion, so it is safe on any input."""
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    depth = deepest = 0
+    for step in brackets.translate(_BRACKET_STEPS):
+        depth += step - 1
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                break
+    return deepest
+
+
+def _carries_body_hash(url: str) -> bool:
+    query = urlsplit(url).query
+    return any(name == "bodySHA256" for name, _ in parse_qsl(query, keep_blank_values=True))
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -162,6 +193,27 @@ class WebhookReceiver:
         self.requests.labels(str(response.status)).inc()
         return response
 
+    def check_head(self, url: str, headers: Mapping[str, str]) -> HookResponse | None:
+        """Before the body is read (``web.HeadCheck``): 403 when the signature is missing, or
+        wrong for a URL carrying ``bodySHA256`` (Twilio's signature then covers the URL alone;
+        the body is checked against the hash once read). None: read the body and go on."""
+        signature = _header(headers, SIGNATURE_HEADER)
+        if signature:
+            candidates = self._signed_urls(url)
+            if not all(_carries_body_hash(candidate) for candidate in candidates):
+                return None
+            given = signature.strip().encode("utf-8", "replace")
+            valid = False
+            for candidate in candidates:
+                for variant in url_variants(candidate):
+                    expected = compute_signature(self.auth_token, variant, b"").encode()
+                    valid |= hmac.compare_digest(expected, given)
+            if valid:
+                return None
+        response = _json(403, error="missing or invalid X-Twilio-Signature")
+        self.requests.labels("403").inc()
+        return response
+
     def _handle(self, url: str, headers: Mapping[str, str], body: bytes) -> HookResponse:
         signature = _header(headers, SIGNATURE_HEADER)
         if not signature or not any(
@@ -171,10 +223,14 @@ class WebhookReceiver:
             return _json(403, error="missing or invalid X-Twilio-Signature")
         if self._basic is not None and not self._basic_auth_ok(headers):
             return _json(401, error="basic auth required")
+        if nesting_depth(body) > MAX_NESTING_DEPTH:
+            return _json(400, error=f"JSON nested deeper than {MAX_NESTING_DEPTH} levels")
         try:
             delivery = parse_delivery(body)
-        except EventError as error:
+        except (EventError, RecursionError) as error:
             return _json(400, error=str(error))
+        if len(delivery.events) + delivery.rejected > MAX_EVENTS_PER_DELIVERY:
+            return _json(413, error=f"more than {MAX_EVENTS_PER_DELIVERY} events in one delivery")
         by_type: dict[str, list[tuple[str, bytes]]] = {}
         ignored: Counter[str] = Counter()
         for event in delivery.events:

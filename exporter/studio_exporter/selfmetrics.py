@@ -16,6 +16,15 @@ EXPORT_LAG_BUCKETS: Final = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.
 POLL_RESULTS: Final = ("ok", "error")
 #: The ways the exporter learns of Studio's executions: ``--mode`` runs one or both.
 SOURCES: Final = ("poll", "push")
+#: Why the web port refused a connection or a request (web.py reports them).
+HTTP_REFUSAL_REASONS: Final = (
+    "over_capacity",  # past --web.max-connections: closed, or 503 unless /health/live
+    "busy",  # too many request bodies in memory at once: 503
+    "timeout",  # TLS handshake, request head or body not received in time
+    "too_large",  # body over --webhook.max-body-size, or request head too large
+    "malformed",  # not HTTP/1.x as the exporter serves it
+    "tls",  # handshake failed, or a client certificate outside client_allowed_sans
+)
 
 
 #: The reasons studio_api.ApiError reports (its docstring lists them).
@@ -160,9 +169,18 @@ class ExporterMetrics:
         # process_start_time_seconds shows restarts (a dashboard annotation) and lets the
         # Stalled alert age a source that never succeeded from the start of the process.
         ProcessCollector(registry=registry)
+        self._http_refused = Counter(
+            "twilio_studio_exporter_http_refused",
+            "Connections and requests the web port refused, by reason (over_capacity, busy, "
+            "timeout, too_large, malformed, tls).",
+            ("reason",),
+            registry=registry,
+        )
         # Present from the first scrape, so rate() and alerts see a 0 rather than no series.
         for result in POLL_RESULTS:
             self._poll_cycles.labels(result=result)
+        for reason in HTTP_REFUSAL_REASONS:
+            self._http_refused.labels(reason=reason)
 
     def api_request(self, operation: str, code: int | str, seconds: float) -> None:
         """One Studio API request: ``code`` is the HTTP status or a failure word (timeout...)."""
@@ -210,3 +228,7 @@ class ExporterMetrics:
 
     def set_spans_pending(self, count: int) -> None:
         self._spans_pending.set(count)
+
+    def http_refused(self, reason: str) -> None:
+        """The web port refused a connection or a request (``HTTP_REFUSAL_REASONS``)."""
+        self._http_refused.labels(reason=reason).inc()

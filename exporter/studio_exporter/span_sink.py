@@ -10,6 +10,7 @@ import email.utils
 import gzip
 import json
 import logging
+import os
 import random
 import re
 import ssl
@@ -112,6 +113,22 @@ def make_span_sender(env: Mapping[str, str], *, default_file: Path) -> SpanSende
 def _headers(env: Mapping[str, str]) -> dict[str, str]:
     raw = _get(env, "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS") or ""
     return dict(parse_env_headers(raw, liberal=True))
+
+
+def otlp_secrets(env: Mapping[str, str]) -> list[str]:
+    """What the OTLP settings hold that logs must never show: every header value (they are
+    often API keys) and the user info of the endpoints (``https://user:token@host``)."""
+    secrets: list[str] = []
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"):
+        raw = env.get(name)
+        for value in parse_env_headers(raw or "", liberal=True).values():
+            secrets += [value, unquote(value)]
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        parsed = urlparse(env.get(name) or "")
+        for part in (parsed.username, parsed.password):
+            if part:
+                secrets += [part, unquote(part)]
+    return [secret for secret in dict.fromkeys(secrets) if secret]
 
 
 def _timeout(env: Mapping[str, str]) -> float | None:
@@ -499,7 +516,10 @@ class JsonLinesSender:
             try:
                 if self._file is None:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
-                    self._file = self.path.open("a", encoding="utf-8")
+                    # Spans name flows and executions: readable by the owner only, from creation.
+                    descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                    os.fchmod(descriptor, 0o600)
+                    self._file = os.fdopen(descriptor, "a", encoding="utf-8")
                 self._file.write(line)
                 self._file.flush()
             except OSError as error:

@@ -750,7 +750,7 @@ def _inspect(path: Path) -> bool:
 def _lock(path: Path) -> IO[bytes]:
     # Two exporters on one state file would both export everything; the kernel drops a flock
     # when its holder dies, so a killed exporter never leaves a stale lock behind.
-    lock_file = path.with_name(path.name + ".lock").open("a+b")
+    lock_file = os.fdopen(_private_file(path.with_name(path.name + ".lock")), "a+b")
     try:
         fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -762,9 +762,27 @@ def _lock(path: Path) -> IO[bytes]:
     return lock_file
 
 
+def _private_file(path: Path) -> int:
+    """Open (creating it if needed) ``path`` readable by its owner only, from the first byte."""
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.fchmod(descriptor, 0o600)  # a file left by an older version may be 0644
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return descriptor
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     # Checked again under the lock: another process may have created the file meanwhile.
     exists = _inspect(path)
+    # The state names the account and its flows: not for other users. SQLite creates the -wal
+    # and -shm files with the database file's mode, so creating that one 0600 (an empty file is
+    # a new database to SQLite) keeps all three private from the start, with no umask race.
+    os.close(_private_file(path))
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(path.with_name(path.name + suffix), 0o600)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         db.execute("PRAGMA busy_timeout = 5000")
@@ -782,7 +800,6 @@ def _connect(path: Path) -> sqlite3.Connection:
             db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.execute("COMMIT")
-            os.chmod(path, 0o600)  # it names the account and its flows: not for other users
     except BaseException:
         db.close()
         raise

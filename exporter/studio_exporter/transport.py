@@ -35,6 +35,11 @@ DEFAULT_KEEPALIVE_EXPIRY = 5.0
 CLOSE_GRACE_SECONDS = 1.0
 #: A response head (status line and headers) and a chunk-size line may not be larger than this.
 MAX_HEAD_BYTES = 64 * 1024
+#: The largest response body read; a larger one is an error, not an out-of-memory. Studio's
+#: largest answers (a page of 1,000 steps with contexts, a big flow definition) are far smaller.
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+#: Bytes that would end a header line early or truncate it in C code: never written.
+_FORBIDDEN_IN_HEADERS = (b"\r", b"\n", b"\0")
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _DEFAULT_PORTS = {b"http": 80, b"https": 443}
@@ -74,6 +79,10 @@ class _StaleConnectionError(Exception):
         self.error = error
 
 
+class ResponseTooLarge(httpx.RemoteProtocolError):
+    """A response body over the transport's ``max_response_bytes``; nothing more was read."""
+
+
 class LeanTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1 keep-alive for httpx: a LIFO pool of idle connections per origin, bounded."""
 
@@ -84,9 +93,11 @@ class LeanTransport(httpx.AsyncBaseTransport):
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY,
         trust_env: bool = True,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, got {max_connections}")
+        self.max_response_bytes = max_response_bytes
         self._verify = verify
         self._trust_env = trust_env
         self._ssl_context: ssl.SSLContext | None = None
@@ -259,7 +270,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
                     raise _failed(httpx.WriteError(str(error), request=request), reused) from error
                 writing = False
                 deadline.reschedule(_deadline(loop, timeouts.get("read")))
-                response, keep_alive = await _read_response(connection.reader, request, reused)
+                response, keep_alive = await _read_response(
+                    connection.reader, request, reused, self.max_response_bytes
+                )
         except TimeoutError:
             self._discard(connection)
             if writing:
@@ -306,6 +319,12 @@ async def _encode_request(request: httpx.Request) -> bytes:
         parts += [b"Host: ", request.url.netloc, b"\r\n"]
     chunked = False
     for name, value in request.headers.raw:
+        if any(byte in name or byte in value for byte in _FORBIDDEN_IN_HEADERS) or not name:
+            # Written as is, a CR or LF would start a header (or a request) of someone else's.
+            raise httpx.LocalProtocolError(
+                f"header {name[:40]!r}: CR, LF and NUL are not allowed in header names or values",
+                request=request,
+            )
         if name.lower() == b"transfer-encoding" and value.lower() == b"chunked":
             chunked = True
         parts += [name, b": ", value, b"\r\n"]
@@ -320,7 +339,10 @@ async def _encode_request(request: httpx.Request) -> bytes:
 
 
 async def _read_response(
-    reader: asyncio.StreamReader, request: httpx.Request, reused: bool
+    reader: asyncio.StreamReader,
+    request: httpx.Request,
+    reused: bool,
+    max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
 ) -> tuple[httpx.Response, bool]:
     """One response, its body read whole; and whether the connection may carry another."""
     while True:
@@ -362,12 +384,19 @@ async def _read_response(
                 raise httpx.RemoteProtocolError(
                     f"unsupported Transfer-Encoding {transfer_encoding!r}", request=request
                 )
-            body = await _read_chunked(reader, request)
+            body = await _read_chunked(reader, request, max_bytes)
         elif length is not None:
             size = _content_length(length, request)
+            _check_size(size, max_bytes, request)
             body = await reader.readexactly(size)
         else:
-            body = await reader.read()
+            parts: list[bytes] = []
+            total = 0
+            while chunk := await reader.read(65536):
+                total += len(chunk)
+                _check_size(total, max_bytes, request)
+                parts.append(chunk)
+            body = b"".join(parts)
             keep_alive = False
     except asyncio.IncompleteReadError:
         raise httpx.RemoteProtocolError(
@@ -409,14 +438,25 @@ def _parse_head(
     return version, int(code), reason, headers
 
 
+def _check_size(size: int, max_bytes: int, request: httpx.Request) -> None:
+    if size > max_bytes:
+        raise ResponseTooLarge(
+            f"response body larger than {max_bytes} bytes ({request.method} {request.url.path})",
+            request=request,
+        )
+
+
 def _content_length(value: bytes, request: httpx.Request) -> int:
     if not value.isdigit():
         raise httpx.RemoteProtocolError(f"malformed Content-Length {value[:40]!r}", request=request)
     return int(value)
 
 
-async def _read_chunked(reader: asyncio.StreamReader, request: httpx.Request) -> bytes:
+async def _read_chunked(
+    reader: asyncio.StreamReader, request: httpx.Request, max_bytes: int
+) -> bytes:
     parts: list[bytes] = []
+    total = 0
     while True:
         line = await reader.readuntil(b"\r\n")
         size_text = line[:-2].split(b";", 1)[0].strip()
@@ -430,6 +470,8 @@ async def _read_chunked(reader: asyncio.StreamReader, request: httpx.Request) ->
             while await reader.readuntil(b"\r\n") != b"\r\n":
                 pass
             return b"".join(parts)
+        total += size
+        _check_size(total, max_bytes, request)
         parts.append(await reader.readexactly(size))
         if await reader.readexactly(2) != b"\r\n":
             raise httpx.RemoteProtocolError("chunk not followed by CRLF", request=request)
