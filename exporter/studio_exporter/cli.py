@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
-import signal
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -22,6 +22,7 @@ from studio_exporter.config import (
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_STATE_DIR,
     DEFAULT_TWILIO_BASE_URL,
+    DEMO_LISTEN_ADDRESS,
     ENV_VARS,
     LOG_FORMATS,
     LOG_LEVELS,
@@ -180,7 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="the simulator in-process with the exporter following it (make run)"
     )
-    demo.add_argument("--web.listen-address", dest="listen_address", default="127.0.0.1:9911")
+    demo.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        default=None,
+        help=f"address for /metrics and /health (default {DEMO_LISTEN_ADDRESS}: this machine "
+        "only)" + _env_help("listen_address"),
+    )
     demo.add_argument(
         "--state-dir", dest="state_dir", default=None, help="default: a fresh temporary directory"
     )
@@ -244,11 +251,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return specdiff_main(argv[1:])
 
     args = build_parser().parse_args(argv)
-    env = dict(os.environ)
+    if args.command in ("run", "backfill", "demo"):
+        from studio_exporter.signals import caught_early
+
+        with caught_early():
+            return _main(args, dict(os.environ))
+    return _main(args, dict(os.environ))
+
+
+def _main(args: argparse.Namespace, env: dict[str, str]) -> int:
     if args.command == "demo":
         from studio_exporter.demo import run_demo
 
-        return run_demo(args)
+        return run_demo(args, env)
     if args.command == "trace":
         from studio_exporter.trace_cmd import run_trace
 
@@ -292,29 +307,24 @@ def _secrets(config: Config) -> list[str]:
     return secrets
 
 
-def _install_stop_handlers(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-
-
 async def _run(config: Config) -> int:
     from studio_exporter.app import build_exporter
+    from studio_exporter.signals import stop_on_signals
 
-    exporter = build_exporter(config)
     stop = asyncio.Event()
-    _install_stop_handlers(stop)
+    stop_on_signals(stop)  # before building: a SIGTERM during start-up stops it too
+    exporter = build_exporter(config)
     exporter.start()
     if exporter.web is not None:
         log.info("serving /metrics on %s/metrics", exporter.web.url)
     if exporter.spans_file is not None:
         log.info("no OTEL_EXPORTER_OTLP_ENDPOINT set: spans go to %s", exporter.spans_file)
     try:
-        await exporter.run(stop)
+        await exporter.serve(stop)
     finally:
         await exporter.api.aclose()
         exporter.close()
-        log.info("stopped: state committed, spans flushed")
+        log.info("stopped: state committed, span outbox closed")
     return 0
 
 
@@ -322,13 +332,28 @@ async def _backfill(config: Config, since: timedelta) -> int:
     from studio_exporter.app import build_exporter
     from studio_exporter.poller import utc_now
     from studio_exporter.progress import ProgressBar
+    from studio_exporter.signals import stop_on_signals
 
+    stop = asyncio.Event()
+    stop_on_signals(stop)
     exporter = build_exporter(config, serve_web=False)
     exporter.start()
     bar = ProgressBar(sys.stderr, label="backfill")
+    backfill = asyncio.ensure_future(
+        exporter.poller.backfill(utc_now() - since, progress=bar.update)
+    )
+    stopping = asyncio.ensure_future(stop.wait())
     try:
-        report = await exporter.poller.backfill(utc_now() - since, progress=bar.update)
+        await asyncio.wait({backfill, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not backfill.done():
+            backfill.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await backfill
+            print("backfill: stopped; what was committed stays, run it again to go on")
+            return 1
+        report = backfill.result()
     finally:
+        stopping.cancel()
         bar.close()
         await exporter.api.aclose()
         exporter.close()

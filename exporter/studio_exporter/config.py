@@ -13,6 +13,8 @@ from studio_exporter.sids import ACCOUNT_SID, API_KEY_SID, FLOW_SID, is_sid
 
 DEFAULT_TWILIO_BASE_URL = "https://studio.twilio.com"
 DEFAULT_LISTEN_ADDRESS = "0.0.0.0:9911"
+#: The demo serves this machine only unless told otherwise (a container sets 0.0.0.0:9911).
+DEMO_LISTEN_ADDRESS = "127.0.0.1:9911"
 DEFAULT_LOOKBACK = timedelta(hours=1)
 DEFAULT_POLL_INTERVAL = timedelta(seconds=30)
 DEFAULT_FLOW_REFRESH_INTERVAL = timedelta(minutes=5)
