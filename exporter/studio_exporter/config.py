@@ -180,6 +180,12 @@ ENV_VARS: Mapping[str, tuple[str, ...]] = {
     "webhook_basic_auth": ("STUDIO_EXPORTER_WEBHOOK_BASIC_AUTH",),
 }
 
+# The secrets above may come from a file instead (Docker and Kubernetes secrets, systemd
+# credentials): `<VAR>_FILE` names the file, whose content, less one final line break, is the
+# value. The content is never logged; a problem names the variable and the path only.
+SECRET_FILE_SETTINGS = ("auth_token", "api_secret", "phone_hash_salt", "webhook_basic_auth")
+FILE_SUFFIX = "_FILE"
+
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
@@ -194,6 +200,8 @@ def config_from_mapping(flags: Mapping[str, str | None], env: Mapping[str, str])
     ``flags`` maps the names of ``ENV_VARS`` to the raw text given on the command line (None or
     absent when not given). Every mistake is collected and raised as one ConfigError.
     """
+    problems: list[str] = []
+    env = _with_secret_files(env, problems)
 
     def raw(name: str) -> str | None:
         given = flags.get(name)
@@ -204,7 +212,6 @@ def config_from_mapping(flags: Mapping[str, str | None], env: Mapping[str, str])
                 return env[var]
         return None
 
-    problems: list[str] = []
     values: dict[str, object] = {}
 
     def duration(name: str, flag: str, *, minimum: timedelta) -> None:
@@ -357,6 +364,28 @@ def config_from_mapping(flags: Mapping[str, str | None], env: Mapping[str, str])
     if problems or credentials is None:
         raise ConfigError(problems)
     return Config(credentials=credentials, **values)  # type: ignore[arg-type]
+
+
+def _with_secret_files(env: Mapping[str, str], problems: list[str]) -> Mapping[str, str]:
+    """``env`` with each secret given as ``<VAR>_FILE`` read into ``<VAR>``."""
+    resolved = dict(env)
+    for name in SECRET_FILE_SETTINGS:
+        for var in ENV_VARS[name]:
+            file_var = var + FILE_SUFFIX
+            if file_var not in env:
+                continue
+            if var in env:
+                problems.append(f"{var} and {file_var}: give one of them, not both")
+                continue
+            path = Path(env[file_var])
+            try:
+                content = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                reason = getattr(error, "strerror", None) or type(error).__name__
+                problems.append(f"{file_var}: cannot read {path}: {reason}")
+                continue
+            resolved[var] = content.removesuffix("\n").removesuffix("\r")
+    return resolved
 
 
 def _credentials(raw: Callable[[str], str | None], problems: list[str]) -> Credentials | None:
