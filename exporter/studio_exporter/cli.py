@@ -206,6 +206,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--log-level", dest="log_level", default="warning")
 
+    health = commands.add_parser(
+        "healthcheck",
+        help="exit 0 if the exporter on this host answers its health endpoint (for containers)",
+    )
+    health.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        help=f"where the exporter listens (default {DEFAULT_LISTEN_ADDRESS})"
+        + _env_help("listen_address"),
+    )
+    health.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        help="the exporter's web config: with TLS the check speaks https"
+        + _env_help("web_config_file"),
+    )
+    health.add_argument("--path", default="/health/live", choices=("/health/live", "/health/ready"))
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+
     commands.add_parser(
         "simulate", help="run the Studio simulator alone (see `simulate --help`)", add_help=False
     )
@@ -264,6 +283,10 @@ def _main(args: argparse.Namespace, env: dict[str, str]) -> int:
         from studio_exporter.demo import run_demo
 
         return run_demo(args, env)
+    if args.command == "healthcheck":
+        from studio_exporter.healthcheck import run_healthcheck
+
+        return run_healthcheck(args, env)
     if args.command == "trace":
         from studio_exporter.trace_cmd import run_trace
 
