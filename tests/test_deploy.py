@@ -23,9 +23,7 @@ def _normalized(name: str) -> str:
 
 def locked_distributions() -> set[str]:
     lines = (DEPLOY / "requirements.txt").read_text(encoding="utf-8").splitlines()
-    return {
-        _normalized(line.split("==")[0]) for line in lines if line and not line.startswith("#")
-    }
+    return {_normalized(line.split("==")[0]) for line in lines if line and not line.startswith("#")}
 
 
 def imported_top_level_modules() -> set[str]:
