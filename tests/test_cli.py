@@ -21,6 +21,7 @@ from studio_exporter.simulator import Simulator, SimulatorConfig
 from studio_exporter.state import Store, state_file
 from studio_exporter.studio_api import ApiError, StudioApi
 from tests.exporter_process import ExporterProcess, exporter_command
+from tests.otlp_receiver import OtlpReceiver
 
 pytestmark = pytest.mark.integration
 
@@ -302,3 +303,42 @@ def test_sigterm_with_the_otlp_receiver_down_stops_in_time_and_keeps_the_spans(
     assert took < STOP_BOUND_SECONDS, f"stopping took {took:.1f}s"
     with Store.open(state_file(state_dir)) as store:
         assert store.count_pending_spans() > 0, "spans left the outbox without a receiver"
+
+
+def test_secrets_mounted_as_files_reach_twilio_and_the_otlp_receiver(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "twilio-auth-token"
+    token_file.write_text(simulator.auth_token + "\n")
+    headers_file = tmp_path / "otlp-headers"
+    headers_file.write_text("x-api-key=from-a-file\n")
+    env = {
+        key: value for key, value in os.environ.items() if not key.startswith(("TWILIO_", "OTEL_"))
+    }
+    receiver = OtlpReceiver().start()
+    try:
+        env |= {
+            "TWILIO_ACCOUNT_SID": simulator.account_sid,
+            "TWILIO_AUTH_TOKEN_FILE": str(token_file),
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint,
+            "OTEL_EXPORTER_OTLP_HEADERS_FILE": str(headers_file),
+        }
+        args = [
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--twilio-base-url",
+            simulator.url,
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--lookback",
+            "2d",
+        ]
+        process = ExporterProcess(args, env, tmp_path / "exporter.log").start()
+        try:
+            receiver.wait_for_spans(1, timeout=60)
+        finally:
+            assert process.terminate() == 0
+    finally:
+        receiver.stop()
+    assert receiver.headers[0]["x-api-key"] == "from-a-file"
+    assert simulator.auth_token not in process.own_log()

@@ -16,6 +16,7 @@ from studio_exporter.config import (
     format_duration,
     parse_duration,
     split_listen_address,
+    with_secret_files,
 )
 
 ACCOUNT = "AC" + "1" * 32
@@ -204,3 +205,13 @@ def test_secret_file_mistakes_name_the_variable_not_the_secret(
         config_from_mapping({}, {"TWILIO_ACCOUNT_SID": ACCOUNT, **env})
     assert message in raised.value.problems
     assert all(TOKEN not in problem for problem in raised.value.problems)
+
+
+def test_secret_files_are_read_once_and_their_variables_dropped(tmp_path: Path) -> None:
+    headers = tmp_path / "headers"
+    headers.write_text("authorization=Bearer abc\n")
+    env = {"OTEL_EXPORTER_OTLP_HEADERS_FILE": str(headers), "OTHER": "kept"}
+    resolved, problems = with_secret_files(env)
+    assert problems == []
+    assert resolved == {"OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer abc", "OTHER": "kept"}
+    assert with_secret_files(resolved) == (resolved, [])

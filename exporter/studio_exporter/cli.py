@@ -33,6 +33,7 @@ from studio_exporter.config import (
     config_from_mapping,
     format_duration,
     parse_duration,
+    with_secret_files,
 )
 
 log = logging.getLogger("studio_exporter")
@@ -270,15 +271,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return specdiff_main(argv[1:])
 
     args = build_parser().parse_args(argv)
+    # Secrets given as files are read once; a file that cannot be read is reported by
+    # config_from_mapping with every other mistake.
+    env, _ = with_secret_files(os.environ)
     if args.command in ("run", "backfill", "demo"):
         from studio_exporter.signals import caught_early
 
         with caught_early():
-            return _main(args, dict(os.environ))
-    return _main(args, dict(os.environ))
+            return _main(args, env)
+    return _main(args, env)
 
 
-def _main(args: argparse.Namespace, env: dict[str, str]) -> int:
+def _main(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if args.command == "demo":
         from studio_exporter.demo import run_demo
 
@@ -312,8 +316,8 @@ def _main(args: argparse.Namespace, env: dict[str, str]) -> int:
     try:
         if args.command == "backfill":
             assert since is not None
-            return asyncio.run(_backfill(config, since))
-        return asyncio.run(_run(config))
+            return asyncio.run(_backfill(config, since, env))
+        return asyncio.run(_run(config, env))
     except StateError as error:
         print(f"studio-exporter: {error}", file=sys.stderr)
         return 3
@@ -330,13 +334,13 @@ def _secrets(config: Config) -> list[str]:
     return secrets
 
 
-async def _run(config: Config) -> int:
+async def _run(config: Config, env: Mapping[str, str]) -> int:
     from studio_exporter.app import build_exporter
     from studio_exporter.signals import stop_on_signals
 
     stop = asyncio.Event()
     stop_on_signals(stop)  # before building: a SIGTERM during start-up stops it too
-    exporter = build_exporter(config)
+    exporter = build_exporter(config, env=env)
     exporter.start()
     if exporter.web is not None:
         log.info("serving /metrics on %s/metrics", exporter.web.url)
@@ -351,7 +355,7 @@ async def _run(config: Config) -> int:
     return 0
 
 
-async def _backfill(config: Config, since: timedelta) -> int:
+async def _backfill(config: Config, since: timedelta, env: Mapping[str, str]) -> int:
     from studio_exporter.app import build_exporter
     from studio_exporter.poller import utc_now
     from studio_exporter.progress import ProgressBar
@@ -359,7 +363,7 @@ async def _backfill(config: Config, since: timedelta) -> int:
 
     stop = asyncio.Event()
     stop_on_signals(stop)
-    exporter = build_exporter(config, serve_web=False)
+    exporter = build_exporter(config, env=env, serve_web=False)
     exporter.start()
     bar = ProgressBar(sys.stderr, label="backfill")
     backfill = asyncio.ensure_future(

@@ -184,6 +184,9 @@ ENV_VARS: Mapping[str, tuple[str, ...]] = {
 # credentials): `<VAR>_FILE` names the file, whose content, less one final line break, is the
 # value. The content is never logged; a problem names the variable and the path only.
 SECRET_FILE_SETTINGS = ("auth_token", "api_secret", "phone_hash_salt", "webhook_basic_auth")
+#: Secrets read straight from the environment elsewhere (the OTLP sender's headers, which often
+#: carry an API key), with the same `_FILE` twins.
+SECRET_FILE_VARIABLES = ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS")
 FILE_SUFFIX = "_FILE"
 
 _TRUE = ("1", "true", "yes", "on")
@@ -200,8 +203,7 @@ def config_from_mapping(flags: Mapping[str, str | None], env: Mapping[str, str])
     ``flags`` maps the names of ``ENV_VARS`` to the raw text given on the command line (None or
     absent when not given). Every mistake is collected and raised as one ConfigError.
     """
-    problems: list[str] = []
-    env = _with_secret_files(env, problems)
+    env, problems = with_secret_files(env)
 
     def raw(name: str) -> str | None:
         given = flags.get(name)
@@ -366,26 +368,31 @@ def config_from_mapping(flags: Mapping[str, str | None], env: Mapping[str, str])
     return Config(credentials=credentials, **values)  # type: ignore[arg-type]
 
 
-def _with_secret_files(env: Mapping[str, str], problems: list[str]) -> Mapping[str, str]:
-    """``env`` with each secret given as ``<VAR>_FILE`` read into ``<VAR>``."""
+def with_secret_files(env: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """``env`` with each secret given as ``<VAR>_FILE`` read into ``<VAR>``, and the problems.
+
+    The ``_FILE`` entries read are removed, so resolving the result again changes nothing.
+    """
     resolved = dict(env)
-    for name in SECRET_FILE_SETTINGS:
-        for var in ENV_VARS[name]:
-            file_var = var + FILE_SUFFIX
-            if file_var not in env:
-                continue
-            if var in env:
-                problems.append(f"{var} and {file_var}: give one of them, not both")
-                continue
-            path = Path(env[file_var])
-            try:
-                content = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as error:
-                reason = getattr(error, "strerror", None) or type(error).__name__
-                problems.append(f"{file_var}: cannot read {path}: {reason}")
-                continue
-            resolved[var] = content.removesuffix("\n").removesuffix("\r")
-    return resolved
+    problems: list[str] = []
+    names = [var for name in SECRET_FILE_SETTINGS for var in ENV_VARS[name]]
+    for var in (*names, *SECRET_FILE_VARIABLES):
+        file_var = var + FILE_SUFFIX
+        if file_var not in env:
+            continue
+        if var in env:
+            problems.append(f"{var} and {file_var}: give one of them, not both")
+            continue
+        path = Path(env[file_var])
+        try:
+            content = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            reason = getattr(error, "strerror", None) or type(error).__name__
+            problems.append(f"{file_var}: cannot read {path}: {reason}")
+            continue
+        resolved[var] = content.removesuffix("\n").removesuffix("\r")
+        del resolved[file_var]
+    return resolved, problems
 
 
 def _credentials(raw: Callable[[str], str | None], problems: list[str]) -> Credentials | None:

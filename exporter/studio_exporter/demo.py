@@ -67,14 +67,14 @@ def run_demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         return 2
     configure_logging(config.log_level, "text", [simulator.auth_token])
     try:
-        exporter = build_exporter(config)
+        exporter = build_exporter(config, env=env)
     except OSError as error:
         if error.errno != errno.EADDRINUSE:
             raise
         # The default port is taken (another demo?): any free loopback port will do.
         flags["listen_address"] = "127.0.0.1:0"
         config = config_from_mapping(flags, credentials)
-        exporter = build_exporter(config)
+        exporter = build_exporter(config, env=env)
     try:
         exporter.start()
         _print_banner(sys.stdout, simulator, exporter)
