@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .PHONY: help venv generate check-generated dashboards check-dashboards lint format typecheck \
-        test check run simulate bench reliability clean
+        test check run simulate bench reliability clean prometheusrule check-deploy check-image \
+        lock-image
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -34,6 +35,18 @@ dashboards: $(STAMP) ## Rebuild the committed Grafana dashboard JSON from grafan
 check-dashboards: $(STAMP) ## Fail if grafana/dashboards/*.json drifted from the code
 	$(BIN)/python grafana/dashboards.py --check grafana/dashboards
 
+prometheusrule: $(STAMP) ## Regenerate deploy/kubernetes/monitoring/prometheusrule.yaml from grafana/alerts
+	$(BIN)/python scripts/prometheusrule.py
+
+check-deploy: $(STAMP) ## Validate every file in deploy/ (hadolint, kubernetes-validate, promtool, ...)
+	BIN=$(BIN) bash scripts/check-deploy.sh
+
+check-image: ## Install what deploy/Dockerfile installs into a fresh venv and run its entry point
+	PYTHON=$(PYTHON) bash scripts/check-image.sh
+
+lock-image: ## Re-pin the image's dependencies (deploy/requirements.txt) from pyproject.toml
+	PYTHON=$(PYTHON) bash scripts/lock-image-deps.sh
+
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check exporter tests bench grafana scripts
 	$(BIN)/ruff format --check exporter tests bench grafana scripts
@@ -45,7 +58,7 @@ format: $(STAMP) ## Apply ruff fixes and formatting
 typecheck: $(STAMP) ## mypy --strict on exporter/ and tests/
 	$(BIN)/mypy
 
-test: check-generated check-dashboards ## Run the whole test suite (drift checks, unit, integration)
+test: check-generated check-dashboards check-deploy check-image ## Run the whole test suite (drift checks, deploy files, unit, integration)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 check: lint typecheck test ## Everything: lint, format check, type check, tests

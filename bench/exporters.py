@@ -19,7 +19,7 @@ class CountingSpanSender:
         self.spans = 0
         self.bytes = 0
 
-    def send(self, payload: bytes, count: int) -> bool:
+    def send(self, payload: bytes, count: int, timeout: float | None = None) -> bool:
         self.bytes += len(payload)
         self.spans += count
         return True

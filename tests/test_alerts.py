@@ -6,7 +6,7 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -225,9 +225,18 @@ def test_prometheus_in_the_stack_loads_the_rules_and_not_their_tests() -> None:
         if volume.startswith("../grafana/alerts:")
     )
     inside = mount.split(":")[1]
+    config_mount = next(
+        volume
+        for volume in compose["services"]["prometheus"]["volumes"]
+        if volume.startswith("./prometheus.yml:")
+    )
     (pattern,) = config["rule_files"]
-    assert pattern.startswith(f"{inside}/")
-    loaded = sorted(path.name for path in ALERTS.glob(pattern.removeprefix(f"{inside}/")))
+    # Prometheus resolves a relative rule path against its config file's directory.
+    in_container = str(PurePosixPath(config_mount.split(":")[1]).parent / pattern)
+    assert in_container.startswith(f"{inside}/")
+    # From the repository the same relative path goes through deploy/rules to grafana/alerts.
+    assert (root / "deploy" / pattern).parent.resolve() == ALERTS.resolve()
+    loaded = sorted(path.name for path in ALERTS.glob(in_container.removeprefix(f"{inside}/")))
     # The recording rules the dashboards read are loaded with the alerts; the tests are not.
     assert loaded == sorted([RULES.name, RECORDING.name])
 

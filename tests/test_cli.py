@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import socket
 import sqlite3
 import ssl
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from studio_exporter.app import STOP_GRACE
 from studio_exporter.config import Credentials, Secret
+from studio_exporter.shipper import STOP_TIMEOUT
 from studio_exporter.simulator import Simulator, SimulatorConfig
-from studio_exporter.state import state_file
+from studio_exporter.state import Store, state_file
 from studio_exporter.studio_api import ApiError, StudioApi
 from tests.exporter_process import ExporterProcess, exporter_command
+from tests.otlp_receiver import OtlpReceiver
 from tests.tls import self_signed_certificate
 
 pytestmark = pytest.mark.integration
@@ -279,3 +285,115 @@ def test_a_sid_is_validated_before_it_reaches_a_url(simulator: Simulator, sid: s
     assert [error.reason for error in errors] == ["invalid_sid"] * len(errors)
     assert api.requests_sent == 0
     assert requests_served(simulator) == before
+
+
+#: What a graceful stop may take at most, with margin for a loaded machine: the cycle's grace,
+#: the shipper's stop timeout and the process's own exit, well inside Docker's 10 s.
+STOP_BOUND_SECONDS = STOP_GRACE + STOP_TIMEOUT + 3.0
+
+
+@contextlib.contextmanager
+def black_hole() -> Iterator[int]:
+    """A port that accepts connections (the kernel completes them) and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield listener.getsockname()[1]
+
+
+@contextlib.contextmanager
+def refused() -> Iterator[int]:
+    """A port nothing listens on: every connection is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    yield port
+
+
+@pytest.mark.parametrize(
+    ("receiver", "protocol"),
+    [
+        pytest.param(black_hole, "http/protobuf", id="http-black-hole"),
+        pytest.param(refused, "http/protobuf", id="http-refused"),
+        pytest.param(black_hole, "grpc", id="grpc-black-hole"),
+    ],
+)
+def test_sigterm_with_the_otlp_receiver_down_stops_in_time_and_keeps_the_spans(
+    simulator: Simulator,
+    tmp_path: Path,
+    receiver: Callable[[], contextlib.AbstractContextManager[int]],
+    protocol: str,
+) -> None:
+    state_dir = tmp_path / "state"
+    with receiver() as port:
+        env = {
+            **os.environ,
+            "TWILIO_ACCOUNT_SID": simulator.account_sid,
+            "TWILIO_AUTH_TOKEN": simulator.auth_token,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+        }
+        args = [
+            "--state-dir",
+            str(state_dir),
+            "--twilio-base-url",
+            simulator.url,
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--lookback",
+            "2d",
+            "--poll-interval",
+            "1s",
+        ]
+        process = ExporterProcess(args, env, tmp_path / "exporter.log").start()
+        try:
+            process.wait_for_log(r"poll cycle: \d+ flows, \d+ executions read, [1-9]\d* steps")
+            time.sleep(0.5)  # the shipper, woken by the commit, is now inside its send
+            started = time.monotonic()
+            code = process.terminate(timeout=60)
+            took = time.monotonic() - started
+        finally:
+            process.kill()
+    assert code == 0, process.own_log()[-3000:]
+    assert took < STOP_BOUND_SECONDS, f"stopping took {took:.1f}s"
+    with Store.open(state_file(state_dir)) as store:
+        assert store.count_pending_spans() > 0, "spans left the outbox without a receiver"
+
+
+def test_secrets_mounted_as_files_reach_twilio_and_the_otlp_receiver(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "twilio-auth-token"
+    token_file.write_text(simulator.auth_token + "\n")
+    headers_file = tmp_path / "otlp-headers"
+    headers_file.write_text("x-api-key=from-a-file\n")
+    env = {
+        key: value for key, value in os.environ.items() if not key.startswith(("TWILIO_", "OTEL_"))
+    }
+    receiver = OtlpReceiver().start()
+    try:
+        env |= {
+            "TWILIO_ACCOUNT_SID": simulator.account_sid,
+            "TWILIO_AUTH_TOKEN_FILE": str(token_file),
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint,
+            "OTEL_EXPORTER_OTLP_HEADERS_FILE": str(headers_file),
+        }
+        args = [
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--twilio-base-url",
+            simulator.url,
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--lookback",
+            "2d",
+        ]
+        process = ExporterProcess(args, env, tmp_path / "exporter.log").start()
+        try:
+            receiver.wait_for_spans(1, timeout=60)
+        finally:
+            assert process.terminate() == 0
+    finally:
+        receiver.stop()
+    assert receiver.headers[0]["x-api-key"] == "from-a-file"
+    assert simulator.auth_token not in process.own_log()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from studio_exporter.config import (
     DEFAULT_HASH_PHONE_NUMBERS,
     DEFAULT_MAX_CONNECTIONS,
+    Config,
     ConfigError,
     Secret,
     config_from_mapping,
@@ -17,6 +19,7 @@ from studio_exporter.config import (
     parse_duration,
     parse_size,
     split_listen_address,
+    with_secret_files,
 )
 from studio_exporter.spans import SpanOptions
 
@@ -207,3 +210,81 @@ def test_one_default_for_hashing_phone_numbers() -> None:
     """The CLI and SpanOptions agree, so the entry point does not decide what is exported."""
     assert config_from_mapping({}, ENV).hash_phone_numbers is DEFAULT_HASH_PHONE_NUMBERS
     assert SpanOptions().hash_phone_numbers is DEFAULT_HASH_PHONE_NUMBERS is True
+
+
+@pytest.mark.parametrize(
+    ("variable", "content", "read"),
+    [
+        pytest.param(
+            "TWILIO_AUTH_TOKEN",
+            TOKEN + "\n",
+            lambda config: config.credentials.password.reveal(),
+            id="auth-token",
+        ),
+        pytest.param(
+            "TWILIO_API_SECRET",
+            "secret-from-file\r\n",
+            lambda config: config.credentials.password.reveal(),
+            id="api-secret-crlf",
+        ),
+        pytest.param(
+            "STUDIO_EXPORTER_PHONE_HASH_SALT",
+            "salt",
+            lambda config: config.phone_hash_salt.reveal(),
+            id="phone-hash-salt",
+        ),
+        pytest.param(
+            "STUDIO_EXPORTER_WEBHOOK_BASIC_AUTH",
+            "twilio:pw\n",
+            lambda config: (
+                f"{config.webhook_basic_auth[0]}:{config.webhook_basic_auth[1].reveal()}"
+            ),
+            id="webhook-basic-auth",
+        ),
+    ],
+)
+def test_a_secret_can_come_from_a_file(
+    tmp_path: Path, variable: str, content: str, read: Callable[[Config], str]
+) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(content, encoding="utf-8")
+    env = {"TWILIO_ACCOUNT_SID": ACCOUNT, f"{variable}_FILE": str(secret_file)}
+    if variable == "TWILIO_API_SECRET":
+        env["TWILIO_API_KEY"] = "SK" + "2" * 32
+    elif variable != "TWILIO_AUTH_TOKEN":
+        env["TWILIO_AUTH_TOKEN"] = TOKEN
+    assert read(config_from_mapping({}, env)) == content.rstrip("\r\n")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        pytest.param(
+            {"TWILIO_AUTH_TOKEN": TOKEN, "TWILIO_AUTH_TOKEN_FILE": "/dev/null"},
+            "TWILIO_AUTH_TOKEN and TWILIO_AUTH_TOKEN_FILE: give one of them, not both",
+            id="both",
+        ),
+        pytest.param(
+            {"TWILIO_AUTH_TOKEN_FILE": "/nonexistent/token"},
+            "TWILIO_AUTH_TOKEN_FILE: cannot read /nonexistent/token: No such file or directory",
+            id="missing-file",
+        ),
+    ],
+)
+def test_secret_file_mistakes_name_the_variable_not_the_secret(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        config_from_mapping({}, {"TWILIO_ACCOUNT_SID": ACCOUNT, **env})
+    assert message in raised.value.problems
+    assert all(TOKEN not in problem for problem in raised.value.problems)
+
+
+def test_secret_files_are_read_once_and_their_variables_dropped(tmp_path: Path) -> None:
+    headers = tmp_path / "headers"
+    headers.write_text("authorization=Bearer abc\n")
+    env = {"OTEL_EXPORTER_OTLP_HEADERS_FILE": str(headers), "OTHER": "kept"}
+    resolved, problems = with_secret_files(env)
+    assert problems == []
+    assert resolved == {"OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer abc", "OTHER": "kept"}
+    assert with_secret_files(resolved) == (resolved, [])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -76,3 +77,24 @@ def test_demo_serves_every_metric_then_stops(tmp_path: Path) -> None:
 
 def _has_sample(text: str, name: str) -> bool:
     return any(line.startswith((f"{name}{{", f"{name} ")) for line in text.splitlines())
+
+
+def test_demo_listens_where_the_environment_says(tmp_path: Path) -> None:
+    # A container sets STUDIO_EXPORTER_WEB_LISTEN_ADDRESS=0.0.0.0:9911 so a published port
+    # reaches the demo; 127.0.0.2 shows the variable was followed without opening a public port.
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from studio_exporter.cli import main; sys.exit(main(sys.argv[1:]))",
+        "demo",
+        "--state-dir",
+        str(tmp_path),
+        "--history-executions",
+        "20",
+        "--duration",
+        "1s",
+    ]
+    env = {**os.environ, "STUDIO_EXPORTER_WEB_LISTEN_ADDRESS": "127.0.0.2:0"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"metrics:\s+http://127\.0\.0\.2:\d+/metrics", done.stdout), done.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ class Sender:
         self.received: list[str] = []
         self.attempts = 0
 
-    def send(self, payload: bytes, count: int) -> bool:
+    def send(self, payload: bytes, count: int, timeout: float | None = None) -> bool:
         self.attempts += 1
         if not self.accepting:
             return False
@@ -114,3 +115,58 @@ def test_the_thread_ships_when_woken(store: Store) -> None:
     finally:
         shipper.stop(flush=False)
     assert sender.received == ["widget-1", "widget-2"]
+
+
+class StuckSender(Sender):
+    """Takes each send and never returns from it until released (a receiver that never answers)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.timeouts: list[float | None] = []
+
+    def send(self, payload: bytes, count: int, timeout: float | None = None) -> bool:
+        self.timeouts.append(timeout)
+        self.attempts += 1
+        self.release.wait(30)
+        return False
+
+
+def test_stop_gives_up_on_a_send_in_flight_within_its_timeout(store: Store) -> None:
+    sender = StuckSender()
+    queue(store, 3)
+    shipper = make_shipper(store, sender, CollectorRegistry())
+    shipper.start()
+    try:
+        for _ in range(200):
+            if sender.attempts:
+                break
+            time.sleep(0.01)
+        started = time.monotonic()
+        shipper.stop(flush=True, timeout=0.5)
+        took = time.monotonic() - started
+    finally:
+        sender.release.set()
+    assert took < 2.0, f"stop took {took:.1f}s"
+    assert sender.attempts == 1, "a last flush waited on the stuck batch"
+    assert store.count_pending_spans() == 3
+
+
+def test_the_last_flush_gives_each_send_only_the_time_left(store: Store) -> None:
+    sender = Sender()
+    sender.accepting = False
+    queue(store, 3)
+    shipper = make_shipper(store, sender, CollectorRegistry())
+    seen: list[float | None] = []
+    original = sender.send
+
+    def recording(payload: bytes, count: int, timeout: float | None = None) -> bool:
+        seen.append(timeout)
+        return original(payload, count, timeout)
+
+    sender.send = recording  # type: ignore[method-assign]
+    shipper.stop(flush=True, timeout=2.0)
+    assert len(seen) == 1
+    assert seen[0] is not None
+    assert 0 < seen[0] <= 2.0
+    assert store.count_pending_spans() == 3

@@ -38,6 +38,10 @@ from studio_exporter.webconfig import WebConfigWatcher
 log = logging.getLogger(__name__)
 
 SPANS_FILE = "spans.otlp.jsonl"
+#: Seconds the poll cycle or push pass in progress gets to commit once a stop is asked for;
+#: then it is cancelled (its transaction rolls back and the next start redoes it). With the
+#: shipper's STOP_TIMEOUT this bounds a graceful stop well inside a 10 s grace period.
+STOP_GRACE = 2.0
 
 
 @dataclass
@@ -59,25 +63,35 @@ class Exporter:
     web_config: WebConfigWatcher | None = None
 
     def readiness(self) -> Readiness:
-        reasons: dict[str, str] = {}
+        """Ready while the exporter does its job: fresh metrics, and webhooks in push modes.
+
+        Only polling that fails in poll mode makes it unready: its metrics go stale. What does
+        not stop that job is listed but leaves it ready: a tracing backend that is down (spans
+        wait in the outbox; the span metrics and alerts show it), and in push and hybrid mode
+        REST reads that fail (the receiver still takes every delivery, and an unready pod
+        would be taken out of its Service, losing the deliveries it could still take).
+        """
+        blocking: dict[str, str] = {}
+        notes: dict[str, str] = {}
         poller = self.poller
+        polling = notes if self.config.mode == "hybrid" else blocking
         if self.push is not None and self.push.consecutive_failures:
-            reasons["push"] = f"{self.push.consecutive_failures} failed passes over the inbox"
+            notes["push"] = f"{self.push.consecutive_failures} failed passes over the inbox"
         if self.config.mode == "push":
             pass  # no polling to judge
         elif poller.last_success is None:
-            reasons["poll"] = "no successful poll yet"
+            polling["poll"] = "no successful poll yet"
         else:
             age = (poller.clock() - poller.last_success).total_seconds()
             limit = 3 * self.config.poll_interval.total_seconds() + 30
             if age > limit:
-                reasons["poll"] = f"last successful poll {age:.0f}s ago"
+                polling["poll"] = f"last successful poll {age:.0f}s ago"
         if poller.consecutive_failures:
-            reasons["poll_failures"] = f"{poller.consecutive_failures} failed cycles in a row"
+            polling["poll_failures"] = f"{poller.consecutive_failures} failed cycles in a row"
         if self.shipper.failing_since is not None:
             stuck = time.monotonic() - self.shipper.failing_since
-            reasons["spans"] = f"span export failing for {stuck:.0f}s; spans kept in the outbox"
-        return Readiness(ready=not reasons, reasons=reasons)
+            notes["spans"] = f"span export failing for {stuck:.0f}s; spans kept in the outbox"
+        return Readiness(ready=not blocking, reasons={**notes, **blocking})
 
     def start(self) -> None:
         self.shipper.start()
@@ -95,6 +109,25 @@ class Exporter:
             tasks.append(self._housekeeping(stop))
         await asyncio.gather(*tasks)
 
+    async def serve(self, stop: asyncio.Event, grace: float = STOP_GRACE) -> None:
+        """``run`` until ``stop`` is set; the work in progress then has ``grace`` s to finish."""
+        running = asyncio.ensure_future(self.run(stop))
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not running.done():
+                await asyncio.wait({running}, timeout=grace)
+            if not running.done():
+                log.warning("work in progress cancelled after %.1fs; redone next start", grace)
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
+                return
+            running.result()
+        finally:
+            stopping.cancel()
+            running.cancel()
+
     async def _housekeeping(self, stop: asyncio.Event) -> None:
         """Push mode has no poll cycle: prune state past retention on the same schedule."""
         while not stop.is_set():
@@ -103,7 +136,10 @@ class Exporter:
                 await asyncio.wait_for(stop.wait(), timeout=PRUNE_EVERY.total_seconds())
 
     def close(self) -> None:
-        """Flush spans, commit state, stop serving. Safe to call once everything has stopped."""
+        """Flush spans (for at most the shipper's STOP_TIMEOUT), stop serving, close the state.
+
+        Safe to call once everything has stopped.
+        """
         self.shipper.stop(flush=True)
         if self.web is not None:
             self.web.stop()

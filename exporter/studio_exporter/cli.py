@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -25,6 +26,7 @@ from studio_exporter.config import (
     DEFAULT_STATE_DIR,
     DEFAULT_TELEMETRY_PATH,
     DEFAULT_TWILIO_BASE_URL,
+    DEMO_LISTEN_ADDRESS,
     ENV_VARS,
     LOG_FORMATS,
     LOG_LEVELS,
@@ -35,6 +37,7 @@ from studio_exporter.config import (
     config_from_mapping,
     format_duration,
     parse_duration,
+    with_secret_files,
 )
 
 log = logging.getLogger("studio_exporter")
@@ -205,7 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="the simulator in-process with the exporter following it (make run)"
     )
-    demo.add_argument("--web.listen-address", dest="listen_address", default="127.0.0.1:9911")
+    demo.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        default=None,
+        help=f"address for /metrics and /health (default {DEMO_LISTEN_ADDRESS}: this machine "
+        "only)" + _env_help("listen_address"),
+    )
     demo.add_argument(
         "--state-dir", dest="state_dir", default=None, help="default: a fresh temporary directory"
     )
@@ -223,6 +232,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration", default=None, help="stop after this long (default: until Ctrl-C)"
     )
     demo.add_argument("--log.level", "--log-level", dest="log_level", default="warning")
+
+    health = commands.add_parser(
+        "healthcheck",
+        help="exit 0 if the exporter on this host answers its health endpoint (for containers)",
+    )
+    health.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        help=f"where the exporter listens (default {DEFAULT_LISTEN_ADDRESS})"
+        + _env_help("listen_address"),
+    )
+    health.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        help="the exporter's web config: with TLS the check speaks https"
+        + _env_help("web_config_file"),
+    )
+    health.add_argument("--path", default="/health/live", choices=("/health/live", "/health/ready"))
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
 
     commands.add_parser(
         "simulate", help="run the Studio simulator alone (see `simulate --help`)", add_help=False
@@ -269,11 +297,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return specdiff_main(argv[1:])
 
     args = build_parser().parse_args(argv)
-    env = dict(os.environ)
+    # Secrets given as files are read once; a file that cannot be read is reported by
+    # config_from_mapping with every other mistake.
+    env, _ = with_secret_files(os.environ)
+    if args.command in ("run", "backfill", "demo"):
+        from studio_exporter.signals import caught_early
+
+        with caught_early():
+            return _main(args, env)
+    return _main(args, env)
+
+
+def _main(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if args.command == "demo":
         from studio_exporter.demo import run_demo
 
-        return run_demo(args)
+        return run_demo(args, env)
+    if args.command == "healthcheck":
+        from studio_exporter.healthcheck import run_healthcheck
+
+        return run_healthcheck(args, env)
     if args.command == "trace":
         from studio_exporter.trace_cmd import run_trace
 
@@ -299,8 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "backfill":
             assert since is not None
-            return asyncio.run(_backfill(config, since))
-        return asyncio.run(_run(config))
+            return asyncio.run(_backfill(config, since, env))
+        return asyncio.run(_run(config, env))
     except StateError as error:
         print(f"studio-exporter: {error}", file=sys.stderr)
         return 3
@@ -319,18 +362,13 @@ def _secrets(config: Config, env: Mapping[str, str]) -> list[str]:
     return secrets
 
 
-def _install_stop_handlers(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-
-
-async def _run(config: Config) -> int:
+async def _run(config: Config, env: Mapping[str, str]) -> int:
     from studio_exporter.app import build_exporter
+    from studio_exporter.signals import stop_on_signals
 
-    exporter = build_exporter(config)
     stop = asyncio.Event()
-    _install_stop_handlers(stop)
+    stop_on_signals(stop)  # before building: a SIGTERM during start-up stops it too
+    exporter = build_exporter(config, env=env)
     if exporter.web_config is not None:
         # SIGHUP re-reads --web.config.file and its certificates (changes are also noticed alone).
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, exporter.web_config.reload)
@@ -341,25 +379,40 @@ async def _run(config: Config) -> int:
     if exporter.spans_file is not None:
         log.info("no OTEL_EXPORTER_OTLP_ENDPOINT set: spans go to %s", exporter.spans_file)
     try:
-        await exporter.run(stop)
+        await exporter.serve(stop)
     finally:
         await exporter.api.aclose()
         exporter.close()
-        log.info("stopped: state committed, spans flushed")
+        log.info("stopped: state committed, span outbox closed")
     return 0
 
 
-async def _backfill(config: Config, since: timedelta) -> int:
+async def _backfill(config: Config, since: timedelta, env: Mapping[str, str]) -> int:
     from studio_exporter.app import build_exporter
     from studio_exporter.poller import utc_now
     from studio_exporter.progress import ProgressBar
+    from studio_exporter.signals import stop_on_signals
 
-    exporter = build_exporter(config, serve_web=False)
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    exporter = build_exporter(config, env=env, serve_web=False)
     exporter.start()
     bar = ProgressBar(sys.stderr, label="backfill")
+    backfill = asyncio.ensure_future(
+        exporter.poller.backfill(utc_now() - since, progress=bar.update)
+    )
+    stopping = asyncio.ensure_future(stop.wait())
     try:
-        report = await exporter.poller.backfill(utc_now() - since, progress=bar.update)
+        await asyncio.wait({backfill, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not backfill.done():
+            backfill.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await backfill
+            print("backfill: stopped; what was committed stays, run it again to go on")
+            return 1
+        report = backfill.result()
     finally:
+        stopping.cancel()
         bar.close()
         await exporter.api.aclose()
         exporter.close()

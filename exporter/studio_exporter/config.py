@@ -14,6 +14,8 @@ from studio_exporter.sids import ACCOUNT_SID, API_KEY_SID, FLOW_SID, is_sid
 
 DEFAULT_TWILIO_BASE_URL = "https://studio.twilio.com"
 DEFAULT_LISTEN_ADDRESS = "0.0.0.0:9911"
+#: The demo serves this machine only unless told otherwise (a container sets 0.0.0.0:9911).
+DEMO_LISTEN_ADDRESS = "127.0.0.1:9911"
 DEFAULT_LOOKBACK = timedelta(hours=1)
 DEFAULT_POLL_INTERVAL = timedelta(seconds=30)
 DEFAULT_FLOW_REFRESH_INTERVAL = timedelta(minutes=5)
@@ -212,6 +214,15 @@ ENV_VARS: Mapping[str, tuple[str, ...]] = {
 }
 
 _RESERVED_PATHS = ("/health/live", "/health/ready")
+# The secrets above may come from a file instead (Docker and Kubernetes secrets, systemd
+# credentials): `<VAR>_FILE` names the file, whose content, less one final line break, is the
+# value. The content is never logged; a problem names the variable and the path only.
+SECRET_FILE_SETTINGS = ("auth_token", "api_secret", "phone_hash_salt", "webhook_basic_auth")
+#: Secrets read straight from the environment elsewhere (the OTLP sender's headers, which often
+#: carry an API key), with the same `_FILE` twins.
+SECRET_FILE_VARIABLES = ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+FILE_SUFFIX = "_FILE"
+
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
@@ -226,6 +237,7 @@ def config_from_mapping(flags: Mapping[str, str | None], env: Mapping[str, str])
     ``flags`` maps the names of ``ENV_VARS`` to the raw text given on the command line (None or
     absent when not given). Every mistake is collected and raised as one ConfigError.
     """
+    env, problems = with_secret_files(env)
 
     def raw(name: str) -> str | None:
         given = flags.get(name)
@@ -236,7 +248,6 @@ def config_from_mapping(flags: Mapping[str, str | None], env: Mapping[str, str])
                 return env[var]
         return None
 
-    problems: list[str] = []
     values: dict[str, object] = {}
 
     def duration(name: str, flag: str, *, minimum: timedelta) -> None:
@@ -412,6 +423,33 @@ def config_from_mapping(flags: Mapping[str, str | None], env: Mapping[str, str])
     if problems or credentials is None:
         raise ConfigError(problems)
     return Config(credentials=credentials, **values)  # type: ignore[arg-type]
+
+
+def with_secret_files(env: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """``env`` with each secret given as ``<VAR>_FILE`` read into ``<VAR>``, and the problems.
+
+    The ``_FILE`` entries read are removed, so resolving the result again changes nothing.
+    """
+    resolved = dict(env)
+    problems: list[str] = []
+    names = [var for name in SECRET_FILE_SETTINGS for var in ENV_VARS[name]]
+    for var in (*names, *SECRET_FILE_VARIABLES):
+        file_var = var + FILE_SUFFIX
+        if file_var not in env:
+            continue
+        if var in env:
+            problems.append(f"{var} and {file_var}: give one of them, not both")
+            continue
+        path = Path(env[file_var])
+        try:
+            content = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            reason = getattr(error, "strerror", None) or type(error).__name__
+            problems.append(f"{file_var}: cannot read {path}: {reason}")
+            continue
+        resolved[var] = content.removesuffix("\n").removesuffix("\r")
+        del resolved[file_var]
+    return resolved, problems
 
 
 def _credentials(raw: Callable[[str], str | None], problems: list[str]) -> Credentials | None:

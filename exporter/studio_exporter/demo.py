@@ -6,25 +6,35 @@ import argparse
 import asyncio
 import contextlib
 import errno
-import signal
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
 
 from prometheus_client import CollectorRegistry
 
 from studio_exporter.app import Exporter, build_exporter
-from studio_exporter.config import ConfigError, config_from_mapping, parse_duration
+from studio_exporter.config import (
+    DEMO_LISTEN_ADDRESS,
+    ENV_VARS,
+    ConfigError,
+    config_from_mapping,
+    parse_duration,
+)
 from studio_exporter.logs import configure_logging
+from studio_exporter.signals import stop_on_signals
 from studio_exporter.simulator import Simulator, SimulatorConfig
 
 SUMMARY_EVERY_SECONDS = 5.0
 
 
-def run_demo(args: argparse.Namespace) -> int:
+def run_demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """The demo; ``--web.listen-address`` comes from the flag, the environment, or loopback."""
+    from_env = (env[var] for var in ENV_VARS["listen_address"] if env.get(var))
+    listen_address = args.listen_address or next(from_env, DEMO_LISTEN_ADDRESS)
     state_dir = Path(args.state_dir or tempfile.mkdtemp(prefix="studio-exporter-demo-"))
     simulator = Simulator(
         SimulatorConfig(
@@ -39,14 +49,17 @@ def run_demo(args: argparse.Namespace) -> int:
     flags = {
         "twilio_base_url": simulator.url,
         "state_dir": str(state_dir),
-        "listen_address": args.listen_address,
+        "listen_address": listen_address,
         "poll_interval": args.poll_interval,
         "lookback": "2d",
         "log_level": args.log_level,
     }
-    env = {"TWILIO_ACCOUNT_SID": simulator.account_sid, "TWILIO_AUTH_TOKEN": simulator.auth_token}
+    credentials = {
+        "TWILIO_ACCOUNT_SID": simulator.account_sid,
+        "TWILIO_AUTH_TOKEN": simulator.auth_token,
+    }
     try:
-        config = config_from_mapping(flags, env)
+        config = config_from_mapping(flags, credentials)
         duration = parse_duration(args.duration) if args.duration else None
     except (ConfigError, ValueError) as error:
         simulator.stop()
@@ -54,14 +67,14 @@ def run_demo(args: argparse.Namespace) -> int:
         return 2
     configure_logging(config.log_level, "text", [simulator.auth_token])
     try:
-        exporter = build_exporter(config)
+        exporter = build_exporter(config, env=env)
     except OSError as error:
         if error.errno != errno.EADDRINUSE:
             raise
         # The default port is taken (another demo?): any free loopback port will do.
         flags["listen_address"] = "127.0.0.1:0"
-        config = config_from_mapping(flags, env)
-        exporter = build_exporter(config)
+        config = config_from_mapping(flags, credentials)
+        exporter = build_exporter(config, env=env)
     try:
         exporter.start()
         _print_banner(sys.stdout, simulator, exporter)
@@ -94,9 +107,7 @@ def _print_banner(out: TextIO, simulator: Simulator, exporter: Exporter) -> None
 
 async def _follow(exporter: Exporter, duration: float | None) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    stop_on_signals(stop)
     started = time.monotonic()
 
     async def summaries() -> None:
@@ -108,7 +119,7 @@ async def _follow(exporter: Exporter, duration: float | None) -> None:
                 stop.set()
 
     try:
-        await asyncio.gather(exporter.run(stop), summaries())
+        await asyncio.gather(exporter.serve(stop), summaries())
     finally:
         await exporter.api.aclose()
 

@@ -16,6 +16,11 @@ from studio_exporter.state import Store
 
 log = logging.getLogger(__name__)
 
+#: Seconds ``stop()`` takes at most: the batch being sent, then one last flush. Spans not sent
+#: by then stay in the outbox for the next start; a receiver that is down or never answers
+#: must not hold the exporter past a container's stop grace period (Docker's is 10 s).
+STOP_TIMEOUT = 3.0
+
 
 class SpanShipper:
     """Sends queued spans in batches; on failure keeps them and retries with backoff.
@@ -56,8 +61,8 @@ class SpanShipper:
         """Ship now rather than at the next interval (called after a commit that queued spans)."""
         self._wake.set()
 
-    def ship_once(self) -> tuple[int, bool]:
-        """Send one batch. Returns (spans sent, ok)."""
+    def ship_once(self, timeout: float | None = None) -> tuple[int, bool]:
+        """Send one batch, within ``timeout`` seconds if given. Returns (spans sent, ok)."""
         with self._lock:
             pending = self.store.pending_spans(self.batch_size)
             if not pending:
@@ -67,7 +72,7 @@ class SpanShipper:
             records = [SpanRecord.from_json(payload) for _, payload in pending]
             payload = encode_request(records, self.resource)
             try:
-                ok = self.sender.send(payload, len(records))
+                ok = self.sender.send(payload, len(records), timeout)
             except Exception:
                 log.exception("span sender raised")
                 ok = False
@@ -96,6 +101,10 @@ class SpanShipper:
             try:
                 sent, ok = self.ship_once()
             except Exception:
+                if self._stopping.is_set():
+                    # stop() gave up on this batch and closed the store: it stays queued.
+                    log.info("span batch interrupted by the stop; it stays queued")
+                    return
                 log.exception("span shipping failed")
                 sent, ok = 0, False
             if ok:
@@ -110,14 +119,33 @@ class SpanShipper:
             self._wake.wait(timeout=backoff if not ok else self.interval)
             self._wake.clear()
 
-    def stop(self, *, flush: bool = True) -> None:
+    def stop(self, *, flush: bool = True, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop the thread and, with ``flush``, send what is queued; all within ``timeout`` s.
+
+        A batch still in flight when the time is up (a receiver that accepts connections and
+        never answers) is abandoned: the thread is a daemon, the batch stays in the outbox.
+        """
+        deadline = time.monotonic() + timeout
         self._stopping.set()
         self._wake.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=10)
-        if flush:
+            self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        if self._thread.is_alive():
+            log.warning("span export still in flight after %.1fs: queued spans wait", timeout)
+        elif flush:
             try:
-                self.flush(max_batches=20)
+                if not self._flush_until(deadline):
+                    log.warning("spans not flushed before stopping: they stay queued")
             except Exception:
                 log.exception("final span flush failed; the spans stay queued for the next start")
         self.sender.shutdown()
+
+    def _flush_until(self, deadline: float) -> bool:
+        """Ship until the outbox is empty, a send fails or ``deadline`` passes; True when empty."""
+        while (remaining := deadline - time.monotonic()) > 0:
+            sent, ok = self.ship_once(timeout=remaining)
+            if not ok:
+                return False
+            if sent == 0:
+                return True
+        return self.store.count_pending_spans() == 0

@@ -62,8 +62,12 @@ _ID_KEYS: Final = ("traceId", "spanId", "parentSpanId")
 class SpanSender(Protocol):
     """Delivers encoded ExportTraceServiceRequests; never raises for a failed delivery."""
 
-    def send(self, payload: bytes, count: int) -> bool:
-        """Deliver one request of ``count`` spans; True once the receiver accepted it."""
+    def send(self, payload: bytes, count: int, timeout: float | None = None) -> bool:
+        """Deliver one request of ``count`` spans; True once the receiver accepted it.
+
+        ``timeout`` caps the seconds the delivery may take, retries included, below the
+        sender's own (a stopping exporter has a few seconds left, not the configured ten).
+        """
         ...
 
     def shutdown(self) -> None:
@@ -223,6 +227,10 @@ class _Retrier:
         return not self._stopped.wait(delay)
 
 
+def _within(configured: float, cap: float | None) -> float:
+    return configured if cap is None else min(configured, cap)
+
+
 def _retry_after(value: str | None) -> float | None:
     """Seconds a Retry-After header asks for: a number of seconds or an HTTP date."""
     if value is None:
@@ -283,7 +291,7 @@ class OtlpHttpSender:
         self._client = httpx.Client(headers=request_headers, verify=verify)
         self._stopped = threading.Event()
 
-    def send(self, payload: bytes, count: int) -> bool:
+    def send(self, payload: bytes, count: int, timeout: float | None = None) -> bool:
         if self._stopped.is_set():
             log.warning("OTLP sender is shut down; %d spans not sent", count)
             return False
@@ -291,7 +299,7 @@ class OtlpHttpSender:
             payload = gzip.compress(payload, compresslevel=6)
         elif self.compression == "deflate":
             payload = zlib.compress(payload)
-        retrier = _Retrier(self.timeout, self.initial_backoff, self._stopped)
+        retrier = _Retrier(_within(self.timeout, timeout), self.initial_backoff, self._stopped)
         while True:
             delay: float | None = None
             try:
@@ -381,13 +389,13 @@ class OtlpGrpcSender:
         )
         self._stopped = threading.Event()
 
-    def send(self, payload: bytes, count: int) -> bool:
+    def send(self, payload: bytes, count: int, timeout: float | None = None) -> bool:
         import grpc
 
         if self._stopped.is_set():
             log.warning("OTLP sender is shut down; %d spans not sent", count)
             return False
-        retrier = _Retrier(self.timeout, self.initial_backoff, self._stopped)
+        retrier = _Retrier(_within(self.timeout, timeout), self.initial_backoff, self._stopped)
         while True:
             try:
                 self._export(
@@ -505,7 +513,7 @@ class JsonLinesSender:
         self._file: IO[str] | None = None
         self._shutdown = False
 
-    def send(self, payload: bytes, count: int) -> bool:
+    def send(self, payload: bytes, count: int, timeout: float | None = None) -> bool:
         if not count:
             return True
         line = otlp_json_line(payload) + "\n"
