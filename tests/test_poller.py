@@ -17,6 +17,7 @@ from studio_exporter.simulator import FakeClock, Faults, Simulator, SimulatorCon
 from studio_exporter.span_sink import JsonLinesSender
 from studio_exporter.throttle import RetryPolicy
 from tests.truthcheck import metric_mismatches, samples
+from tests.twilio_sdk import twilio_client
 
 pytestmark = pytest.mark.integration
 
@@ -175,3 +176,89 @@ def test_prune_forgets_what_studio_no_longer_keeps(
         exporter.close()
     assert result.executions >= HISTORY
     assert left == 0
+
+
+def _flow_samples(exporter: Exporter, name: str) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for labels, value in samples(exporter.registry, name):
+        totals[labels["flow_sid"]] = totals.get(labels["flow_sid"], 0.0) + value
+    return totals
+
+
+def _busiest_flow(sim: Simulator) -> str:
+    flows: dict[str, Any] = sim.truth()["flows"]
+    return max(flows, key=lambda sid: (int(flows[sid]["executions_active"]), sid))
+
+
+def test_deleting_an_active_execution_does_not_stop_its_flow(
+    simulator: Simulator, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Twilio's SDK deletes a followed execution mid-run; the flow's new ones still arrive."""
+    exporter = make_exporter(simulator, clock, tmp_path)
+    sdk = twilio_client(simulator)
+
+    async def scenario() -> tuple[CycleReport, str, float]:
+        try:
+            clock.advance(60)
+            assert (await exporter.poller.cycle()).ok
+            flow = _busiest_flow(simulator)
+            doomed = exporter.store.active_executions(flow)[-1]
+            await asyncio.to_thread(sdk.studio.v2.flows(flow).executions(doomed.sid).delete)
+            started = _flow_samples(exporter, "twilio_studio_executions_started_total")[flow]
+            clock.advance(60)
+            return await exporter.poller.cycle(), flow, started
+        finally:
+            await exporter.api.aclose()
+
+    try:
+        report, flow, started_before = asyncio.run(scenario())
+    finally:
+        exporter.close()
+    truth = simulator.truth()
+    assert report.ok
+    assert report.executions_vanished == 1
+    vanished = samples(exporter.registry, "twilio_studio_exporter_executions_vanished_total")
+    assert vanished == [({}, 1.0)]
+    started = _flow_samples(exporter, "twilio_studio_executions_started_total")
+    # Every execution Studio still has was exported, the deleted one had been counted before.
+    assert started[flow] == truth["flows"][flow]["executions_started"] + 1
+    assert started[flow] > started_before, "no new execution of the flow in the next cycle"
+    active = _flow_samples(exporter, "twilio_studio_executions_active")
+    assert active == {sid: float(f["executions_active"]) for sid, f in truth["flows"].items()}
+
+
+def test_a_deleted_flow_is_dropped_with_its_gauges(
+    simulator: Simulator, clock: FakeClock, tmp_path: Path
+) -> None:
+    exporter = make_exporter(simulator, clock, tmp_path)
+    sdk = twilio_client(simulator)
+
+    async def scenario() -> tuple[list[CycleReport], str, int]:
+        try:
+            clock.advance(60)
+            assert (await exporter.poller.cycle()).ok
+            flow = _busiest_flow(simulator)
+            followed = len(exporter.store.active_executions(flow))
+            await asyncio.to_thread(sdk.studio.v2.flows(flow).delete)
+            reports = []
+            for _ in range(2):
+                clock.advance(60)
+                reports.append(await exporter.poller.cycle())
+            assert exporter.store.active_executions(flow) == []
+            return reports, flow, followed
+        finally:
+            await exporter.api.aclose()
+
+    try:
+        (failed, dropped), flow, followed = asyncio.run(scenario())
+    finally:
+        exporter.close()
+    assert followed > 0
+    # Listing its executions answers 404 once; the next cycle lists flows again and drops it.
+    assert failed.failed_flows == [flow]
+    assert dropped.ok
+    assert flow not in exporter.poller.flows
+    assert flow not in _flow_samples(exporter, "twilio_studio_executions_active")
+    assert flow not in _flow_samples(exporter, "twilio_studio_widget_visits_in_progress")
+    vanished = samples(exporter.registry, "twilio_studio_exporter_executions_vanished_total")
+    assert vanished == [({}, float(followed))]

@@ -14,6 +14,9 @@ EXPORT_LAG_BUCKETS: Final = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.
                              21600.0, 86400.0, 604800.0)  # fmt: skip
 
 POLL_RESULTS: Final = ("ok", "error")
+#: What ``twilio_studio_exporter_anomalies_total{kind}`` counts: data that cannot be right,
+#: exported as Studio gave it (or left out of a histogram) rather than smoothed over.
+ANOMALY_KINDS: Final = ("negative_visit_duration", "negative_execution_duration")
 
 
 #: The reasons studio_api.ApiError reports (its docstring lists them).
@@ -127,6 +130,21 @@ class ExporterMetrics:
             "Spans waiting in the outbox for export.",
             registry=registry,
         )
+        self._executions_vanished = Counter(
+            "twilio_studio_exporter_executions_vanished",
+            "Followed or listed executions that Studio answered 404 for (deleted, or their flow "
+            "was): forgotten, their metrics kept.",
+            registry=registry,
+        )
+        self._anomalies = Counter(
+            "twilio_studio_exporter_anomalies",
+            "Impossible data from Studio, by kind (a visit or execution that ends before it "
+            "starts): kept out of the duration histograms, logged once per execution.",
+            ("kind",),
+            registry=registry,
+        )
+        for kind in ANOMALY_KINDS:
+            self._anomalies.labels(kind=kind)
         self._build_info = Gauge(
             "twilio_studio_exporter_build_info",
             "Always 1; the version label says which build runs.",
@@ -161,6 +179,12 @@ class ExporterMetrics:
 
     def export_lag(self, seconds: float) -> None:
         self._export_lag.observe(max(seconds, 0.0))
+
+    def executions_vanished(self, count: int = 1) -> None:
+        self._executions_vanished.inc(count)
+
+    def anomaly(self, kind: str, count: int = 1) -> None:
+        self._anomalies.labels(kind=kind).inc(count)
 
     def spans_exported(self, count: int) -> None:
         self._spans_exported.inc(count)

@@ -215,6 +215,9 @@ class Traffic:
         self.by_sid: dict[str, ExecutionRecord] = {}
         self._shares = [f.share for f in flows]
         self._lock = threading.Lock()
+        # Deleted through the API (DELETE answers 204, then every read of them 404).
+        self.deleted_flows: set[int] = set()
+        self.deleted_executions: set[str] = set()
         self._arrivals = random.Random(mix64(config.seed, 0xA11CE))
         self._live = 0
         self._next_arrival = float(config.start) + self._gap()
@@ -274,18 +277,44 @@ class Traffic:
             created, math.floor(last)
         )
 
+    def live_flow(self, sid: str) -> int | None:
+        """The index of the flow with this SID, unless there is none or it was deleted."""
+        flow = self.flow_by_sid.get(sid)
+        return None if flow is None or flow in self.deleted_flows else flow
+
+    def live_flows(self) -> list[int]:
+        return [flow for flow in range(len(self.flows)) if flow not in self.deleted_flows]
+
+    def delete_flow(self, flow: int) -> None:
+        """Delete a flow: it and its executions are gone (Twilio deletes the executions too)."""
+        with self._lock:
+            self.deleted_flows.add(flow)
+
+    def delete_execution(self, record: ExecutionRecord) -> None:
+        """Delete an execution and its steps, as ``DELETE .../Executions/{Sid}`` does."""
+        with self._lock:
+            self.deleted_executions.add(record.sid)
+
+    def is_deleted(self, record: ExecutionRecord) -> bool:
+        return record.flow in self.deleted_flows or record.sid in self.deleted_executions
+
     def find(self, flow: int, sid: str, now: float) -> ExecutionRecord | None:
         record = self.by_sid.get(sid)
-        if record is None or record.flow != flow:
+        if record is None or record.flow != flow or self.is_deleted(record):
             return None
         if record.created > now or record.created < now - RETENTION_SECONDS:
             return None
         return record
 
     def existing(self, now: float) -> Iterator[ExecutionRecord]:
-        for flow in range(len(self.flows)):
+        """Executions a client can read at ``now``: created, within retention, not deleted."""
+        for flow in self.live_flows():
             lo, hi = self.window(flow, now)
-            yield from self.by_flow[flow][lo:hi]
+            deleted = self.deleted_executions
+            if not deleted:
+                yield from self.by_flow[flow][lo:hi]
+                continue
+            yield from (r for r in self.by_flow[flow][lo:hi] if r.sid not in deleted)
 
 
 def withheld(seed: int, record: ExecutionRecord, index: int, probability: float) -> bool:

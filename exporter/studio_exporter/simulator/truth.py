@@ -8,6 +8,7 @@ Schema (``GET /_simulator/truth`` and ``Simulator.truth()``)::
       "flows": {
         "<flow sid>": {
           "name": "IVR Main Menu",
+          "deleted": false,                   # true once DELETE /v2/Flows/{Sid} removed it
           "executions_started": 812,          # existing at now (created, within retention)
           "executions_ended": 800,            # status "ended"
           "executions_active": 12,
@@ -23,6 +24,7 @@ Schema (``GET /_simulator/truth`` and ``Simulator.truth()``)::
                        "event": "keypress", "count": 850}],
       "steps_served": 9000,                  # steps visible at now and not withheld
       "steps_withheld": 12,                  # visible at now but hidden by missing_steps
+      "executions_deleted": 1,               # removed by DELETE .../Executions/{Sid}
       "requests": {"by_operation": {"ListExecutionStep": 120}, "by_status": {"200": 118}},
       "faults": {"fail_429": 3, ...}
     }
@@ -31,6 +33,11 @@ A visit of widget W is closed by a served step out of W and runs from the step i
 chain's start: the execution's creation, or for a subflow the parent step that entered the
 run-subflow widget) to it. A visit whose entry step is withheld has no known start and, as in
 the exporter's transform, is not counted; its step still counts as a transition.
+
+Deleted executions (and the executions of a deleted flow) are gone from Studio, so they leave
+the truth: every figure above counts only what a client can still read. A deleted flow keeps
+its entry, marked ``deleted``, with the counts of what remains of it (subflow steps that
+executions of other flows ran).
 """
 
 from __future__ import annotations
@@ -73,6 +80,7 @@ def compute_truth(
     for index, spec in enumerate(traffic.flows):
         flows[sids[index]] = {
             "name": spec.name,
+            "deleted": index in traffic.deleted_flows,
             "executions_started": 0,
             "executions_ended": 0,
             "executions_active": 0,
@@ -144,6 +152,7 @@ def compute_truth(
         ],
         "steps_served": served_total,
         "steps_withheld": withheld_total,
+        "executions_deleted": len(traffic.deleted_executions),
         "requests": requests,
         "faults": faults,
     }
