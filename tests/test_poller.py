@@ -12,6 +12,7 @@ import pytest
 
 from studio_exporter.app import Exporter, build_exporter
 from studio_exporter.config import config_from_mapping
+from studio_exporter.domain import Execution, Step
 from studio_exporter.poller import CycleReport
 from studio_exporter.simulator import FakeClock, Faults, Simulator, SimulatorConfig
 from studio_exporter.span_sink import JsonLinesSender
@@ -262,3 +263,47 @@ def test_a_deleted_flow_is_dropped_with_its_gauges(
     assert flow not in _flow_samples(exporter, "twilio_studio_widget_visits_in_progress")
     vanished = samples(exporter.registry, "twilio_studio_exporter_executions_vanished_total")
     assert vanished == [({}, float(followed))]
+
+
+def test_negative_durations_are_counted_and_logged_once_never_clamped(
+    simulator: Simulator, clock: FakeClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    exporter = make_exporter(simulator, clock, tmp_path)
+    flow_sid = simulator.flow_sids[0]
+    created = START - timedelta(minutes=1)
+    # Skewed records: the first step before the execution's creation, its end too.
+    execution = Execution("FN" + "1" * 32, flow_sid, simulator.account_sid, "ended", created)
+    steps = [
+        Step(f"FT{n:032x}", flow_sid, execution.sid, "next", origin, target, "set-variables",
+             created + timedelta(seconds=offset))
+        for n, origin, target, offset in [(1, "Trigger", "a", -5), (2, "a", "Ended", -2)]
+    ]  # fmt: skip
+
+    async def scenario() -> None:
+        try:
+            await exporter.poller.apply_pushed(flow_sid, execution, steps)
+        finally:
+            await exporter.api.aclose()
+
+    try:
+        with caplog.at_level("WARNING", logger="studio_exporter.poller"):
+            asyncio.run(scenario())
+    finally:
+        exporter.close()
+    anomalies = {
+        labels["kind"]: value
+        for labels, value in samples(exporter.registry, "twilio_studio_exporter_anomalies_total")
+    }
+    assert anomalies == {"negative_visit_duration": 1.0, "negative_execution_duration": 1.0}
+    logged = [r for r in caplog.records if execution.sid in r.getMessage()]
+    assert len(logged) == 1
+    durations = {
+        labels["widget"]: value
+        for labels, value in samples(exporter.registry, "twilio_studio_step_duration_seconds_count")
+        if labels["flow_sid"] == flow_sid
+    }
+    assert durations == {"a": 1.0}  # Trigger's -5 s is left out, not put in the lowest bucket
+    ended = samples(exporter.registry, "twilio_studio_execution_duration_seconds_count")
+    assert [value for labels, value in ended if labels["flow_sid"] == flow_sid] == []
+    executions = samples(exporter.registry, "twilio_studio_executions_ended_total")
+    assert sum(value for _, value in executions) == 1

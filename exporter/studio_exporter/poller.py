@@ -96,6 +96,8 @@ class Poller:
         self._flows_refreshed_at: float | None = None
         self._ended_without_end_step: set[str] = set()
         self._in_progress: dict[str, dict[tuple[str, str], int]] = {}
+        #: Followed executions whose anomalies were logged already (logged once per execution).
+        self._anomalies_logged: set[str] = set()
         self._active: dict[str, int] = {}
         self.last_report = CycleReport()
         self.last_success: datetime | None = None
@@ -166,6 +168,7 @@ class Poller:
         for sid in sids:
             self._in_progress.pop(sid, None)
             self._ended_without_end_step.discard(sid)
+            self._anomalies_logged.discard(sid)
 
     async def _labels(self, flow_sid: str) -> FlowLabels:
         flow = self.flows.get(flow_sid)
@@ -421,11 +424,13 @@ class Poller:
                     label_cache[step.flow_sid] = await self._labels(step.flow_sid)
         snapshot_before = self.metrics.snapshot()
         now = self.clock()
+        anomalies: list[_Anomaly] = []
+        finished: list[str] = []
         try:
             with self.store.batch() as batch:
                 span_payloads: list[str] = []
                 for update in updates:
-                    self._record(update, labels, label_cache, span_payloads, now, report)
+                    self._record(update, labels, label_cache, span_payloads, now, report, anomalies)
                     batch.mark_steps_exported(
                         update.execution.sid, [step.sid for step in update.new_steps]
                     )
@@ -436,6 +441,7 @@ class Poller:
                     self._track_open(update, done)
                     if done:
                         self._ended_without_end_step.discard(update.execution.sid)
+                        finished.append(update.execution.sid)
                 if span_payloads:
                     dropped = batch.enqueue_spans(span_payloads)
                     if dropped:
@@ -450,8 +456,25 @@ class Poller:
             # count the same steps twice.
             self.metrics.restore(snapshot_before)
             raise
+        self._report_anomalies(anomalies)
+        self._anomalies_logged.difference_update(finished)
         if span_payloads and self.on_spans_queued is not None:
             self.on_spans_queued()
+
+    def _report_anomalies(self, anomalies: Sequence[_Anomaly]) -> None:
+        """Count what the last commit left out of the histograms; log once per execution."""
+        for anomaly in anomalies:
+            self.health.anomaly(anomaly.kind)
+            if anomaly.execution_sid in self._anomalies_logged:
+                continue
+            self._anomalies_logged.add(anomaly.execution_sid)
+            log.warning(
+                "execution %s: %s (%s): Studio's timestamps are kept as given and the duration "
+                "is left out of its histogram (counted in twilio_studio_exporter_anomalies_total)",
+                anomaly.execution_sid,
+                anomaly.kind,
+                anomaly.detail,
+            )
 
     def _record(
         self,
@@ -461,6 +484,7 @@ class Poller:
         span_payloads: list[str],
         now: datetime,
         report: CycleReport,
+        anomalies: list[_Anomaly],
     ) -> None:
         execution = update.execution
         trace_hex = trace_id_hex(execution.sid)
@@ -472,6 +496,11 @@ class Poller:
             self.metrics.record_step(label_cache.get(step.flow_sid, labels), step)
             self.health.export_lag(max(0.0, (now - step.date_created).total_seconds()))
         for visit in update.closed_visits:
+            duration = visit.duration_seconds
+            if duration is not None and duration < 0:
+                detail = f"{visit.widget} left {-duration:g}s before it was entered"
+                anomalies.append(_Anomaly(execution.sid, "negative_visit_duration", detail))
+                continue
             self.metrics.record_visit(label_cache.get(visit.flow_sid, labels), visit, trace_hex)
         for visit in update.span_visits:
             span_payloads.append(
@@ -482,9 +511,12 @@ class Poller:
         for _gap in update.new_gaps:
             self.metrics.record_gap(labels)
         if update.ended:
-            self.metrics.record_execution_ended(
-                labels, update.final_widget, update.duration_seconds, trace_hex
-            )
+            duration = update.duration_seconds
+            if duration is not None and duration < 0:
+                detail = f"ended {-duration:g}s before it was created"
+                anomalies.append(_Anomaly(execution.sid, "negative_execution_duration", detail))
+                duration = None
+            self.metrics.record_execution_ended(labels, update.final_widget, duration, trace_hex)
             span_payloads.append(
                 execution_span(_as_ended(update.path), flow, self.span_options).to_json()
             )
@@ -639,6 +671,15 @@ class Poller:
             await self._apply(flow, [update], CycleReport(), cursor=None)
         if refresh_gauges:
             self._refresh_gauges()
+
+
+@dataclass(frozen=True, slots=True)
+class _Anomaly:
+    """Data Studio gave that cannot be right, found while recording one execution."""
+
+    execution_sid: str
+    kind: str  # one of selfmetrics.ANOMALY_KINDS
+    detail: str
 
 
 def _unknown_flow(flow_sid: str) -> Flow:
