@@ -256,27 +256,40 @@ def test_executions_and_steps_look_like_studio(running: Any) -> None:
             break
 
 
-def test_subflow_chain_nests_under_the_step_into_run_subflow(running: Any) -> None:
-    simulator, _, client = running
+@pytest.mark.parametrize("reading", ["into", "out"])
+def test_subflow_steps_name_the_step_into_or_out_of_run_subflow(reading: str) -> None:
+    simulator, _ = make_simulator(subflow_parent=reading)
+    url = simulator.start()
     support = simulator.flow_sids[3]
     subflow = simulator.flow_sids[4]
     checked = 0
-    for execution in executions(client, support):
-        listed = list(reversed(steps(client, execution)))
-        into = [s for s in listed if s["transitioned_to"] == "verify_identity"]
-        if not into:
-            continue
-        nested = [s for s in listed if s["parent_step_sid"] == into[0]["sid"]]
-        assert nested[0]["transitioned_from"] == "Trigger"
-        assert nested[0]["name"] == "incomingParent"
-        assert nested[-1]["transitioned_to"] == "Ended"
-        assert all(s["flow_sid"] == subflow for s in nested)
-        leave = next(s for s in listed if s["transitioned_from"] == "verify_identity")
-        assert leave["name"] in {"completed", "failed"}
-        assert leave["date_created"] >= nested[-1]["date_created"]
-        assert listed.index(leave) > listed.index(nested[-1])
-        checked += 1
+    try:
+        with httpx.Client(base_url=url, auth=(simulator.account_sid, simulator.auth_token)) as c:
+            for execution in executions(c, support):
+                listed = list(reversed(steps(c, execution)))
+                into = [s for s in listed if s["transitioned_to"] == "verify_identity"]
+                if not into:
+                    continue
+                leave = next(s for s in listed if s["transitioned_from"] == "verify_identity")
+                named = into[0] if reading == "into" else leave
+                nested = [s for s in listed if s["parent_step_sid"] == named["sid"]]
+                assert nested[0]["transitioned_from"] == "Trigger"
+                assert nested[0]["name"] == "incomingParent"
+                assert nested[-1]["transitioned_to"] == "Ended"
+                assert all(s["flow_sid"] == subflow for s in nested)
+                assert leave["name"] in {"completed", "failed"}
+                assert into[0]["date_created"] <= nested[0]["date_created"]
+                assert leave["date_created"] >= nested[-1]["date_created"]
+                assert listed.index(leave) > listed.index(nested[-1])
+                checked += 1
+    finally:
+        simulator.stop()
     assert checked > 10
+
+
+def test_subflow_parent_must_be_a_known_reading() -> None:
+    with pytest.raises(ValueError, match="subflow_parent must be one of into, out"):
+        SimulatorConfig(subflow_parent="both")
 
 
 def test_live_traffic_follows_the_clock() -> None:

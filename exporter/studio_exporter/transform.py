@@ -239,10 +239,10 @@ class _Places:
             inside = [
                 v for v in named if v is not None and v.entry_step is not None and contains(v)
             ]
-            # Both contain it only when it shares a second with the parent step: a widget known
-            # not to run subflows is then the wrong one, else the step's opened visit is taken.
+            # Both contain it only when it shares a second with the parent step: then the visit
+            # the step opened, unless its widget is of a type known not to run subflows.
             fitting = [v for v in inside if v.widget_type not in NOT_SUBFLOW_WIDGET_TYPES]
-            visit = next(iter(fitting or inside), None)
+            visit = next(iter(fitting), None)
             opened = named[0]
             if visit is None and opened is None and parent.date_created <= first:
                 return parent.date_created, parent

@@ -14,7 +14,9 @@ creates them all at once.
 
 Subflows. A run-subflow widget R runs its subflow inside the parent's execution: the subflow's
 steps are in the parent execution's step list, with ``flow_sid`` = the subflow's SID and
-``parent_step_sid`` = the SID of the parent step P that transitioned into R. The subflow chain
+``parent_step_sid`` = the SID of the parent step P that transitioned into R, or, with
+``SimulatorConfig.subflow_parent="out"``, of the step that leaves R (Twilio's wording fits
+both; that step's SID is known before the step exists, as a real one would be). The subflow chain
 starts in its own ``Trigger`` (entered at P's ``date_created``, left with event
 ``incomingParent``) and ends with a step to ``Ended`` (that is the subflow's end, not the
 execution's). Then the parent leaves R with a step ``completed`` (or ``failed``) at or after
@@ -37,6 +39,9 @@ from .flows import WIDGET_EVENTS, FlowSpec, Outcome, WidgetSpec, flow_sid
 ENDED = "Ended"
 #: A step's widget index when it transitions to ``Ended``.
 END = -1
+#: What a subflow step's ``parent_step_sid`` names: the step into the run-subflow widget, or
+#: the step out of it.
+SUBFLOW_PARENT_READINGS = ("into", "out")
 #: Studio keeps executions (and their steps) this long after they start.
 RETENTION_SECONDS = 30 * 86400
 
@@ -110,6 +115,13 @@ class ExecutionRecord:
                 break
             count += 1
         return count
+
+    def step_out_of(self, index: int) -> int:
+        """The step that left the widget step ``index`` entered (-1 if there is none)."""
+        for later in range(index + 1, self.step_count):
+            if self.steps[later * STRIDE + PREV] == index:
+                return later
+        return -1
 
     def entry_time(self, index: int) -> int:
         """When the widget left by step ``index`` was entered (the exporter's visit rule)."""
