@@ -307,3 +307,37 @@ def test_negative_durations_are_counted_and_logged_once_never_clamped(
     assert [value for labels, value in ended if labels["flow_sid"] == flow_sid] == []
     executions = samples(exporter.registry, "twilio_studio_executions_ended_total")
     assert sum(value for _, value in executions) == 1
+
+
+def test_an_execution_that_fails_to_read_holds_back_only_itself(
+    simulator: Simulator, clock: FakeClock, tmp_path: Path
+) -> None:
+    exporter = make_exporter(simulator, clock, tmp_path)
+    exporter.api.retry = RetryPolicy(max_attempts=1)
+
+    async def scenario() -> tuple[CycleReport, dict[str, float], CycleReport]:
+        try:
+            simulator.set_faults(Faults(fail_5xx=0.02))
+            clock.advance(60)
+            faulty = await exporter.poller.cycle()
+            started = _flow_samples(exporter, "twilio_studio_executions_started_total")
+            simulator.set_faults(Faults())
+            clock.advance(60)
+            return faulty, started, await exporter.poller.cycle()
+        finally:
+            await exporter.api.aclose()
+
+    try:
+        faulty, started, recovered = asyncio.run(scenario())
+    finally:
+        exporter.close()
+    assert faulty.failed_executions, "the scenario should fail some reads of steps"
+    flows = {
+        simulator.flow_sids[simulator.traffic.by_sid[sid].flow] for sid in faulty.failed_executions
+    }
+    for flow in flows - set(faulty.failed_flows):
+        # The flow's other executions were exported in the same cycle.
+        assert started.get(flow, 0) > 0, flow
+    assert recovered.ok
+    # The new executions whose steps failed were listed again: nothing is missing.
+    assert metric_mismatches(exporter.registry, simulator.truth()) == []
