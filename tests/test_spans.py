@@ -231,7 +231,8 @@ def test_a_subflow_visit_nests_under_the_visit_its_parent_step_opened() -> None:
 )  # fmt: skip
 def test_a_built_subflow_nests_under_run_subflow_whichever_step_is_named(reading: str) -> None:
     into = make_step(0x1, "Trigger", "run_sub", 1)
-    out = make_step(0x3, "run_sub", ENDED, 6, event="completed")
+    # A step's type is that of the widget it left: run_sub is a run-subflow widget.
+    out = replace(make_step(0x3, "run_sub", ENDED, 6, event="completed"), widget_type="run-subflow")
     parent = into if reading == "into" else out
     sub_exit = make_step(0x2, "Trigger", ENDED, 4, parent=parent.sid, flow_sid=SUBFLOW_SID)
     path = build_path(make_execution("ended"), [into, sub_exit, out])

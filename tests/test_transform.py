@@ -929,3 +929,17 @@ def test_subflow_visits_lie_inside_their_run_subflow_visit(
         assert parent.widget == SUBFLOW_WIDGET
         assert parent.entered_at <= visit.entered_at
         assert parent.left_at is None or (visit.left_at or parent.left_at) <= parent.left_at
+
+
+def test_a_visit_of_a_widget_that_cannot_run_subflows_never_holds_one() -> None:
+    # One second: "a" (a set-variables widget) is left by the parent step and contains the
+    # subflow in time, but the subflow ran in "sub", whose step out was lost.
+    steps = [
+        make_step(TRIGGER, "a", 1, number=1, widget_type="trigger"),
+        make_step("a", "sub", 1, number=2, widget_type="set-variables"),
+        *sub([TRIGGER, ENDED], [1], first=3, parent=2),
+        make_step("next", ENDED, 9, number=5, widget_type="say-play"),
+    ]
+    path = build_path(make_execution(status="ended"), steps, SUB_FLOW_DEFINITION)
+
+    assert subflow_rows(path) == [(TRIGGER, 1, 1, 2)]
