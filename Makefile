@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help venv generate check-generated dashboards check-dashboards lint format typecheck \
         test check run simulate bench reliability clean prometheusrule check-deploy check-image \
-        lock-image
+        lock-image lint-workflows spec-check
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -58,7 +58,19 @@ format: $(STAMP) ## Apply ruff fixes and formatting
 typecheck: $(STAMP) ## mypy --strict on exporter/ and tests/
 	$(BIN)/mypy
 
-test: check-generated check-dashboards check-deploy check-image ## Run the whole test suite (drift checks, deploy files, unit, integration)
+lint-workflows: $(STAMP) ## actionlint on .github/workflows (the scheduled spec-drift check)
+	$(BIN)/actionlint .github/workflows/*.yml
+
+# SPEC: a Twilio Studio v2 spec file; BASELINE: the one the project last agreed with (optional);
+# V2010 + V2010_BASELINE: the same for the v2010 API (optional); REPORT: also write the report.
+spec-check: $(STAMP) ## Check openapi/ against a downloaded Twilio spec: make spec-check SPEC=path [BASELINE=old]
+	@test -n "$(SPEC)" || { echo "usage: make spec-check SPEC=twilio_studio_v2.json [BASELINE=old.json] [V2010=new.json V2010_BASELINE=old.json] [REPORT=out.md]" >&2; exit 2; }
+	$(BIN)/python scripts/spec_check.py --spec "$(SPEC)" \
+	  $(if $(BASELINE),--baseline "$(BASELINE)") \
+	  $(if $(V2010),--v2010 "$(V2010)" --v2010-baseline "$(V2010_BASELINE)") \
+	  $(if $(REPORT),--report "$(REPORT)")
+
+test: check-generated check-dashboards check-deploy check-image lint-workflows ## Run the whole test suite (drift checks, deploy files, workflows, unit, integration)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 check: lint typecheck test ## Everything: lint, format check, type check, tests

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from studio_exporter.conformance import conforms, disagreements
 from studio_exporter.specdiff import USED_OPERATIONS, TypeShape, operation_shapes
+from tests.reference import reference_path
 
 ROOT = Path(__file__).resolve().parents[1]
 OURS_PATH = ROOT / "openapi" / "studio_v2.yaml"
-REFERENCE_PATH = ROOT.parent / "shared" / "reference" / "twilio_studio_v2.json"
+REFERENCE_NAME = "twilio_studio_v2.json"
 
 Spec = dict[str, Any]
 
@@ -28,84 +30,9 @@ def load_ours() -> Spec:
 
 @pytest.fixture(scope="module")
 def reference() -> Spec:
-    if not REFERENCE_PATH.is_file():
-        pytest.skip(
-            f"Twilio's reference spec is not at {REFERENCE_PATH} (it lives outside the project; "
-            "a fresh clone has no ../shared): nothing to compare against"
-        )
-    document = json.loads(REFERENCE_PATH.read_text(encoding="utf-8"))
+    document = json.loads(reference_path(REFERENCE_NAME).read_text(encoding="utf-8"))
     assert isinstance(document, dict)
     return document
-
-
-def conforms(theirs: TypeShape, ours: TypeShape) -> bool:
-    """Whether our shape accepts all Twilio documents and describes them the same way.
-
-    Deliberate, documented latitude: where Twilio leaves the type open we may name it (context,
-    definition), and we may allow null where Twilio does not. Everything else must be equal:
-    type, format, pattern, lengths, ranges, required, and the (known) values of a status.
-    """
-    if theirs.type != "any" and (theirs.type, theirs.format) != (ours.type, ours.format):
-        return False
-    if theirs.nullable and not ours.nullable:
-        return False
-    return (
-        theirs.pattern,
-        theirs.min_length,
-        theirs.max_length,
-        theirs.minimum,
-        theirs.maximum,
-        theirs.required,
-        theirs.values,
-    ) == (
-        ours.pattern,
-        ours.min_length,
-        ours.max_length,
-        ours.minimum,
-        ours.maximum,
-        ours.required,
-        ours.values,
-    )
-
-
-def _keyed_problems(
-    operation_id: str, noun: str, theirs: Mapping[Any, TypeShape], ours: Mapping[Any, TypeShape]
-) -> list[str]:
-    problems = []
-    for key in sorted(theirs.keys() | ours.keys(), key=str):
-        name = " ".join(key) if isinstance(key, tuple) else key  # ("query", "status")
-        if key not in ours:
-            problems.append(f"{operation_id}: {noun} {name} missing from openapi/")
-        elif key not in theirs:
-            problems.append(f"{operation_id}: {noun} {name} is not in Twilio's spec")
-        elif not conforms(theirs[key], ours[key]):
-            problems.append(
-                f"{operation_id}: {noun} {name}: Twilio {theirs[key].describe()}, "
-                f"ours {ours[key].describe()}"
-            )
-    return problems
-
-
-def disagreements(reference: Spec, ours: Spec) -> list[str]:
-    """Every way ``ours`` departs from ``reference`` in the operations we use."""
-    theirs_shapes = operation_shapes(reference)
-    our_shapes = operation_shapes(ours)
-    problems: list[str] = []
-    for operation_id in USED_OPERATIONS:
-        theirs, mine = theirs_shapes.get(operation_id), our_shapes.get(operation_id)
-        if theirs is None or mine is None:
-            where = "Twilio's spec" if theirs is None else "openapi/"
-            problems.append(f"{operation_id}: missing from {where}")
-            continue
-        for aspect in ("path", "method", "servers", "security"):
-            if getattr(theirs, aspect) != getattr(mine, aspect):
-                problems.append(
-                    f"{operation_id}: {aspect} Twilio {getattr(theirs, aspect)!r}, "
-                    f"ours {getattr(mine, aspect)!r}"
-                )
-        problems += _keyed_problems(operation_id, "parameter", theirs.parameters, mine.parameters)
-        problems += _keyed_problems(operation_id, "field", theirs.fields, mine.fields)
-    return problems
 
 
 def test_openapi_agrees_with_twilio(reference: Spec) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -13,7 +13,7 @@ import pytest
 from studio_exporter.app import Exporter, build_exporter
 from studio_exporter.config import config_from_mapping
 from studio_exporter.poller import CycleReport, utc_now
-from studio_exporter.simulator import Simulator, SimulatorConfig
+from studio_exporter.simulator import FakeClock, Simulator, SimulatorConfig
 from tests.otlp_receiver import OtlpReceiver, running_receiver
 from tests.truthcheck import expected_span_count, metric_mismatches, samples
 
@@ -172,3 +172,64 @@ def test_metrics_endpoint_serves_every_metric_with_data(
     assert "# {trace_id=" in openmetrics.text, "no exemplars in the OpenMetrics exposition"
     assert live.status_code == 200
     assert ready.status_code == 200, ready.text
+
+
+@pytest.mark.parametrize(
+    "reading",
+    [
+        pytest.param("into", id="parent-is-step-into-run-subflow"),
+        pytest.param("out", id="parent-is-step-out-of-run-subflow"),
+    ],
+)
+def test_subflows_nest_under_run_subflow_whichever_step_parent_step_sid_names(
+    reading: str, receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    """Poll live traffic that is caught mid-subflow; metrics and span nesting match the truth."""
+    clock = FakeClock(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+    config = SimulatorConfig(
+        seed=5, history_executions=300, history_days=1, rate=30, speed=20, clock=clock,
+        subflow_parent=reading,
+    )  # fmt: skip
+    with Simulator(config) as sim:
+        exporter_config = config_from_mapping(
+            {
+                "twilio_base_url": sim.url,
+                "state_dir": str(tmp_path),
+                "listen_address": "127.0.0.1:0",
+                "lookback": "2d",
+            },
+            {"TWILIO_ACCOUNT_SID": sim.account_sid, "TWILIO_AUTH_TOKEN": sim.auth_token},
+        )
+        env = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint}
+        exporter = build_exporter(exporter_config, env=env, clock=clock)
+        exporter.start()
+
+        async def cycles() -> list[CycleReport]:
+            reports = []
+            try:
+                for _ in range(8):
+                    clock.advance(20)
+                    reports.append(await exporter.poller.cycle())
+            finally:
+                await exporter.api.aclose()
+            return reports
+
+        try:
+            reports = asyncio.run(cycles())
+            truth = sim.truth()
+            assert all(report.ok for report in reports)
+            assert metric_mismatches(exporter.registry, truth) == []
+            assert exporter.shipper.flush()
+            spans = receiver.wait_for_spans(expected_span_count(truth), timeout=30)
+        finally:
+            stop(exporter)
+    anomalies = samples(exporter.registry, "twilio_studio_exporter_anomalies_total")
+    assert sum(value for _, value in anomalies) == 0
+    subflow_sid = sim.flow_sids[4]
+    by_id = {(span.trace_id, span.span_id): span for span in spans}
+    nested = [s for s in spans if s.attributes.get("twilio.studio.flow.sid") == subflow_sid]
+    assert len(nested) > 50
+    for span in nested:
+        parent = by_id[(span.trace_id, span.parent_span_id or 0)]
+        assert parent.name == "verify_identity", (span, parent)
+        assert parent.start_ns <= span.start_ns <= span.end_ns <= parent.end_ns

@@ -139,6 +139,20 @@ def test_open_visits_are_not_observed(registry: CollectorRegistry, metrics: Stud
     assert registry.get_sample_value(count, duration_labels()) is None
 
 
+def test_a_negative_duration_is_refused_not_clamped(
+    registry: CollectorRegistry, metrics: StudioMetrics
+) -> None:
+    # The poller counts these as anomalies; a histogram must not hide them in its first bucket.
+    with pytest.raises(ValueError, match="negative duration"):
+        metrics.record_visit(FLOW, make_visit(-2), TRACE)
+    with pytest.raises(ValueError, match="negative duration"):
+        metrics.record_execution_ended(FLOW, "a", -1.0, TRACE)
+    name = "twilio_studio_step_duration_seconds"
+    assert registry.get_sample_value(f"{name}_count", duration_labels()) is None
+    ended = {**flow_labels(), "final_widget": "a"}
+    assert registry.get_sample_value("twilio_studio_executions_ended_total", ended) is None
+
+
 def test_openmetrics_exposition_carries_the_trace_id_exemplar(
     registry: CollectorRegistry, metrics: StudioMetrics
 ) -> None:

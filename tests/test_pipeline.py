@@ -78,7 +78,7 @@ def test_subflow_visit_spans_wait_for_the_parent_visit_to_close() -> None:
     # The top-level Trigger visit is due; the subflow's visits are not (parent still open).
     assert [(v.widget, v.parent_step_sid) for v in first.span_visits] == [(TRIGGER, None)]
 
-    leave = make_step("run_sub", ENDED, 4, number=20, event="completed")
+    leave = make_step("run_sub", ENDED, 4, number=20, event="completed", widget_type="run-subflow")
     exported = {enter.sid, *(step.sid for step in sub)}
     second = plan_update(
         make_execution(status="ended"),

@@ -12,11 +12,13 @@ import pytest
 
 from studio_exporter.app import Exporter, build_exporter
 from studio_exporter.config import config_from_mapping
+from studio_exporter.domain import Execution, Step
 from studio_exporter.poller import CycleReport
 from studio_exporter.simulator import FakeClock, Faults, Simulator, SimulatorConfig
 from studio_exporter.span_sink import JsonLinesSender
 from studio_exporter.throttle import RetryPolicy
 from tests.truthcheck import metric_mismatches, samples
+from tests.twilio_sdk import twilio_client
 
 pytestmark = pytest.mark.integration
 
@@ -175,3 +177,167 @@ def test_prune_forgets_what_studio_no_longer_keeps(
         exporter.close()
     assert result.executions >= HISTORY
     assert left == 0
+
+
+def _flow_samples(exporter: Exporter, name: str) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for labels, value in samples(exporter.registry, name):
+        totals[labels["flow_sid"]] = totals.get(labels["flow_sid"], 0.0) + value
+    return totals
+
+
+def _busiest_flow(sim: Simulator) -> str:
+    flows: dict[str, Any] = sim.truth()["flows"]
+    return max(flows, key=lambda sid: (int(flows[sid]["executions_active"]), sid))
+
+
+def test_deleting_an_active_execution_does_not_stop_its_flow(
+    simulator: Simulator, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Twilio's SDK deletes a followed execution mid-run; the flow's new ones still arrive."""
+    exporter = make_exporter(simulator, clock, tmp_path)
+    sdk = twilio_client(simulator)
+
+    async def scenario() -> tuple[CycleReport, str, float]:
+        try:
+            clock.advance(60)
+            assert (await exporter.poller.cycle()).ok
+            flow = _busiest_flow(simulator)
+            doomed = exporter.store.active_executions(flow)[-1]
+            await asyncio.to_thread(sdk.studio.v2.flows(flow).executions(doomed.sid).delete)
+            started = _flow_samples(exporter, "twilio_studio_executions_started_total")[flow]
+            clock.advance(60)
+            return await exporter.poller.cycle(), flow, started
+        finally:
+            await exporter.api.aclose()
+
+    try:
+        report, flow, started_before = asyncio.run(scenario())
+    finally:
+        exporter.close()
+    truth = simulator.truth()
+    assert report.ok
+    assert report.executions_vanished == 1
+    vanished = samples(exporter.registry, "twilio_studio_exporter_executions_vanished_total")
+    assert vanished == [({}, 1.0)]
+    started = _flow_samples(exporter, "twilio_studio_executions_started_total")
+    # Every execution Studio still has was exported, the deleted one had been counted before.
+    assert started[flow] == truth["flows"][flow]["executions_started"] + 1
+    assert started[flow] > started_before, "no new execution of the flow in the next cycle"
+    active = _flow_samples(exporter, "twilio_studio_executions_active")
+    assert active == {sid: float(f["executions_active"]) for sid, f in truth["flows"].items()}
+
+
+def test_a_deleted_flow_is_dropped_with_its_gauges(
+    simulator: Simulator, clock: FakeClock, tmp_path: Path
+) -> None:
+    exporter = make_exporter(simulator, clock, tmp_path)
+    sdk = twilio_client(simulator)
+
+    async def scenario() -> tuple[list[CycleReport], str, int]:
+        try:
+            clock.advance(60)
+            assert (await exporter.poller.cycle()).ok
+            flow = _busiest_flow(simulator)
+            followed = len(exporter.store.active_executions(flow))
+            await asyncio.to_thread(sdk.studio.v2.flows(flow).delete)
+            reports = []
+            for _ in range(2):
+                clock.advance(60)
+                reports.append(await exporter.poller.cycle())
+            assert exporter.store.active_executions(flow) == []
+            return reports, flow, followed
+        finally:
+            await exporter.api.aclose()
+
+    try:
+        (failed, dropped), flow, followed = asyncio.run(scenario())
+    finally:
+        exporter.close()
+    assert followed > 0
+    # Listing its executions answers 404 once; the next cycle lists flows again and drops it.
+    assert failed.failed_flows == [flow]
+    assert dropped.ok
+    assert flow not in exporter.poller.flows
+    assert flow not in _flow_samples(exporter, "twilio_studio_executions_active")
+    assert flow not in _flow_samples(exporter, "twilio_studio_widget_visits_in_progress")
+    vanished = samples(exporter.registry, "twilio_studio_exporter_executions_vanished_total")
+    assert vanished == [({}, float(followed))]
+
+
+def test_negative_durations_are_counted_and_logged_once_never_clamped(
+    simulator: Simulator, clock: FakeClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    exporter = make_exporter(simulator, clock, tmp_path)
+    flow_sid = simulator.flow_sids[0]
+    created = START - timedelta(minutes=1)
+    # Skewed records: the first step before the execution's creation, its end too.
+    execution = Execution("FN" + "1" * 32, flow_sid, simulator.account_sid, "ended", created)
+    steps = [
+        Step(f"FT{n:032x}", flow_sid, execution.sid, "next", origin, target, "set-variables",
+             created + timedelta(seconds=offset))
+        for n, origin, target, offset in [(1, "Trigger", "a", -5), (2, "a", "Ended", -2)]
+    ]  # fmt: skip
+
+    async def scenario() -> None:
+        try:
+            await exporter.poller.apply_pushed(flow_sid, execution, steps)
+        finally:
+            await exporter.api.aclose()
+
+    try:
+        with caplog.at_level("WARNING", logger="studio_exporter.poller"):
+            asyncio.run(scenario())
+    finally:
+        exporter.close()
+    anomalies = {
+        labels["kind"]: value
+        for labels, value in samples(exporter.registry, "twilio_studio_exporter_anomalies_total")
+    }
+    assert anomalies == {"negative_visit_duration": 1.0, "negative_execution_duration": 1.0}
+    logged = [r for r in caplog.records if execution.sid in r.getMessage()]
+    assert len(logged) == 1
+    durations = {
+        labels["widget"]: value
+        for labels, value in samples(exporter.registry, "twilio_studio_step_duration_seconds_count")
+        if labels["flow_sid"] == flow_sid
+    }
+    assert durations == {"a": 1.0}  # Trigger's -5 s is left out, not put in the lowest bucket
+    ended = samples(exporter.registry, "twilio_studio_execution_duration_seconds_count")
+    assert [value for labels, value in ended if labels["flow_sid"] == flow_sid] == []
+    executions = samples(exporter.registry, "twilio_studio_executions_ended_total")
+    assert sum(value for _, value in executions) == 1
+
+
+def test_an_execution_that_fails_to_read_holds_back_only_itself(
+    simulator: Simulator, clock: FakeClock, tmp_path: Path
+) -> None:
+    exporter = make_exporter(simulator, clock, tmp_path)
+    exporter.api.retry = RetryPolicy(max_attempts=1)
+
+    async def scenario() -> tuple[CycleReport, dict[str, float], CycleReport]:
+        try:
+            simulator.set_faults(Faults(fail_5xx=0.02))
+            clock.advance(60)
+            faulty = await exporter.poller.cycle()
+            started = _flow_samples(exporter, "twilio_studio_executions_started_total")
+            simulator.set_faults(Faults())
+            clock.advance(60)
+            return faulty, started, await exporter.poller.cycle()
+        finally:
+            await exporter.api.aclose()
+
+    try:
+        faulty, started, recovered = asyncio.run(scenario())
+    finally:
+        exporter.close()
+    assert faulty.failed_executions, "the scenario should fail some reads of steps"
+    flows = {
+        simulator.flow_sids[simulator.traffic.by_sid[sid].flow] for sid in faulty.failed_executions
+    }
+    for flow in flows - set(faulty.failed_flows):
+        # The flow's other executions were exported in the same cycle.
+        assert started.get(flow, 0) > 0, flow
+    assert recovered.ok
+    # The new executions whose steps failed were listed again: nothing is missing.
+    assert metric_mismatches(exporter.registry, simulator.truth()) == []

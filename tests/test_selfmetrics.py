@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from studio_exporter.metrics import StudioMetrics
-from studio_exporter.selfmetrics import HTTP_REFUSAL_REASONS, ExporterMetrics
+from studio_exporter.selfmetrics import ANOMALY_KINDS, HTTP_REFUSAL_REASONS, ExporterMetrics
 
 
 @pytest.fixture
@@ -102,6 +102,20 @@ def test_web_refusals_start_at_zero_and_count_by_reason(
     health.http_refused("too_large")
     health.http_refused("too_large")
     assert registry.get_sample_value(name, {"reason": "too_large"}) == 2
+
+
+def test_vanished_executions_and_anomalies(
+    registry: CollectorRegistry, health: ExporterMetrics
+) -> None:
+    anomalies = "twilio_studio_exporter_anomalies_total"
+    for kind in ANOMALY_KINDS:
+        assert registry.get_sample_value(anomalies, {"kind": kind}) == 0
+    health.executions_vanished()
+    health.executions_vanished(2)
+    health.anomaly("negative_visit_duration", 3)
+    assert registry.get_sample_value("twilio_studio_exporter_executions_vanished_total") == 3
+    assert registry.get_sample_value(anomalies, {"kind": "negative_visit_duration"}) == 3
+    assert registry.get_sample_value(anomalies, {"kind": "negative_execution_duration"}) == 0
 
 
 def test_build_info(registry: CollectorRegistry, health: ExporterMetrics) -> None:

@@ -10,9 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
+from twilio.base.exceptions import TwilioRestException
 
 from studio_exporter.simulator import FakeClock, Faults, Simulator, SimulatorConfig
 from studio_exporter.simulator.flows import WIDGET_EVENTS
+from tests.twilio_sdk import twilio_client
 
 pytestmark = pytest.mark.integration
 
@@ -254,27 +256,40 @@ def test_executions_and_steps_look_like_studio(running: Any) -> None:
             break
 
 
-def test_subflow_chain_nests_under_the_step_into_run_subflow(running: Any) -> None:
-    simulator, _, client = running
+@pytest.mark.parametrize("reading", ["into", "out"])
+def test_subflow_steps_name_the_step_into_or_out_of_run_subflow(reading: str) -> None:
+    simulator, _ = make_simulator(subflow_parent=reading)
+    url = simulator.start()
     support = simulator.flow_sids[3]
     subflow = simulator.flow_sids[4]
     checked = 0
-    for execution in executions(client, support):
-        listed = list(reversed(steps(client, execution)))
-        into = [s for s in listed if s["transitioned_to"] == "verify_identity"]
-        if not into:
-            continue
-        nested = [s for s in listed if s["parent_step_sid"] == into[0]["sid"]]
-        assert nested[0]["transitioned_from"] == "Trigger"
-        assert nested[0]["name"] == "incomingParent"
-        assert nested[-1]["transitioned_to"] == "Ended"
-        assert all(s["flow_sid"] == subflow for s in nested)
-        leave = next(s for s in listed if s["transitioned_from"] == "verify_identity")
-        assert leave["name"] in {"completed", "failed"}
-        assert leave["date_created"] >= nested[-1]["date_created"]
-        assert listed.index(leave) > listed.index(nested[-1])
-        checked += 1
+    try:
+        with httpx.Client(base_url=url, auth=(simulator.account_sid, simulator.auth_token)) as c:
+            for execution in executions(c, support):
+                listed = list(reversed(steps(c, execution)))
+                into = [s for s in listed if s["transitioned_to"] == "verify_identity"]
+                if not into:
+                    continue
+                leave = next(s for s in listed if s["transitioned_from"] == "verify_identity")
+                named = into[0] if reading == "into" else leave
+                nested = [s for s in listed if s["parent_step_sid"] == named["sid"]]
+                assert nested[0]["transitioned_from"] == "Trigger"
+                assert nested[0]["name"] == "incomingParent"
+                assert nested[-1]["transitioned_to"] == "Ended"
+                assert all(s["flow_sid"] == subflow for s in nested)
+                assert leave["name"] in {"completed", "failed"}
+                assert into[0]["date_created"] <= nested[0]["date_created"]
+                assert leave["date_created"] >= nested[-1]["date_created"]
+                assert listed.index(leave) > listed.index(nested[-1])
+                checked += 1
+    finally:
+        simulator.stop()
     assert checked > 10
+
+
+def test_subflow_parent_must_be_a_known_reading() -> None:
+    with pytest.raises(ValueError, match="subflow_parent must be one of into, out"):
+        SimulatorConfig(subflow_parent="both")
 
 
 def test_live_traffic_follows_the_clock() -> None:
@@ -333,3 +348,60 @@ def test_set_faults_at_runtime(running: Any) -> None:
     assert client.get("/v2/Flows").status_code == 429
     simulator.set_faults(Faults())
     assert client.get("/v2/Flows").status_code == 200
+
+
+def test_twilio_sdk_deletes_an_execution_then_gets_404(running: Any) -> None:
+    simulator, _, client = running
+    flow = simulator.flow_sids[0]
+    doomed, kept = executions(client, flow)[:2]
+    sdk = twilio_client(simulator)
+    assert sdk.studio.v2.flows(flow).executions(doomed["sid"]).delete() is True
+    for path in (doomed["url"], doomed["links"]["steps"], doomed["links"]["execution_context"]):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert set(response.json()) == ERROR_KEYS
+    with pytest.raises(TwilioRestException) as again:
+        sdk.studio.v2.flows(flow).executions(doomed["sid"]).delete()
+    assert again.value.status == 404
+    listed = {execution["sid"] for execution in executions(client, flow)}
+    assert doomed["sid"] not in listed
+    assert kept["sid"] in listed
+    truth = simulator.truth()
+    assert truth["executions_deleted"] == 1
+    assert truth["flows"][flow]["executions_started"] == len(listed)
+    counts = truth["requests"]["by_operation"]
+    assert counts["DeleteExecution"] == 2
+
+
+def test_twilio_sdk_deletes_a_flow_with_its_executions(running: Any) -> None:
+    simulator, _, client = running
+    flow = simulator.flow_sids[0]
+    execution = executions(client, flow)[0]
+    sdk = twilio_client(simulator)
+    assert sdk.studio.v2.flows(flow).delete() is True
+    for path in (f"/v2/Flows/{flow}", execution["url"], f"/v2/Flows/{flow}/Executions"):
+        assert client.get(path).status_code == 404, path
+    assert flow not in {listed["sid"] for listed in all_pages(client, "/v2/Flows", "flows")}
+    with pytest.raises(TwilioRestException) as again:
+        sdk.studio.v2.flows(flow).delete()
+    assert again.value.status == 404
+    truth = simulator.truth()
+    assert truth["flows"][flow]["deleted"] is True
+    assert truth["flows"][flow]["executions_started"] == 0
+    assert not any(t["flow_sid"] == flow and t["from"] == "Trigger" for t in truth["transitions"])
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        pytest.param("/v2/Flows/FWnot-a-sid", 400, id="flow-sid"),
+        pytest.param(f"/v2/Flows/FW{'0' * 32}", 404, id="unknown-flow"),
+        pytest.param(f"/v2/Flows/FW{'0' * 32}/Executions/FN{'0' * 32}", 404, id="unknown-exec"),
+        pytest.param("/v2/Flows", 405, id="collection"),
+    ],
+)
+def test_delete_answers_like_studio(running: Any, path: str, status: int) -> None:
+    _, _, client = running
+    response = client.delete(path)
+    assert response.status_code == status
+    assert set(response.json()) == ERROR_KEYS

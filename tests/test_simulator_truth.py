@@ -37,7 +37,27 @@ def read_everything(simulator: Simulator) -> list[tuple[dict[str, Any], list[dic
     return result
 
 
-def recount(simulator: Simulator) -> dict[str, Any]:
+def subflow_start(steps: list[dict[str, Any]], parent_sid: str, reading: str) -> int | None:
+    """When the run-subflow visit that the subflow named ``parent_sid`` ran in began.
+
+    Under the "into" reading the parent step entered it; under "out" the parent step left it,
+    and it began with the step before that one in its chain, if that step leads into it.
+    """
+    by_sid = {s["sid"]: s for s in steps}
+    parent = by_sid.get(parent_sid)
+    if parent is None:
+        return None
+    if reading == "into":
+        return seconds(parent["date_created"])
+    chain = [s for s in steps if s["parent_step_sid"] == parent["parent_step_sid"]]
+    index = chain.index(parent)
+    before = chain[index - 1] if index else None
+    if before is None or before["transitioned_to"] != parent["transitioned_from"]:
+        return None
+    return seconds(before["date_created"])
+
+
+def recount(simulator: Simulator, reading: str = "into") -> dict[str, Any]:
     """The truth, recomputed from API data alone with the exporter's visit rule."""
     flows: dict[str, Any] = {}
     transitions: Counter[tuple[str, str, str, str]] = Counter()
@@ -63,7 +83,7 @@ def recount(simulator: Simulator) -> dict[str, Any]:
                 if chain is None:
                     entered = seconds(execution["date_created"])
                 elif chain in by_sid:
-                    entered = seconds(by_sid[chain]["date_created"])
+                    entered = subflow_start(steps, chain, reading)
             if entered is not None:
                 key = (step["flow_sid"], step["transitioned_from"])
                 visits[key] += 1
@@ -84,7 +104,7 @@ def recount(simulator: Simulator) -> dict[str, Any]:
 
 def assert_truth_matches(simulator: Simulator) -> dict[str, Any]:
     truth = simulator.truth()
-    seen = recount(simulator)
+    seen = recount(simulator, simulator.config.subflow_parent)
     for sid, flow in truth["flows"].items():
         counted = seen["flows"].get(sid, {"started": 0, "ended": 0, "duration": 0, "final": {}})
         assert flow["executions_started"] == counted["started"]
@@ -103,6 +123,7 @@ def assert_truth_matches(simulator: Simulator) -> dict[str, Any]:
     return truth
 
 
+@pytest.mark.parametrize("reading", ["into", "out"])
 @pytest.mark.parametrize(
     "faults",
     [
@@ -110,8 +131,14 @@ def assert_truth_matches(simulator: Simulator) -> dict[str, Any]:
         pytest.param(Faults(missing_steps=0.1), id="missing-steps"),
     ],
 )
-def test_truth_of_history_equals_sums_over_served_steps(faults: Faults) -> None:
-    config = SimulatorConfig(seed=2, history_executions=400, clock=FakeClock(START), faults=faults)
+def test_truth_of_history_equals_sums_over_served_steps(faults: Faults, reading: str) -> None:
+    config = SimulatorConfig(
+        seed=2,
+        history_executions=400,
+        clock=FakeClock(START),
+        faults=faults,
+        subflow_parent=reading,
+    )
     with Simulator(config) as simulator:
         truth = assert_truth_matches(simulator)
     assert sum(f["executions_ended"] for f in truth["flows"].values()) == 400

@@ -30,6 +30,7 @@ from studio_exporter.spans import (
     trace_id_hex,
     visit_span,
 )
+from studio_exporter.transform import build_path
 
 ACCOUNT = "AC" + "a" * 32
 FLOW = Flow("FW" + "b" * 32, ACCOUNT, "Onboarding", "published", 7)
@@ -210,7 +211,7 @@ def subflow_path(*, parent_closed: bool, status: str) -> ExecutionPath:
     visits = [
         visit_of(None, p),
         visit_of(p, run_sub_exit if parent_closed else None),
-        Visit("first", "set-variables", SUBFLOW_SID, p.date_created, None, sub_exit, p.sid),
+        Visit("first", "set-variables", SUBFLOW_SID, p.date_created, None, sub_exit, p.sid, p.sid),
     ]
     return ExecutionPath(make_execution(status), tuple(steps), tuple(visits))
 
@@ -221,6 +222,24 @@ def test_a_subflow_visit_nests_under_the_visit_its_parent_step_opened() -> None:
     assert record.parent_span_id == 0x3  # the span of run_sub, closed by step 0x3
     assert record.attributes["twilio.studio.flow.sid"] == SUBFLOW_SID
     assert record.attributes["twilio.studio.flow.name"] == "Sub"
+
+
+@pytest.mark.parametrize(
+    "reading",
+    [pytest.param("into", id="parent-is-step-into-run-subflow"),
+     pytest.param("out", id="parent-is-step-out-of-run-subflow")],
+)  # fmt: skip
+def test_a_built_subflow_nests_under_run_subflow_whichever_step_is_named(reading: str) -> None:
+    into = make_step(0x1, "Trigger", "run_sub", 1)
+    # A step's type is that of the widget it left: run_sub is a run-subflow widget.
+    out = replace(make_step(0x3, "run_sub", ENDED, 6, event="completed"), widget_type="run-subflow")
+    parent = into if reading == "into" else out
+    sub_exit = make_step(0x2, "Trigger", ENDED, 4, parent=parent.sid, flow_sid=SUBFLOW_SID)
+    path = build_path(make_execution("ended"), [into, sub_exit, out])
+    [sub_visit] = [visit for visit in path.visits if visit.flow_sid == SUBFLOW_SID]
+    assert sub_visit.parent_entry_sid == into.sid
+    assert sub_visit.duration_seconds == 3.0
+    assert visit_span(path, FLOW, sub_visit).parent_span_id == 0x3
 
 
 def test_a_subflow_visit_under_an_open_parent_nests_under_the_root() -> None:

@@ -491,6 +491,22 @@ def test_prune_forgets_what_studio_no_longer_keeps(store: Store, path: Path) -> 
     assert store.prune(now, retention=timedelta(days=90)) == PruneResult(0, 0, 0)
 
 
+def test_forget_executions_drops_them_and_their_marks(store: Store) -> None:
+    deleted = execution(created=T0)
+    kept = execution(created=T0)
+    with store.batch() as b:
+        b.upsert_executions([deleted, kept])
+        b.mark_steps_exported(deleted.sid, ["FT1", "FT2"])
+        b.mark_steps_exported(kept.sid, ["FT3"])
+    with store.batch() as b:
+        assert b.forget_executions([deleted.sid, "FN" + "0" * 32]) == 1
+
+    assert store.known_executions([deleted.sid, kept.sid]) == {kept.sid}
+    assert store.exported_steps(deleted.sid, ["FT1", "FT2"]) == set()
+    assert store.exported_steps(kept.sid, ["FT3"]) == {"FT3"}
+    assert [e.sid for e in store.active_executions(kept.flow_sid)] == [kept.sid]
+
+
 # ---- threads and processes ----------------------------------------------------------------
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import pairwise
@@ -552,7 +552,12 @@ class Generated:
     execution: Execution
     steps: list[Step]  # in walk order
     visits: list[tuple[str, datetime, datetime | None, str | None]] = field(default_factory=list)
-    parents: set[str] = field(default_factory=set)  # sids of steps that ran a subflow
+    # Steps whose loss leaves a subflow without a known start: the step into the run-subflow
+    # widget, and under the "out" reading also the step out of it (its parent_step_sid).
+    parents: set[str] = field(default_factory=set)
+    #: Which step a subflow's parent_step_sid names: "into" or "out of" the run-subflow widget.
+    reading: str = "into"
+    flow: Flow | None = None  # the flow definition given to the transform, if any
 
 
 @dataclass
@@ -563,9 +568,21 @@ class _Walker:
     budget: int
     min_duration: int
     out: Generated
+    sids: int = 0
+
+    def new_sid(self) -> str:
+        # Random high bits so sid order is not walk order; the count keeps sids distinct.
+        self.sids += 1
+        return f"FT{self.rng.getrandbits(96):024x}{self.sids:08x}"
 
     def step(
-        self, widget: str, entered: datetime, earliest: datetime, parent: str | None, graph: Graph
+        self,
+        widget: str,
+        entered: datetime,
+        earliest: datetime,
+        parent: str | None,
+        graph: Graph,
+        sid: str | None = None,
     ) -> Step | None:
         """Leave ``widget`` (entered at ``entered``) at or after ``earliest``; None: budget out."""
         if self.budget == 0:
@@ -575,8 +592,7 @@ class _Walker:
         left = earliest + (at(max(self.min_duration, self.draw(DURATIONS))) - BASE_TIME)
         event, target = self.draw(st.sampled_from(graph[widget]))
         made = Step(
-            # Random high bits so sid order is not walk order; the count keeps sids distinct.
-            sid=f"FT{self.rng.getrandbits(96):024x}{len(self.out.steps):08x}",
+            sid=sid or self.new_sid(),
             flow_sid=SUBFLOW_SID if parent else FLOW_SID,
             execution_sid=self.out.execution.sid,
             event=event,
@@ -596,16 +612,21 @@ class _Walker:
         entry: Step | None = None
         while widget != ENDED:
             earliest = entered
+            exit_sid = None
             if widget == SUBFLOW_WIDGET and entry is not None:
+                # The step out of the widget exists only later, but its sid is known now: the
+                # "out" reading names it in the subflow's steps (Twilio could, sids are opaque).
+                exit_sid = self.new_sid()
+                named = entry.sid if self.out.reading == "into" else exit_sid
+                self.out.parents.update({entry.sid, named})
                 # The parent leaves the subflow widget only after the subflow it ran ended.
-                self.out.parents.add(entry.sid)
                 # A subflow without a step yet leaves no trace: only the parent's visit shows.
-                finished = self.walk(self.subgraph, entered, entry.sid) if self.budget else None
+                finished = self.walk(self.subgraph, entered, named) if self.budget else None
                 if finished is None:
                     self.out.visits.append((widget, entered, None, parent))
                     return None
                 earliest = finished
-            entry = self.step(widget, entered, earliest, parent, graph)
+            entry = self.step(widget, entered, earliest, parent, graph, exit_sid)
             if entry is None:
                 return None
             widget, entered = entry.transitioned_to, entry.date_created
@@ -623,14 +644,34 @@ def _graph(draw: Any, names: list[str], targets: list[str]) -> Graph:
 
 
 @st.composite
-def generated(draw: Any, *, min_duration: int = 0, subflows: bool = True) -> Generated:
+def generated(
+    draw: Any, *, min_duration: int = 0, subflows: bool = True, reading: str | None = None
+) -> Generated:
+    """A random walk; ``reading`` (drawn when None) is what a subflow's parent_step_sid names.
+
+    Under the "out" reading steps take at least a second: a subflow that shares the second of
+    both steps around its run-subflow widget fits either visit, and only the order of readings
+    the transform prefers (the visit the parent step opened) decides, which the "into" walks
+    test. The flow definition is given, as the exporter has it: without it, a subflow whose
+    parent step (the step out) does not exist yet cannot be told from one that lost its own.
+    """
     widgets = [f"w{index}" for index in range(draw(st.integers(1, 4)))]
     if subflows and draw(st.booleans()):
         widgets.append(SUBFLOW_WIDGET)
     graph = _graph(draw, [TRIGGER, *widgets], [*widgets, ENDED, ENDED])
     subgraph = _graph(draw, [TRIGGER, "s0", "s1"], ["s0", "s1", ENDED])
     execution_sid = f"FN{draw(st.integers(0, 2**128 - 1)):032x}"
-    out = Generated(execution=make_execution(sid=execution_sid), steps=[])
+    reading = reading or draw(st.sampled_from(["into", "out"]))
+    types = {TRIGGER: "trigger"} | {
+        widget: "run-subflow" if widget == SUBFLOW_WIDGET else "split-based-on"
+        for widget in widgets
+    }
+    flow = make_flow(types) if reading == "out" or draw(st.booleans()) else None
+    if reading == "out":
+        min_duration = max(min_duration, 1)
+    out = Generated(
+        execution=make_execution(sid=execution_sid), steps=[], reading=reading, flow=flow
+    )
     walker = _Walker(
         draw=draw,
         rng=draw(st.randoms(use_true_random=False)),
@@ -642,6 +683,10 @@ def generated(draw: Any, *, min_duration: int = 0, subflows: bool = True) -> Gen
     finished = walker.walk(graph, BASE_TIME, None)
     out.execution = replace(out.execution, status="active" if finished is None else "ended")
     return out
+
+
+def build(run: Generated, steps: Iterable[Step]) -> ExecutionPath:
+    return build_path(run.execution, steps, run.flow)
 
 
 def _visit_multiset(
@@ -670,7 +715,7 @@ def _shuffled(items: Sequence[T], rng: random.Random) -> list[T]:
 @PROPERTY_SETTINGS
 @given(generated(), st.randoms(use_true_random=False))
 def test_complete_steps_give_the_true_visits(run: Generated, rng: random.Random) -> None:
-    path = build_path(run.execution, _shuffled(run.steps, rng))
+    path = build(run, _shuffled(run.steps, rng))
 
     assert not path.gaps
     # Loops within one second may be linearised in another order than they happened, but
@@ -685,8 +730,8 @@ def test_result_does_not_depend_on_input_order(run: Generated, rng: random.Rando
     steps = run.steps + rng.sample(run.steps, len(run.steps) // 3)
     mutilated = [s for s in steps if rng.random() > 0.2]
 
-    first = build_path(run.execution, _shuffled(mutilated, rng))
-    second = build_path(run.execution, _shuffled(mutilated, rng))
+    first = build(run, _shuffled(mutilated, rng))
+    second = build(run, _shuffled(mutilated, rng))
 
     assert first == second
 
@@ -694,7 +739,7 @@ def test_result_does_not_depend_on_input_order(run: Generated, rng: random.Rando
 @PROPERTY_SETTINGS
 @given(generated())
 def test_visits_are_contiguous_within_each_chain(run: Generated) -> None:
-    path = build_path(run.execution, reversed(run.steps))
+    path = build(run, reversed(run.steps))
 
     for chain in _chains(path).values():
         for earlier, later in pairwise(chain):
@@ -708,7 +753,7 @@ def test_visits_are_contiguous_within_each_chain(run: Generated) -> None:
 @PROPERTY_SETTINGS
 @given(generated())
 def test_ended_execution_durations_sum_to_its_length(run: Generated) -> None:
-    path = build_path(run.execution, reversed(run.steps))
+    path = build(run, reversed(run.steps))
 
     top = [visit for visit in path.visits if visit.parent_step_sid is None]
     if run.execution.is_ended:
@@ -726,7 +771,7 @@ def test_ended_execution_durations_sum_to_its_length(run: Generated) -> None:
 def test_lost_steps_are_accounted_for(run: Generated, rng: random.Random) -> None:
     lost = {s.sid for s in run.steps if rng.random() < 0.25}
     kept = [s for s in run.steps if s.sid not in lost]
-    path = build_path(run.execution, _shuffled(kept + kept[: len(kept) // 2], rng))
+    path = build(run, _shuffled(kept + kept[: len(kept) // 2], rng))
 
     # Every step appears once, and either closes exactly one visit or follows exactly one gap.
     assert Counter(s.sid for s in path.steps) == Counter(s.sid for s in kept)
@@ -762,8 +807,139 @@ def test_one_lost_step_is_one_gap(run: Generated, data: st.DataObject) -> None:
     if not candidates:
         return
     before, lost, after = data.draw(st.sampled_from(candidates))
-    path = build_path(run.execution, [s for s in run.steps if s is not lost])
+    path = build(run, [s for s in run.steps if s is not lost])
 
     assert [(gap.before, gap.after) for gap in path.gaps] == [(before, after)]
     assert not any(visit.exit_step is after for visit in path.visits)
     assert not any(visit.entry_step is before and before is not None for visit in path.visits)
+
+
+# -- both readings of parent_step_sid -------------------------------------------------------
+
+SUB_FLOW_DEFINITION = make_flow({TRIGGER: "trigger", "sub": "run-subflow", "next": "say-play"})
+INTO_SUB = make_step(TRIGGER, "sub", 1, number=1, widget_type="trigger")
+OUT_OF_SUB = make_step("sub", "next", 5, number=4, event="completed", widget_type="run-subflow")
+
+
+def subflow_rows(path: ExecutionPath) -> list[VisitRow]:
+    """Subflow visits as rows whose last item is the step that entered their parent visit."""
+    return [
+        (
+            visit.widget,
+            (visit.entered_at - BASE_TIME).total_seconds(),
+            seconds(visit.left_at),
+            None if visit.parent_entry_sid is None else int(visit.parent_entry_sid[2:], 16),
+        )
+        for visit in path.visits
+        if visit.parent_step_sid is not None
+    ]
+
+
+@pytest.mark.parametrize(
+    ("named", "flow"),
+    [
+        pytest.param(1, None, id="into-untyped"),
+        pytest.param(4, None, id="out-untyped"),
+        pytest.param(1, SUB_FLOW_DEFINITION, id="into-typed"),
+        pytest.param(4, SUB_FLOW_DEFINITION, id="out-typed"),
+    ],
+)
+def test_a_subflow_goes_in_its_run_subflow_visit_whichever_step_is_named(
+    named: int, flow: Flow | None
+) -> None:
+    steps = [INTO_SUB, *sub([TRIGGER, "s1", ENDED], [2, 4], first=2, parent=named), OUT_OF_SUB]
+    path = build_path(make_execution(status="active"), reversed(steps), flow)
+
+    assert not path.gaps
+    # Its first visit starts when run-subflow was entered; every visit nests under that visit.
+    assert subflow_rows(path) == [(TRIGGER, 1, 2, 1), ("s1", 2, 4, 1)]
+    assert {v.parent_step_sid for v in path.visits if v.flow_sid == SUBFLOW_SID} == {
+        step_sid(named)
+    }
+    assert step_numbers(path) == [1, 2, 3, 4]
+    assert all((v.duration_seconds or 0) >= 0 for v in path.visits)
+
+
+def test_out_reading_while_the_subflow_runs_uses_the_open_run_subflow_visit() -> None:
+    # The step out of "sub" does not exist yet; the subflow's steps already name it.
+    steps = [INTO_SUB, *sub([TRIGGER, "s1"], [2], first=2, parent=4)]
+    path = build_path(make_execution(status="active"), steps, SUB_FLOW_DEFINITION)
+
+    assert not path.gaps
+    assert subflow_rows(path) == [(TRIGGER, 1, 2, 1), ("s1", 2, None, 1)]
+
+
+def test_out_reading_without_the_flow_cannot_place_a_running_subflow() -> None:
+    # Without widget types an open visit might be anything: the start stays unknown, a gap.
+    steps = [INTO_SUB, *sub([TRIGGER, "s1"], [2], first=2, parent=4)]
+    path = build_path(make_execution(status="active"), steps)
+
+    assert gap_rows(path) == [(None, 2)]
+    assert subflow_rows(path) == [("s1", 2, None, None)]
+
+
+@pytest.mark.parametrize(
+    ("named", "expected_parent"),
+    [pytest.param(1, 1, id="into"), pytest.param(4, 1, id="out-not-into-a-say-play")],
+)
+def test_a_subflow_sharing_a_second_with_both_steps(named: int, expected_parent: int) -> None:
+    # Everything in second 1: both visits of the parent step contain the subflow. The visit
+    # of a widget that cannot run a subflow ("next", a say-play) is not taken.
+    into = make_step(TRIGGER, "sub", 1, number=1, widget_type="trigger")
+    out = make_step("sub", "next", 1, number=4, event="completed", widget_type="run-subflow")
+    steps = [into, *sub([TRIGGER, ENDED], [1], first=2, parent=named), out]
+    path = build_path(make_execution(status="active"), steps, SUB_FLOW_DEFINITION)
+
+    assert [row[3] for row in subflow_rows(path)] == [expected_parent]
+
+
+def test_into_reading_with_the_step_out_lost_still_knows_the_start() -> None:
+    # The visit of "sub" is cut by a gap, but the step into it dates the subflow's start.
+    later = make_step("next", ENDED, 9, number=5, widget_type="say-play")
+    steps = [INTO_SUB, *sub([TRIGGER, "s1", ENDED], [2, 4], first=2, parent=1), later]
+    path = build_path(make_execution(status="ended"), steps)
+
+    assert gap_rows(path) == [(1, 5)]
+    assert subflow_rows(path) == [(TRIGGER, 1, 2, 1), ("s1", 2, 4, 1)]
+
+
+def test_out_reading_with_the_step_into_lost_leaves_the_start_unknown() -> None:
+    steps = [*sub([TRIGGER, "s1", ENDED], [2, 4], first=2, parent=4), OUT_OF_SUB]
+    path = build_path(make_execution(status="active"), steps, SUB_FLOW_DEFINITION)
+
+    assert gap_rows(path) == [(None, 2), (None, 4)]
+    assert subflow_rows(path) == [("s1", 2, 4, None)]
+
+
+@pytest.mark.parametrize("reading", ["into", "out"])
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_subflow_visits_lie_inside_their_run_subflow_visit(
+    reading: str, data: st.DataObject
+) -> None:
+    run = data.draw(generated(reading=reading))
+    path = build(run, reversed(run.steps))
+
+    opened = {v.entry_step.sid: v for v in path.visits if v.entry_step is not None}
+    for visit in path.visits:
+        if visit.parent_step_sid is None:
+            continue
+        assert visit.parent_entry_sid is not None
+        parent = opened[visit.parent_entry_sid]
+        assert parent.widget == SUBFLOW_WIDGET
+        assert parent.entered_at <= visit.entered_at
+        assert parent.left_at is None or (visit.left_at or parent.left_at) <= parent.left_at
+
+
+def test_a_visit_of_a_widget_that_cannot_run_subflows_never_holds_one() -> None:
+    # One second: "a" (a set-variables widget) is left by the parent step and contains the
+    # subflow in time, but the subflow ran in "sub", whose step out was lost.
+    steps = [
+        make_step(TRIGGER, "a", 1, number=1, widget_type="trigger"),
+        make_step("a", "sub", 1, number=2, widget_type="set-variables"),
+        *sub([TRIGGER, ENDED], [1], first=3, parent=2),
+        make_step("next", ENDED, 9, number=5, widget_type="say-play"),
+    ]
+    path = build_path(make_execution(status="ended"), steps, SUB_FLOW_DEFINITION)
+
+    assert subflow_rows(path) == [(TRIGGER, 1, 1, 2)]

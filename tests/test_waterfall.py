@@ -38,9 +38,9 @@ def subflow_path() -> ExecutionPath:
         Visit("Trigger", "trigger", FLOW_SID, at(0), None, s1),
         Visit("hello", "send-message", FLOW_SID, at(0), s1, s2),
         # The transform may list a subflow's first visit before the visit that contains it.
-        Visit("sub_first", "set-variables", SUBFLOW_SID, at(2), None, s3, s2.sid),
+        Visit("sub_first", "set-variables", SUBFLOW_SID, at(2), None, s3, s2.sid, s2.sid),
         Visit("run_sub", "run-subflow", FLOW_SID, at(2), s2, s5),
-        Visit("sub_second", "make-http-request", SUBFLOW_SID, at(30), s3, s4, s2.sid),
+        Visit("sub_second", "make-http-request", SUBFLOW_SID, at(30), s3, s4, s2.sid, s2.sid),
         Visit("ask", "send-and-wait-for-reply", FLOW_SID, at(100), s5, None),
     )
     execution = Execution(EXECUTION_SID, FLOW_SID, "AC" + "c" * 32, "active", T0)

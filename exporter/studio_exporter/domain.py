@@ -97,8 +97,12 @@ class Visit:
 
     ``exit_step`` is None while the widget is still waiting (an open visit). ``entry_step`` is
     None for the first widget of a chain, entered when the execution (or, for a subflow, the
-    parent step) started. ``parent_step_sid`` is set for visits of a subflow: the step of the
-    parent flow that ran it (its span nests under the parent visit that step opened).
+    run-subflow visit of the parent) started. ``parent_step_sid`` is set for visits of a
+    subflow: Twilio's ``parent_step_sid``, the parent step that ran it, which may be the step
+    into the run-subflow widget or the step out of it. ``parent_entry_sid`` is the step that
+    entered the parent's visit this subflow runs inside (found by the transform, whichever step
+    Twilio names): its span nests under that visit's. It is None at top level, and for a
+    subflow whose parent visit is unknown (lost steps).
     """
 
     widget: str
@@ -108,6 +112,7 @@ class Visit:
     entry_step: Step | None
     exit_step: Step | None = None
     parent_step_sid: str | None = None
+    parent_entry_sid: str | None = None
 
     @property
     def is_open(self) -> bool:
@@ -144,6 +149,7 @@ class Gap:
     before: Step | None
     after: Step
     parent_step_sid: str | None = None
+    parent_entry_sid: str | None = None  # as in Visit: the parent visit's entry step, if known
 
 
 @dataclass(frozen=True, slots=True)

@@ -256,7 +256,11 @@ le="0.5",widget="send_welcome",widget_type="send-message"} 39.0
                 steps[key] = steps.get(key, 0) + 1
 
     def record_visit(self, flow: FlowLabels, visit: Visit, trace_id_hex: str | None) -> None:
-        """Observe a closed visit's duration; open visits are not observed (see the gauge)."""
+        """Observe a closed visit's duration; open visits are not observed (see the gauge).
+
+        A negative duration (skewed timestamps) raises ValueError: the poller counts those as
+        anomalies and leaves them out, so no histogram hides them in its lowest bucket.
+        """
         duration = visit.duration_seconds
         if duration is None:
             return
@@ -276,6 +280,8 @@ le="0.5",widget="send_welcome",widget_type="send-message"} 39.0
     ) -> None:
         """Count an ended execution; ``final_widget`` None (end step unknown) is the empty label."""
         key = (flow.flow_sid, flow.flow_name)
+        if duration_seconds is not None:
+            _check_duration(EXECUTION_DURATION, duration_seconds)
         with self._lock:
             self._add_locked(EXECUTIONS_ENDED, (*key, final_widget or ""), 1)
             if duration_seconds is not None:
@@ -308,6 +314,7 @@ le="0.5",widget="send_welcome",widget_type="send-message"} 39.0
         series[key] = series.get(key, 0) + amount
 
     def _observe(self, metric: str, key: _Key, value: float, trace_id_hex: str | None) -> None:
+        _check_duration(metric, value)
         series = self._step_durations if metric == STEP_DURATION else self._histograms[metric]
         bounds = self._step_bounds if metric == STEP_DURATION else self._bounds[metric]
         histogram = series.get(key)
@@ -317,8 +324,6 @@ le="0.5",widget="send_welcome",widget_type="send-message"} 39.0
                 histogram = series.get(key)
             if histogram is None:
                 histogram = series[key] = _Histogram(len(bounds) + 1)
-        # A negative duration can only come from skewed input; it belongs in the lowest bucket.
-        value = max(value, 0.0)
         index = bisect_left(bounds, value)
         histogram.counts[index] += 1
         histogram.total += value
@@ -536,3 +541,9 @@ le="0.5",widget="send_welcome",widget_type="send-message"} 39.0
                 entries.append((tuple(str(label) for label in labels), histogram))
             decoded[name] = entries
         return decoded
+
+
+def _check_duration(metric: str, value: float) -> None:
+    if value < 0:
+        # Skewed input: the caller counts it as an anomaly rather than hide it in a bucket.
+        raise ValueError(f"negative duration {value} for {metric}")

@@ -55,7 +55,8 @@ class ExecutionUpdate:
             ended_at = self.execution.date_updated
         if ended_at is None:
             return None
-        return max(0.0, (ended_at - self.execution.date_created).total_seconds())
+        # Negative with skewed data: the caller counts it as an anomaly, it is not clamped.
+        return (ended_at - self.execution.date_created).total_seconds()
 
 
 def plan_update(
@@ -110,7 +111,7 @@ def _span_visits(path: ExecutionPath, new_sids: set[str], ended: bool) -> tuple[
             if closes_now:
                 due.append(visit)
             continue
-        parent = opened_by.get(visit.parent_step_sid)
+        parent = None if visit.parent_entry_sid is None else opened_by.get(visit.parent_entry_sid)
         parent_exit = None if parent is None else parent.exit_step
         if parent_exit is not None:
             # Parent known: now if either this visit or its parent closed with this update.

@@ -42,7 +42,11 @@ class CycleReport:
     executions_read: int = 0
     steps_exported: int = 0
     executions_ended: int = 0
+    executions_vanished: int = 0
     failed_flows: list[str] = field(default_factory=list)
+    #: Executions whose steps could not be read this cycle (retried next cycle); the others of
+    #: their flow were exported all the same.
+    failed_executions: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -92,6 +96,8 @@ class Poller:
         self._flows_refreshed_at: float | None = None
         self._ended_without_end_step: set[str] = set()
         self._in_progress: dict[str, dict[tuple[str, str], int]] = {}
+        #: Followed executions whose anomalies were logged already (logged once per execution).
+        self._anomalies_logged: set[str] = set()
         self._active: dict[str, int] = {}
         self.last_report = CycleReport()
         self.last_success: datetime | None = None
@@ -126,14 +132,44 @@ class Poller:
                 self.flows[sid] = flow if flow.widgets else known  # type: ignore[assignment]
             else:
                 self.flows[sid] = await self.api.fetch_flow(sid)
+        in_account = {flow.sid for flow in listed}
         for sid in list(self.flows):
             if sid not in wanted:
                 del self.flows[sid]
+                if sid not in in_account:
+                    self._forget_flow(sid)
         for flow in self.flows.values():
             # Gaps start at 0 per flow, so the series exists before the first gap.
             self.metrics.record_gap(FlowLabels(flow.sid, flow.name), 0)
         self.metrics.set_flows((flow.sid, flow.name, flow.revision) for flow in self.flows.values())
         self._flows_refreshed_at = now
+
+    def _forget_flow(self, flow_sid: str) -> None:
+        """The flow was deleted (its executions with it): stop following its executions.
+
+        Its active gauges go with it at the next gauge refresh, which only counts known flows.
+        """
+        followed = [execution.sid for execution in self.store.active_executions(flow_sid)]
+        log.info(
+            "flow %s is gone from the account: %d followed executions forgotten",
+            flow_sid,
+            len(followed),
+        )
+        self._forget_executions(followed)
+
+    def _forget_executions(self, sids: Sequence[str]) -> None:
+        if not sids:
+            return
+        with self.store.batch() as batch:
+            batch.forget_executions(sids)
+        self._drop_tracking(sids)
+        self.health.executions_vanished(len(sids))
+
+    def _drop_tracking(self, sids: Iterable[str]) -> None:
+        for sid in sids:
+            self._in_progress.pop(sid, None)
+            self._ended_without_end_step.discard(sid)
+            self._anomalies_logged.discard(sid)
 
     async def _labels(self, flow_sid: str) -> FlowLabels:
         flow = self.flows.get(flow_sid)
@@ -175,6 +211,9 @@ class Poller:
                 reason = result.reason if isinstance(result, ApiError) else type(result).__name__
                 self.health.poll_error(reason)
                 report.failed_flows.append(flow_sid)
+                if reason == "not_found":
+                    # The flow itself may be gone: the next cycle lists flows again to see.
+                    self._flows_refreshed_at = None
                 log.warning("polling flow %s failed: %s", flow_sid, result, exc_info=result)
         self._refresh_gauges()
         self._finish_cycle(report)
@@ -261,10 +300,16 @@ class Poller:
                     targets[execution.sid] = (current, False)
         newest = max((execution.date_created for execution in listed), default=None)
         items = list(targets.values())
+        # A new execution whose steps could not be read must be listed again next cycle: the
+        # cursor stays at or before it (the store does not know it yet, so only the listing
+        # can bring it back).
+        unread: datetime | None = None
         for start in range(0, len(items), CHUNK_SIZE):
             chunk = items[start : start + CHUNK_SIZE]
             last = start + CHUNK_SIZE >= len(items)
-            await self._export_chunk(flow, chunk, report, cursor=newest if last else None)
+            unread = await self._export_chunk(
+                flow, chunk, report, cursor=newest if last else None, unread=unread
+            )
             if progress is not None:
                 progress()
         if not items and newest is not None:
@@ -278,23 +323,64 @@ class Poller:
         report: CycleReport,
         *,
         cursor: datetime | None,
-    ) -> None:
-        step_lists = await asyncio.gather(
-            *(self.api.list_steps(flow.sid, execution.sid) for execution, _ in chunk)
+        unread: datetime | None = None,
+    ) -> datetime | None:
+        """Read and export one chunk of executions; returns the oldest new one left unread.
+
+        Each execution's read stands alone: one that Studio answers 404 for (deleted) is
+        forgotten and counted, one that fails otherwise is retried next cycle, and neither
+        keeps the others of the chunk from being exported. ``unread`` is the oldest new
+        execution left unread by earlier chunks; the cursor is held at or before it.
+        """
+        results = await asyncio.gather(
+            *(self.api.list_steps(flow.sid, execution.sid) for execution, _ in chunk),
+            return_exceptions=True,
         )
-        report.executions_read += len(chunk)
+        read: list[tuple[Execution, list[Step]]] = []
+        vanished: list[str] = []
+        for (execution, is_new), result in zip(chunk, results, strict=True):
+            if not isinstance(result, BaseException):
+                read.append((execution, result))
+            elif not isinstance(result, Exception):
+                raise result  # cancellation, interpreter exit: not this execution's failure
+            elif isinstance(result, ApiError) and result.reason == "not_found":
+                vanished.append(execution.sid)
+                log.info(
+                    "execution %s of flow %s is gone (404): forgotten", execution.sid, flow.sid
+                )
+            else:
+                reason = result.reason if isinstance(result, ApiError) else type(result).__name__
+                self.health.poll_error(reason)
+                report.failed_executions.append(execution.sid)
+                log.warning(
+                    "reading execution %s of flow %s failed: %s",
+                    execution.sid,
+                    flow.sid,
+                    result,
+                    exc_info=not isinstance(result, ApiError),
+                )
+                if is_new and (unread is None or execution.date_created < unread):
+                    unread = execution.date_created
+        report.executions_read += len(read)
+        report.executions_vanished += len(vanished)
+        if cursor is not None and unread is not None:
+            cursor = min(cursor, unread)
         # What is already exported is read again under the lock: in hybrid mode the push
         # processor may have exported some of these steps while the requests were in flight.
         async with self._export_lock:
-            sids = [execution.sid for execution, _ in chunk]
+            sids = [execution.sid for execution, _ in read]
             known = self.store.known_executions(sids)
             done = self.store.done_executions(sids) if known else set()
             updates: list[ExecutionUpdate] = []
-            for (execution, _), steps in zip(chunk, step_lists, strict=True):
+            for execution, steps in read:
                 if execution.sid not in done:
                     first_seen = execution.sid not in known
                     updates.append(self._plan(execution, steps, flow, first_seen=first_seen))
-            await self._apply(flow, updates, report, cursor=cursor)
+            await self._apply(flow, updates, report, cursor=cursor, forget=vanished)
+        if vanished:
+            self._drop_tracking(vanished)
+            self.health.executions_vanished(len(vanished))
+        return unread
 
     def _plan(
         self, execution: Execution, steps: Sequence[Step], flow: Flow, *, first_seen: bool
@@ -332,6 +418,7 @@ class Poller:
         report: CycleReport,
         *,
         cursor: datetime | None,
+        forget: Sequence[str] = (),
     ) -> None:
         labels = FlowLabels(flow.sid, flow.name)
         label_cache: dict[str, FlowLabels] = {flow.sid: labels}
@@ -342,11 +429,13 @@ class Poller:
                     label_cache[step.flow_sid] = await self._labels(step.flow_sid)
         snapshot_before = self.metrics.snapshot()
         now = self.clock()
+        anomalies: list[_Anomaly] = []
+        finished: list[str] = []
         try:
             with self.store.batch() as batch:
                 span_payloads: list[str] = []
                 for update in updates:
-                    self._record(update, labels, label_cache, span_payloads, now, report)
+                    self._record(update, labels, label_cache, span_payloads, now, report, anomalies)
                     batch.mark_steps_exported(
                         update.execution.sid, [step.sid for step in update.new_steps]
                     )
@@ -357,10 +446,13 @@ class Poller:
                     self._track_open(update, done)
                     if done:
                         self._ended_without_end_step.discard(update.execution.sid)
+                        finished.append(update.execution.sid)
                 if span_payloads:
                     dropped = batch.enqueue_spans(span_payloads)
                     if dropped:
                         self.health.spans_dropped(dropped)
+                if forget:
+                    batch.forget_executions(forget)
                 if cursor is not None:
                     batch.set_cursor(flow.sid, cursor)
                 batch.save_metric_snapshot(self.metrics.snapshot())
@@ -369,8 +461,25 @@ class Poller:
             # count the same steps twice.
             self.metrics.restore(snapshot_before)
             raise
+        self._report_anomalies(anomalies)
+        self._anomalies_logged.difference_update(finished)
         if span_payloads and self.on_spans_queued is not None:
             self.on_spans_queued()
+
+    def _report_anomalies(self, anomalies: Sequence[_Anomaly]) -> None:
+        """Count what the last commit left out of the histograms; log once per execution."""
+        for anomaly in anomalies:
+            self.health.anomaly(anomaly.kind)
+            if anomaly.execution_sid in self._anomalies_logged:
+                continue
+            self._anomalies_logged.add(anomaly.execution_sid)
+            log.warning(
+                "execution %s: %s (%s): Studio's timestamps are kept as given and the duration "
+                "is left out of its histogram (counted in twilio_studio_exporter_anomalies_total)",
+                anomaly.execution_sid,
+                anomaly.kind,
+                anomaly.detail,
+            )
 
     def _record(
         self,
@@ -380,6 +489,7 @@ class Poller:
         span_payloads: list[str],
         now: datetime,
         report: CycleReport,
+        anomalies: list[_Anomaly],
     ) -> None:
         execution = update.execution
         trace_hex = trace_id_hex(execution.sid)
@@ -391,6 +501,11 @@ class Poller:
             self.metrics.record_step(label_cache.get(step.flow_sid, labels), step)
             self.health.export_lag(max(0.0, (now - step.date_created).total_seconds()))
         for visit in update.closed_visits:
+            duration = visit.duration_seconds
+            if duration is not None and duration < 0:
+                detail = f"{visit.widget} left {-duration:g}s before it was entered"
+                anomalies.append(_Anomaly(execution.sid, "negative_visit_duration", detail))
+                continue
             self.metrics.record_visit(label_cache.get(visit.flow_sid, labels), visit, trace_hex)
         for visit in update.span_visits:
             span_payloads.append(
@@ -401,9 +516,12 @@ class Poller:
         for _gap in update.new_gaps:
             self.metrics.record_gap(labels)
         if update.ended:
-            self.metrics.record_execution_ended(
-                labels, update.final_widget, update.duration_seconds, trace_hex
-            )
+            duration = update.duration_seconds
+            if duration is not None and duration < 0:
+                detail = f"ended {-duration:g}s before it was created"
+                anomalies.append(_Anomaly(execution.sid, "negative_execution_duration", detail))
+                duration = None
+            self.metrics.record_execution_ended(labels, update.final_widget, duration, trace_hex)
             span_payloads.append(
                 execution_span(_as_ended(update.path), flow, self.span_options).to_json()
             )
@@ -559,6 +677,15 @@ class Poller:
             await self._apply(flow, [update], CycleReport(), cursor=None)
         if refresh_gauges:
             self._refresh_gauges()
+
+
+@dataclass(frozen=True, slots=True)
+class _Anomaly:
+    """Data Studio gave that cannot be right, found while recording one execution."""
+
+    execution_sid: str
+    kind: str  # one of selfmetrics.ANOMALY_KINDS
+    detail: str
 
 
 def _unknown_flow(flow_sid: str) -> Flow:

@@ -25,6 +25,9 @@ HTTP_REFUSAL_REASONS: Final = (
     "malformed",  # not HTTP/1.x as the exporter serves it
     "tls",  # handshake failed, or a client certificate outside client_allowed_sans
 )
+#: What ``twilio_studio_exporter_anomalies_total{kind}`` counts: data that cannot be right,
+#: exported as Studio gave it (or left out of a histogram) rather than smoothed over.
+ANOMALY_KINDS: Final = ("negative_visit_duration", "negative_execution_duration")
 
 
 #: The reasons studio_api.ApiError reports (its docstring lists them).
@@ -159,6 +162,21 @@ class ExporterMetrics:
             "Spans waiting in the outbox for export.",
             registry=registry,
         )
+        self._executions_vanished = Counter(
+            "twilio_studio_exporter_executions_vanished",
+            "Followed or listed executions that Studio answered 404 for (deleted, or their flow "
+            "was): forgotten, their metrics kept.",
+            registry=registry,
+        )
+        self._anomalies = Counter(
+            "twilio_studio_exporter_anomalies",
+            "Impossible data from Studio, by kind (a visit or execution that ends before it "
+            "starts): kept out of the duration histograms, logged once per execution.",
+            ("kind",),
+            registry=registry,
+        )
+        for kind in ANOMALY_KINDS:
+            self._anomalies.labels(kind=kind)
         self._build_info = Gauge(
             "twilio_studio_exporter_build_info",
             "Always 1; the version label says which build runs.",
@@ -216,6 +234,12 @@ class ExporterMetrics:
 
     def export_lag(self, seconds: float) -> None:
         self._export_lag.observe(max(seconds, 0.0))
+
+    def executions_vanished(self, count: int = 1) -> None:
+        self._executions_vanished.inc(count)
+
+    def anomaly(self, kind: str, count: int = 1) -> None:
+        self._anomalies.labels(kind=kind).inc(count)
 
     def spans_exported(self, count: int) -> None:
         self._spans_exported.inc(count)

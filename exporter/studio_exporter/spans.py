@@ -161,16 +161,17 @@ def span_id_for_step(step_sid: str) -> int:
 def parent_span_id(path: ExecutionPath, visit: Visit) -> int | None:
     """The span id a visit's span nests under, or None while it cannot be known yet.
 
-    Top-level visits nest under the root. A subflow visit nests under the visit that its parent
-    step P opened, whose span id comes from the step that closed it: unknown while that visit
-    is open. Once the execution has ended, a parent visit that never closed (or was never seen:
-    a gap) leaves the root as the nearest known ancestor.
+    Top-level visits nest under the root. A subflow visit nests under the run-subflow visit it
+    ran inside (the one its ``parent_entry_sid`` entered, whichever step Twilio's
+    ``parent_step_sid`` names), whose span id comes from the step that closed it: unknown while
+    that visit is open. Once the execution has ended, a parent visit that never closed (or was
+    never seen: a gap) leaves the root as the nearest known ancestor.
     """
     if visit.parent_step_sid is None:
         return root_span_id(path.execution.sid)
     for candidate in path.visits:
         entry = candidate.entry_step
-        if entry is not None and entry.sid == visit.parent_step_sid:
+        if entry is not None and entry.sid == visit.parent_entry_sid:
             if candidate.exit_step is not None:
                 return span_id_for_step(candidate.exit_step.sid)
             break

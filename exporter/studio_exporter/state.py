@@ -289,6 +289,17 @@ class Batch:
         if done:
             self._done.update(row[0] for row in rows)
 
+    def forget_executions(self, execution_sids: Iterable[str]) -> int:
+        """Forget executions and their marks: Studio deleted them. Returns how many were known."""
+        sids = _json_list(execution_sids)
+        self._db.execute(
+            "DELETE FROM exported_steps WHERE execution_sid IN (SELECT value FROM json_each(?))",
+            (sids,),
+        )
+        return self._db.execute(
+            "DELETE FROM executions WHERE sid IN (SELECT value FROM json_each(?))", (sids,)
+        ).rowcount
+
     def mark_steps_exported(self, execution_sid: str, step_sids: Iterable[str]) -> None:
         """Record steps as exported. The execution must be upserted in the same batch or before."""
         self._db.executemany(

@@ -19,6 +19,30 @@ from studio_exporter.domain import (
 
 #: The widget type of an open visit whose widget the flow definition does not name.
 UNKNOWN_WIDGET_TYPE = "unknown"
+#: The widget type that runs a subflow (Studio's Run Subflow widget).
+RUN_SUBFLOW = "run-subflow"
+#: Studio's widget types that never run a subflow: they break ties when placing a subflow.
+NOT_SUBFLOW_WIDGET_TYPES = frozenset(
+    {
+        "trigger",
+        "send-message",
+        "send-and-wait-for-reply",
+        "split-based-on",
+        "say-play",
+        "gather-input-on-call",
+        "make-http-request",
+        "run-function",
+        "set-variables",
+        "connect-call-to",
+        "enqueue-call",
+        "send-to-flex",
+        "record-voicemail",
+        "fork-stream",
+        "capture-payments",
+        "add-twiml-redirect",
+        "connect-virtual-agent",
+    }
+)
 
 # Private vertex names for the tie-break graph. Widget names are user text without NUL bytes, so
 # these cannot collide with a real widget.
@@ -41,8 +65,12 @@ def build_path(
     ``transitioned_to`` (unless that is ``Ended``). The steps are split into chains: the
     top-level chain (``parent_step_sid`` None) starts in ``flow.initial_widget`` (``Trigger``
     without a flow) entered at ``execution.date_created``; the chain of steps sharing one
-    ``parent_step_sid`` P is a subflow run by step P, starting in ``Trigger`` entered at P's
-    ``date_created``, and its visits carry ``parent_step_sid=P``.
+    ``parent_step_sid`` P is a subflow run by step P. Twilio does not say whether P is the step
+    into the run-subflow widget or the step out of it, so the subflow is placed by time inside
+    the parent's run-subflow visit that P opened or closed (see ``_Places.container``; without
+    P, an open run-subflow visit). It starts in ``Trigger`` entered when that visit was, and
+    its visits carry ``parent_step_sid=P`` and ``parent_entry_sid`` = the step that entered
+    that visit, under which they nest.
 
     Order: by ``date_created``; steps of the same second (REST timestamps are whole seconds) are
     ordered by following the chain from the widget the chain is in. Where several orders fit
@@ -55,8 +83,8 @@ def build_path(
       ``before`` is the previous step of the chain (None for a chain's first step). The visit it
       closes has an unknown start and is not produced; the visit the previous step opened is
       not produced either, neither closed nor open, since what happened in it is unknown.
-    - the first step of a subflow whose parent step P is missing is a gap (``before`` None):
-      the subflow's start time is unknown.
+    - the first step of a subflow whose run-subflow visit is unknown (the steps around it were
+      lost) is a gap (``before`` None): the subflow's start time is unknown.
     - once a chain reached ``Ended``, each later step of it is a gap and opens no visit.
 
     The last widget a chain entered without a step out is an open visit (``exit_step`` None),
@@ -69,8 +97,8 @@ def build_path(
     it (a subflow's first widget right after the parent step). Times are kept as Studio gave
     them: within a chain steps are in time order, so durations are never negative, except
     that a first step dated before its chain's start (clock skew: before the execution's or
-    the parent step's ``date_created``) gives the first visit a negative duration rather than
-    an invented time.
+    the run-subflow visit's start) gives the first visit a negative duration rather than an
+    invented time; the caller counts it as an anomaly.
 
     A closed visit's ``widget_type`` is its exit step's ``widget_type``, or, if that is empty,
     the flow definition's type of the widget, or ``"unknown"``.
@@ -102,31 +130,125 @@ def build_path(
             visits.sort(key=lambda visit: _visit_key(visit, position))
         return ExecutionPath(execution, tuple(top), tuple(visits), tuple(gaps))
 
+    # Nesting order: each subflow chain right after the step that entered its parent visit.
     ordered: dict[str | None, list[Step]] = {None: top}
-    for parent_sid, chain in chains.items():
+    places = _Places(visits)
+    pending = {sid: chain for sid, chain in chains.items() if sid is not None}
+    while pending:
+        sid = _next_subflow(pending, unique)
+        chain = pending.pop(sid)
         # A subflow is a flow of its own: the given flow describes it only if the sids match.
         sub_flow_sid = min(chain, key=_step_key).flow_sid
         sub_flow = flow if flow is not None and flow.sid == sub_flow_sid else None
         sub_first = sub_flow.initial_widget if sub_flow is not None else TRIGGER
-        ordered[parent_sid] = sub_chain = _order_chain(chain, sub_first)
-        parent = unique.get(parent_sid) if parent_sid is not None else None
+        sub_chain = _order_chain(chain, sub_first)
+        container = places.container(sub_chain, unique.get(sid))
+        started_at, entry = container or (execution.date_created, None)
+        nest_under = sid if entry is None else entry.sid
+        ordered[nest_under] = ordered.get(nest_under, []) + sub_chain
+        first_new = len(visits)
         _walk(
             execution,
             sub_chain,
-            first_widget=sub_first if parent is not None else None,
-            started_at=parent.date_created if parent is not None else execution.date_created,
-            parent_step_sid=parent_sid,
+            first_widget=sub_first if entry is not None else None,
+            started_at=started_at,
+            parent_step_sid=sid,
+            parent_entry_sid=None if entry is None else entry.sid,
             flow=sub_flow,
             flow_sid=sub_flow_sid,
             visits=visits,
             gaps=gaps,
         )
+        places.add(visits[first_new:])
 
     position = _nested_positions(ordered)
     path_steps = sorted(unique.values(), key=lambda step: (step.date_created, position[step.sid]))
     visits.sort(key=lambda visit: _visit_key(visit, position))
     gaps.sort(key=lambda gap: (gap.after.date_created, position[gap.after.sid]))
     return ExecutionPath(execution, tuple(path_steps), tuple(visits), tuple(gaps))
+
+
+def _next_subflow(pending: dict[str, list[Step]], unique: dict[str, Step]) -> str:
+    """The subflow chain to place next: one whose parent step's own chain is placed.
+
+    Chains whose parent step is present come first (their candidates are known); then those
+    whose parent step is missing (placed by the open visits of every chain placed so far); a
+    cycle in broken data is cut at its smallest sid.
+    """
+    ready_present = []
+    ready_missing = []
+    for sid in pending:
+        parent = unique.get(sid)
+        if parent is None:
+            ready_missing.append(sid)
+        elif parent.parent_step_sid not in pending:
+            ready_present.append(sid)
+    return min(ready_present or ready_missing or pending)
+
+
+class _Places:
+    """The visits placed so far, indexed to find the run-subflow visit a subflow runs inside."""
+
+    __slots__ = ("closed_by", "open", "opened_by")
+
+    def __init__(self, visits: Iterable[Visit]) -> None:
+        self.opened_by: dict[str, Visit] = {}
+        self.closed_by: dict[str, Visit] = {}
+        self.open: list[Visit] = []
+        self.add(visits)
+
+    def add(self, visits: Iterable[Visit]) -> None:
+        for visit in visits:
+            if visit.entry_step is not None:
+                self.opened_by[visit.entry_step.sid] = visit
+            if visit.exit_step is not None:
+                self.closed_by[visit.exit_step.sid] = visit
+            else:
+                self.open.append(visit)
+
+    def container(self, chain: list[Step], parent: Step | None) -> tuple[datetime, Step] | None:
+        """When the subflow ``chain`` started, and the step that entered its run-subflow visit.
+
+        Twilio's ``parent_step_sid`` names "the Step SID of the Widget in the parent Flow that
+        started the Subflow": the step into the run-subflow widget, or the step out of it. So
+        the candidates are the visit the parent step opened and the one it closed, and the
+        subflow goes in the one that contains its steps in time (if both do, the one whose
+        widget type can run a subflow, then the visit the parent step opened). If the visit
+        the parent step opened is not known (a gap cut it short), a parent step dated no later
+        than the subflow's first step can only be the step into the widget: the subflow
+        started then. Without the parent step (not created yet, or lost) the subflow goes in
+        the innermost open ``run-subflow`` visit that contains it. None when nothing fits: the
+        subflow's start is unknown (its first step is a gap).
+        """
+        first = chain[0].date_created
+        last = chain[-1].date_created
+
+        def contains(visit: Visit) -> bool:
+            left = visit.left_at
+            return visit.entered_at <= first and (left is None or last <= left)
+
+        if parent is None:
+            inside = [
+                v
+                for v in self.open
+                if v.widget_type == RUN_SUBFLOW and v.entry_step is not None and contains(v)
+            ]
+            visit = max(inside, key=lambda v: v.entered_at, default=None)
+        else:
+            named = (self.opened_by.get(parent.sid), self.closed_by.get(parent.sid))
+            inside = [
+                v for v in named if v is not None and v.entry_step is not None and contains(v)
+            ]
+            # Both contain it only when it shares a second with the parent step: then the visit
+            # the step opened, unless its widget is of a type known not to run subflows.
+            fitting = [v for v in inside if v.widget_type not in NOT_SUBFLOW_WIDGET_TYPES]
+            visit = next(iter(fitting), None)
+            opened = named[0]
+            if visit is None and opened is None and parent.date_created <= first:
+                return parent.date_created, parent
+        if visit is None or visit.entry_step is None:
+            return None
+        return visit.entered_at, visit.entry_step
 
 
 def _distinct(steps: Iterable[Step]) -> dict[str, Step]:
@@ -418,6 +540,7 @@ def _walk(
     first_widget: str | None,
     started_at: datetime,
     parent_step_sid: str | None,
+    parent_entry_sid: str | None = None,
     flow: Flow | None,
     flow_sid: str,
     visits: list[Visit],
@@ -437,10 +560,19 @@ def _walk(
         if current is not None and step.transitioned_from == current:
             widget_type = step.widget_type or _widget_type(flow, current)
             visits.append(
-                Visit(current, widget_type, flow_sid, entered_at, entry, step, parent_step_sid)
+                Visit(
+                    current,
+                    widget_type,
+                    flow_sid,
+                    entered_at,
+                    entry,
+                    step,
+                    parent_step_sid,
+                    parent_entry_sid,
+                )
             )
         else:
-            gaps.append(Gap(execution.sid, previous, step, parent_step_sid))
+            gaps.append(Gap(execution.sid, previous, step, parent_step_sid, parent_entry_sid))
         previous = step
         if over:
             continue
@@ -455,7 +587,16 @@ def _walk(
     if current is not None and not execution.is_ended:
         widget_type = _widget_type(flow, current)
         visits.append(
-            Visit(current, widget_type, flow_sid, entered_at, entry, None, parent_step_sid)
+            Visit(
+                current,
+                widget_type,
+                flow_sid,
+                entered_at,
+                entry,
+                None,
+                parent_step_sid,
+                parent_entry_sid,
+            )
         )
 
 
@@ -501,6 +642,6 @@ def _nested_positions(ordered: dict[str | None, list[Step]]) -> dict[str, int]:
 def _visit_key(visit: Visit, position: dict[str, int]) -> tuple[datetime, int, int]:
     if visit.entry_step is not None:
         return (visit.entered_at, position[visit.entry_step.sid], _OWN_ENTRY)
-    if visit.parent_step_sid is not None:
-        return (visit.entered_at, position[visit.parent_step_sid], _SUBFLOW_START)
+    if visit.parent_entry_sid is not None:
+        return (visit.entered_at, position[visit.parent_entry_sid], _SUBFLOW_START)
     return (visit.entered_at, -1, _OWN_ENTRY)

@@ -49,10 +49,10 @@ def _rows(path: ExecutionPath) -> list[_Row]:
     groups: dict[str | None, list[tuple[datetime, int, Visit | Gap]]] = {}
     opened_by = {v.entry_step.sid for v in path.visits if v.entry_step is not None}
     for index, visit in enumerate(path.visits):
-        parent = visit.parent_step_sid if visit.parent_step_sid in opened_by else None
+        parent = visit.parent_entry_sid if visit.parent_entry_sid in opened_by else None
         groups.setdefault(parent, []).append((visit.entered_at, index, visit))
     for index, gap in enumerate(path.gaps, start=len(path.visits)):
-        parent = gap.parent_step_sid if gap.parent_step_sid in opened_by else None
+        parent = gap.parent_entry_sid if gap.parent_entry_sid in opened_by else None
         groups.setdefault(parent, []).append((gap.after.date_created, index, gap))
     rows: list[_Row] = []
 

@@ -3,6 +3,11 @@
 Transport-free: ``StudioApi.handle`` takes a parsed request and returns a ``Response``; the
 HTTP server (``server.py``) only moves bytes. Faults are applied here, in this order: auth,
 concurrency limit, latency, 429, 5xx, reset, then the body mutations of a 200.
+
+Besides the reads, Studio's two deletions are served so that a test can delete what the
+exporter follows, with Twilio's own SDK: ``DELETE /v2/Flows/{Sid}`` (DeleteFlow) and
+``DELETE /v2/Flows/{FlowSid}/Executions/{Sid}`` (DeleteExecution) answer 204 with no body,
+and 404 afterwards, as does every read of what they deleted. Faults do not apply to them.
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ SID_PATTERNS = {
     "step": re.compile(r"^FT[0-9a-fA-F]{32}$"),
 }
 _JSON = "application/json; charset=utf-8"
+#: The read operation whose path a DELETE shares, and the operation the DELETE is.
+_DELETIONS = {"FetchFlow": "DeleteFlow", "FetchExecution": "DeleteExecution"}
 
 
 @dataclass(slots=True)
@@ -152,6 +159,10 @@ class StudioApi:
             response = _error(404, 20404, f"The requested resource {path} was not found")
             self._record(operation, "404")
             return response
+        if method == "DELETE" and operation in _DELETIONS:
+            response = self._delete(operation, params, path)
+            self._record(_DELETIONS[operation], str(response.status))
+            return response
         if method != "GET":
             response = _error(405, 20004, "Method not allowed")
             self._record(operation, "405")
@@ -214,6 +225,26 @@ class StudioApi:
             response.body = response.body[: len(response.body) // 2]
         return response
 
+    def _delete(self, operation: str, params: dict[str, str], path: str) -> Response:
+        """DeleteFlow or DeleteExecution: 204 once, then 404 like any unknown resource."""
+        for name, value in params.items():
+            if not SID_PATTERNS[name].match(value):
+                return _error(400, 20001, f"Invalid {name} SID: {value!r}")
+        now = self.clock()
+        traffic = self.traffic
+        traffic.advance(now)
+        flow = traffic.live_flow(params["flow"])
+        if flow is None:
+            return _not_found(path).response
+        if operation == "FetchFlow":
+            traffic.delete_flow(flow)
+            return Response(204)
+        record = traffic.find(flow, params["execution"], now)
+        if record is None:
+            return _not_found(path).response
+        traffic.delete_execution(record)
+        return Response(204)
+
     def _mutate(self, operation: str, payload: dict[str, Any], key: str, attempt: int) -> None:
         dice = self.dice
         records: list[dict[str, Any]]
@@ -261,12 +292,12 @@ class StudioApi:
         renderer = self.renderer
         if operation == "ListFlow":
             assert request is not None
-            page = select_page(range(len(traffic.flows)), request)
+            page = select_page(traffic.live_flows(), request)
             return {
                 "meta": page_meta(base, path, [], request, page, "flows"),
                 "flows": [renderer.flow(base, index, False) for index in page.keys],
             }
-        flow = traffic.flow_by_sid.get(params["flow"])
+        flow = traffic.live_flow(params["flow"])
         if flow is None:
             raise _not_found(path)
         if operation == "FetchFlow":
@@ -316,13 +347,19 @@ class StudioApi:
             raise _bad_request(20001, f"Invalid status: {status!r}")
         records = self.traffic.by_flow[flow]
         lo, hi = self.traffic.window(flow, now, bounds[0], bounds[1])
-        keep = None
+        deleted = self.traffic.deleted_executions
+        want_ended: bool | None = None
         if status is not None:
             filters.append(("status", status))
             want_ended = status == "ended"
 
-            def keep(position: int) -> bool:
-                return (records[position].ended_at <= now) == want_ended
+        def kept(position: int) -> bool:
+            record = records[position]
+            if record.sid in deleted:
+                return False
+            return want_ended is None or (record.ended_at <= now) == want_ended
+
+        keep = kept if deleted or want_ended is not None else None
 
         page = select_page(range(lo, hi), request, keep)
         return {

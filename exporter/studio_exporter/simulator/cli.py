@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from .faults import Faults
 from .service import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, Simulator, SimulatorConfig
+from .traffic import SUBFLOW_PARENT_READINGS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fail-429", type=float, default=0.0, metavar="P")
     parser.add_argument("--fail-5xx", type=float, default=0.0, metavar="P")
     parser.add_argument("--max-concurrency", type=int, default=0, metavar="N", help="0: no limit")
+    parser.add_argument(
+        "--subflow-parent",
+        choices=SUBFLOW_PARENT_READINGS,
+        default="into",
+        help="what a subflow step's parent_step_sid names: the step into the run-subflow "
+        "widget or the step out of it (Twilio's docs fit both; default %(default)s)",
+    )
     parser.add_argument("--account-sid", default=DEFAULT_ACCOUNT_SID)
     parser.add_argument("--auth-token", default=DEFAULT_AUTH_TOKEN)
     return parser
@@ -56,6 +64,7 @@ def main(argv: Sequence[str]) -> int:
             auth_token=args.auth_token,
             host=args.host,
             port=args.port,
+            subflow_parent=args.subflow_parent,
         )
     except ValueError as error:
         parser.error(str(error))

@@ -52,9 +52,11 @@ def error_body(status: int, code: int, message: str) -> dict[str, Any]:
 class Renderer:
     """Materialises API resources; ``base`` is the absolute origin taken from the request."""
 
-    def __init__(self, traffic: Traffic, account_sid: str) -> None:
+    def __init__(self, traffic: Traffic, account_sid: str, subflow_parent: str = "into") -> None:
         self.traffic = traffic
         self.account_sid = account_sid
+        #: Which step a subflow step's parent_step_sid names (traffic.SUBFLOW_PARENT_READINGS).
+        self.subflow_parent = subflow_parent
         self.seed = traffic.config.seed
         flows = traffic.flows
         self.flow_created = traffic.config.start - _FLOWS_CREATED_DAYS_BEFORE_START * 86400
@@ -141,6 +143,8 @@ class Renderer:
         origin = record.field(index, FROM)
         target = record.field(index, TO)
         parent = record.field(index, PARENT)
+        if parent >= 0 and self.subflow_parent == "out":
+            parent = record.step_out_of(parent)
         names = self.widget_names[flow]
         sid = step_sid(self.seed, record.serial, index)
         url = (

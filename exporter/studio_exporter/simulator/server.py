@@ -142,7 +142,8 @@ def _encode(response: Response, keep_alive: bool) -> bytes:
     reason = HTTPStatus(response.status).phrase
     lines = [f"HTTP/1.1 {response.status} {reason}"]
     lines.extend(f"{name}: {value}" for name, value in response.headers)
-    lines.append(f"Content-Length: {len(response.body)}")
+    if response.status != HTTPStatus.NO_CONTENT:  # RFC 9110: a 204 has no Content-Length
+        lines.append(f"Content-Length: {len(response.body)}")
     lines.append("Connection: keep-alive" if keep_alive else "Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + response.body
 

@@ -16,7 +16,7 @@ from .faults import Faults
 from .flows import build_flows
 from .resources import Renderer
 from .server import HttpServer
-from .traffic import Traffic, TrafficConfig
+from .traffic import SUBFLOW_PARENT_READINGS, Traffic, TrafficConfig
 from .truth import compute_truth
 
 DEFAULT_ACCOUNT_SID = "AC" + "51a7" * 8
@@ -45,6 +45,9 @@ class SimulatorConfig:
     api_key_secret: str | None = None
     host: str = "127.0.0.1"
     port: int = 0
+    #: What a subflow step's ``parent_step_sid`` names: "into" (the step into the run-subflow
+    #: widget) or "out" (the step out of it). Twilio's documentation fits both.
+    subflow_parent: str = "into"
 
     def __post_init__(self) -> None:
         if not _ACCOUNT_SID.match(self.account_sid):
@@ -55,6 +58,11 @@ class SimulatorConfig:
             raise ValueError("history_executions, history_days and rate must not be negative")
         if self.speed <= 0:
             raise ValueError(f"speed must be positive, got {self.speed}")
+        if self.subflow_parent not in SUBFLOW_PARENT_READINGS:
+            raise ValueError(
+                f"subflow_parent must be one of {', '.join(SUBFLOW_PARENT_READINGS)}, "
+                f"got {self.subflow_parent!r}"
+            )
         if (self.api_key_sid is None) != (self.api_key_secret is None):
             raise ValueError("api_key_sid and api_key_secret go together")
 
@@ -75,7 +83,7 @@ class Simulator:
             speed=cfg.speed,
         )
         self.traffic = Traffic(traffic_config, build_flows(), cfg.account_sid)
-        self.renderer = Renderer(self.traffic, cfg.account_sid)
+        self.renderer = Renderer(self.traffic, cfg.account_sid, cfg.subflow_parent)
         credentials = {cfg.account_sid: cfg.auth_token}
         if cfg.api_key_sid is not None and cfg.api_key_secret is not None:
             credentials[cfg.api_key_sid] = cfg.api_key_secret

@@ -14,7 +14,9 @@ creates them all at once.
 
 Subflows. A run-subflow widget R runs its subflow inside the parent's execution: the subflow's
 steps are in the parent execution's step list, with ``flow_sid`` = the subflow's SID and
-``parent_step_sid`` = the SID of the parent step P that transitioned into R. The subflow chain
+``parent_step_sid`` = the SID of the parent step P that transitioned into R, or, with
+``SimulatorConfig.subflow_parent="out"``, of the step that leaves R (Twilio's wording fits
+both; that step's SID is known before the step exists, as a real one would be). The subflow chain
 starts in its own ``Trigger`` (entered at P's ``date_created``, left with event
 ``incomingParent``) and ends with a step to ``Ended`` (that is the subflow's end, not the
 execution's). Then the parent leaves R with a step ``completed`` (or ``failed``) at or after
@@ -37,6 +39,9 @@ from .flows import WIDGET_EVENTS, FlowSpec, Outcome, WidgetSpec, flow_sid
 ENDED = "Ended"
 #: A step's widget index when it transitions to ``Ended``.
 END = -1
+#: What a subflow step's ``parent_step_sid`` names: the step into the run-subflow widget, or
+#: the step out of it.
+SUBFLOW_PARENT_READINGS = ("into", "out")
 #: Studio keeps executions (and their steps) this long after they start.
 RETENTION_SECONDS = 30 * 86400
 
@@ -110,6 +115,13 @@ class ExecutionRecord:
                 break
             count += 1
         return count
+
+    def step_out_of(self, index: int) -> int:
+        """The step that left the widget step ``index`` entered (-1 if there is none)."""
+        for later in range(index + 1, self.step_count):
+            if self.steps[later * STRIDE + PREV] == index:
+                return later
+        return -1
 
     def entry_time(self, index: int) -> int:
         """When the widget left by step ``index`` was entered (the exporter's visit rule)."""
@@ -215,6 +227,9 @@ class Traffic:
         self.by_sid: dict[str, ExecutionRecord] = {}
         self._shares = [f.share for f in flows]
         self._lock = threading.Lock()
+        # Deleted through the API (DELETE answers 204, then every read of them 404).
+        self.deleted_flows: set[int] = set()
+        self.deleted_executions: set[str] = set()
         self._arrivals = random.Random(mix64(config.seed, 0xA11CE))
         self._live = 0
         self._next_arrival = float(config.start) + self._gap()
@@ -274,18 +289,44 @@ class Traffic:
             created, math.floor(last)
         )
 
+    def live_flow(self, sid: str) -> int | None:
+        """The index of the flow with this SID, unless there is none or it was deleted."""
+        flow = self.flow_by_sid.get(sid)
+        return None if flow is None or flow in self.deleted_flows else flow
+
+    def live_flows(self) -> list[int]:
+        return [flow for flow in range(len(self.flows)) if flow not in self.deleted_flows]
+
+    def delete_flow(self, flow: int) -> None:
+        """Delete a flow: it and its executions are gone (Twilio deletes the executions too)."""
+        with self._lock:
+            self.deleted_flows.add(flow)
+
+    def delete_execution(self, record: ExecutionRecord) -> None:
+        """Delete an execution and its steps, as ``DELETE .../Executions/{Sid}`` does."""
+        with self._lock:
+            self.deleted_executions.add(record.sid)
+
+    def is_deleted(self, record: ExecutionRecord) -> bool:
+        return record.flow in self.deleted_flows or record.sid in self.deleted_executions
+
     def find(self, flow: int, sid: str, now: float) -> ExecutionRecord | None:
         record = self.by_sid.get(sid)
-        if record is None or record.flow != flow:
+        if record is None or record.flow != flow or self.is_deleted(record):
             return None
         if record.created > now or record.created < now - RETENTION_SECONDS:
             return None
         return record
 
     def existing(self, now: float) -> Iterator[ExecutionRecord]:
-        for flow in range(len(self.flows)):
+        """Executions a client can read at ``now``: created, within retention, not deleted."""
+        for flow in self.live_flows():
             lo, hi = self.window(flow, now)
-            yield from self.by_flow[flow][lo:hi]
+            deleted = self.deleted_executions
+            if not deleted:
+                yield from self.by_flow[flow][lo:hi]
+                continue
+            yield from (r for r in self.by_flow[flow][lo:hi] if r.sid not in deleted)
 
 
 def withheld(seed: int, record: ExecutionRecord, index: int, probability: float) -> bool:

@@ -8,6 +8,7 @@ Schema (``GET /_simulator/truth`` and ``Simulator.truth()``)::
       "flows": {
         "<flow sid>": {
           "name": "IVR Main Menu",
+          "deleted": false,                   # true once DELETE /v2/Flows/{Sid} removed it
           "executions_started": 812,          # existing at now (created, within retention)
           "executions_ended": 800,            # status "ended"
           "executions_active": 12,
@@ -23,6 +24,7 @@ Schema (``GET /_simulator/truth`` and ``Simulator.truth()``)::
                        "event": "keypress", "count": 850}],
       "steps_served": 9000,                  # steps visible at now and not withheld
       "steps_withheld": 12,                  # visible at now but hidden by missing_steps
+      "executions_deleted": 1,               # removed by DELETE .../Executions/{Sid}
       "requests": {"by_operation": {"ListExecutionStep": 120}, "by_status": {"200": 118}},
       "faults": {"fail_429": 3, ...}
     }
@@ -30,7 +32,15 @@ Schema (``GET /_simulator/truth`` and ``Simulator.truth()``)::
 A visit of widget W is closed by a served step out of W and runs from the step into W (or the
 chain's start: the execution's creation, or for a subflow the parent step that entered the
 run-subflow widget) to it. A visit whose entry step is withheld has no known start and, as in
-the exporter's transform, is not counted; its step still counts as a transition.
+the exporter's transform, is not counted; its step still counts as a transition. When subflow
+steps name the step out of the run-subflow widget (``subflow_parent="out"``), a subflow's
+start is also unknown once that step is withheld and the parent chain has moved on (the
+run-subflow visit is then neither closed nor open for a reader of the steps).
+
+Deleted executions (and the executions of a deleted flow) are gone from Studio, so they leave
+the truth: every figure above counts only what a client can still read. A deleted flow keeps
+its entry, marked ``deleted``, with the counts of what remains of it (subflow steps that
+executions of other flows ran).
 """
 
 from __future__ import annotations
@@ -52,6 +62,7 @@ from .traffic import (
     PREV,
     STRIDE,
     TO,
+    ExecutionRecord,
     Traffic,
     withheld,
 )
@@ -73,6 +84,7 @@ def compute_truth(
     for index, spec in enumerate(traffic.flows):
         flows[sids[index]] = {
             "name": spec.name,
+            "deleted": index in traffic.deleted_flows,
             "executions_started": 0,
             "executions_ended": 0,
             "executions_active": 0,
@@ -112,7 +124,12 @@ def compute_truth(
             transitions[(flow, origin, target, steps[base + EVENT])] += 1
             chain_at[parent] = (flow, target)
             prev = steps[base + PREV]
-            entry_known = served[prev] if prev >= 0 else (parent < 0 or served[parent])
+            if prev >= 0:
+                entry_known = served[prev]
+            else:
+                entry_known = parent < 0 or _subflow_start_known(
+                    record, parent, served, renderer.subflow_parent
+                )
             if entry_known:
                 widget = flows[sids[flow]]["widgets"][names[flow][origin]]
                 widget["visits"] += 1
@@ -144,6 +161,31 @@ def compute_truth(
         ],
         "steps_served": served_total,
         "steps_withheld": withheld_total,
+        "executions_deleted": len(traffic.deleted_executions),
         "requests": requests,
         "faults": faults,
     }
+
+
+def _subflow_start_known(
+    record: ExecutionRecord, into: int, served: list[bool], reading: str
+) -> bool:
+    """Whether a reader of the served steps knows when the subflow run by step ``into`` began.
+
+    It began when the run-subflow widget was entered: that step must be served. Under the
+    "out" reading the subflow names the step out of the widget instead; if that step is
+    visible but withheld and a later step of the parent chain is served, nothing links the
+    subflow to the entry any more.
+    """
+    if not served[into]:
+        return False
+    if reading == "into":
+        return True
+    out = record.step_out_of(into)
+    if out < 0 or out >= len(served) or served[out]:
+        return True
+    chain = record.field(into, PARENT)
+    return not any(
+        served[later] and record.field(later, PARENT) == chain
+        for later in range(out + 1, len(served))
+    )
