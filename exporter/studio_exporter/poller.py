@@ -554,6 +554,19 @@ class Poller:
         if refresh_gauges:
             self._refresh_gauges()
 
+    async def flow_definition(self, flow_sid: str, revision: int | None = None) -> Flow:
+        """The flow with its definition, read once per revision (``FetchFlow``) and cached.
+
+        A cached flow older than ``revision`` (the flow was published since) is read again.
+        Studio's v2 API serves a flow's current definition: an execution still running on an
+        older revision gets the current one (its ``type`` disagreements are counted in push).
+        """
+        flow = self.flows.get(flow_sid)
+        if flow is None or (revision is not None and revision > flow.revision):
+            flow = await self.api.fetch_flow(flow_sid)
+            self.flows[flow_sid] = flow
+        return flow
+
 
 def _unknown_flow(flow_sid: str) -> Flow:
     return Flow(sid=flow_sid, account_sid="", name=flow_sid, status="unknown", revision=0)
