@@ -20,6 +20,7 @@ from studio_exporter.eventstreams import (
     step_event,
 )
 from studio_exporter.push import DEFAULT_WEBHOOK_PATH, WebhookReceiver
+from studio_exporter.sids import STEP_SID, is_sid
 from studio_exporter.simulator import FakeClock, Simulator, SimulatorConfig
 from studio_exporter.simulator.clock import epoch_seconds
 from studio_exporter.simulator.eventstreams import (
@@ -27,7 +28,6 @@ from studio_exporter.simulator.eventstreams import (
     EventFeed,
     EventStreamSender,
 )
-from studio_exporter.sids import STEP_SID, is_sid
 from studio_exporter.state import Store, state_file
 from studio_exporter.web import HookResponse, Readiness, WebServer
 from tests.twilio_examples import (
