@@ -97,6 +97,20 @@ def metric_mismatches(registry: CollectorRegistry, truth: Mapping[str, Any]) -> 
     return problems
 
 
+def widget_type_mismatches(registry: CollectorRegistry, truth: Mapping[str, Any]) -> list[str]:
+    """Steps exported with another widget type than the simulated flow's definition has."""
+    problems = []
+    for labels, value in samples(registry, "twilio_studio_steps_total"):
+        widgets = truth["flows"].get(labels["flow_sid"], {}).get("widgets", {})
+        want = widgets.get(labels["widget"], {}).get("type")
+        if value and labels["widget_type"] != want:
+            problems.append(
+                f"{labels['flow_sid']} {labels['widget']}: exported type "
+                f"{labels['widget_type']!r}, definition {want!r}"
+            )
+    return problems
+
+
 def expected_span_count(truth: Mapping[str, Any]) -> int:
     """One span per closed visit plus one root span per ended execution."""
     visits = sum(
