@@ -347,7 +347,8 @@ class FakeTarget:
         if self.fail is not None:
             raise self.fail
         self.calls.append((flow_sid, execution, [step.sid for step in steps]))
-        self.applied_steps.update((step.sid, step) for step in steps)
+        for step in steps:  # as first exported: the real poller exports a step once
+            self.applied_steps.setdefault(step.sid, step)
         done = execution.is_ended and any(step.transitioned_to == "Ended" for step in steps)
         with self.store.batch() as commit:
             commit.upsert_execution(execution, done=done)
@@ -548,6 +549,30 @@ def test_ended_event_alone_gives_the_execution_without_rest(store: Store) -> Non
     assert rig.api.calls == ["list_steps"]  # the completeness read, nothing else
     assert rig.applied == [[S1.sid, S2.sid, S3.sid]]
     assert store.is_done(EXECUTION_SID)
+
+
+@pytest.mark.parametrize(
+    "hold", [pytest.param(True, id="context-allowlist"), pytest.param(False, id="no-allowlist")]
+)
+def test_allowlisted_context_comes_from_the_end_read(store: Store, hold: bool) -> None:
+    with_context = [
+        replace(step, context={"flow": {"data": {"n": step.sid}}}) for step in (S1, S2, S3)
+    ]
+    rig = Rig(store, rest=with_context)
+    rig.processor.hold_until_end = hold
+    rig.deliver(execution_event(EXECUTION), step_event(S1), step_event(S2))
+    rig.process()
+    # Holding, nothing is exported before the end; otherwise the pushed steps go at once,
+    # without context (Twilio's events carry none).
+    assert rig.applied == ([[]] if hold else [[S1.sid, S2.sid]])
+    rig.deliver(step_event(S3), execution_event(EXECUTION, ended=True))
+    rig.process()
+    assert rig.api.calls == ["list_steps"]
+    contexts = {sid: step.context for sid, step in rig.target.applied_steps.items()}
+    if hold:
+        assert contexts == {step.sid: step.context for step in with_context}
+    else:
+        assert contexts[S1.sid] is None  # exported before the REST read: no context
 
 
 def test_rest_wins_where_it_disagrees_and_it_is_counted(store: Store) -> None:

@@ -30,6 +30,10 @@ apply path as polling.
   or an eviction, no event for ``idle_recheck``, a missing execution event (a fetch of the
   execution after the window). Where Studio's list and the pushed copy of a step differ, the
   list wins and ``twilio_studio_exporter_event_rest_disagreements_total{field}`` counts it.
+- Context: Twilio's step events carry none. With ``hold_until_end`` (the app sets it when
+  ``--context-allowlist`` is given) an execution's steps are exported only after the
+  end-of-execution read, so that every span carries the allow-listed context from Studio's
+  list; metrics then follow executions' ends rather than each step.
 - A missing or late execution.started never drops anything: a top-level step names the
   execution's flow, and the execution is read over REST if no execution event came within
   the window.
@@ -402,6 +406,7 @@ class PushProcessor:
         reorder_window: timedelta = DEFAULT_REORDER_WINDOW,
         idle_recheck: timedelta = DEFAULT_IDLE_RECHECK,
         fetch_on_end: bool = True,
+        hold_until_end: bool = False,
         max_tracked: int = DEFAULT_MAX_TRACKED,
         max_loaded: int = DEFAULT_MAX_LOADED,
         batch_size: int = DEFAULT_BATCH_SIZE,
@@ -414,6 +419,7 @@ class PushProcessor:
         self.reorder_window = reorder_window.total_seconds()
         self.idle_recheck = idle_recheck.total_seconds()
         self.fetch_on_end = fetch_on_end
+        self.hold_until_end = hold_until_end and fetch_on_end
         self.max_tracked = max_tracked
         self.max_loaded = max_loaded
         self.batch_size = batch_size
@@ -663,6 +669,8 @@ class PushProcessor:
         pending = tracked.steps.keys() - tracked.applied
         if ending and tracked.end_listed:
             ready = set(pending)  # Studio's own list after the end: nothing more will come
+        elif self.hold_until_end:
+            ready = set()  # the steps' context comes with Studio's list at the end
         else:
             ready = ready_steps(execution, tracked.steps.values(), tracked.applied, flow)
             if not tracked.gap_listed and self._overdue(tracked, pending - ready, now):
