@@ -102,6 +102,11 @@ class EventFeed:
         self._emitted: dict[str, int] = {}  # execution sid -> events emitted (start, steps, end)
         self._done: set[str] = set()
 
+    @property
+    def executions_ended(self) -> int:
+        """Executions whose every event, execution.ended included, has been returned."""
+        return len(self._done)
+
     def due(self, now: float) -> list[dict[str, Any]]:
         """Events that happened up to ``now`` and were not returned before, in time order."""
         self.traffic.advance(now)
