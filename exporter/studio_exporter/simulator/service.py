@@ -163,6 +163,7 @@ class Simulator:
             self.api.faults.missing_steps,
             self.api.request_counts(),
             self.api.dice.snapshot(),
+            missing_end_steps=self.api.faults.missing_end_steps,
         )
 
     def __enter__(self) -> Simulator:

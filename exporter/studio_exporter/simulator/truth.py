@@ -23,6 +23,8 @@ Schema (``GET /_simulator/truth`` and ``Simulator.truth()``)::
                        "event": "keypress", "count": 850}],
       "steps_served": 9000,                  # steps visible at now and not withheld
       "steps_withheld": 12,                  # visible at now but hidden by missing_steps
+      "end_steps_withheld": 2,               # of those, steps into Ended (missing_end_steps)
+      "visits_merged": 1,                    # undetectable merges (see below)
       "requests": {"by_operation": {"ListExecutionStep": 120}, "by_status": {"200": 118}},
       "faults": {"fail_429": 3, ...}
     }
@@ -31,6 +33,12 @@ A visit of widget W is closed by a served step out of W and runs from the step i
 chain's start: the execution's creation, or for a subflow the parent step that entered the
 run-subflow widget) to it. A visit whose entry step is withheld has no known start and, as in
 the exporter's transform, is not counted; its step still counts as a transition.
+
+The truth is what a reader of the served steps can know. When the withheld steps form a loop
+back into the widget the chain is in (W -> V -> W, both withheld), the chain looks unbroken:
+the next served step out of W reads as the end of the visit that the last served step of the
+chain opened. No reader can tell, so the truth counts that knowable visit (its duration from
+that served step) and counts the merge in ``visits_merged``.
 """
 
 from __future__ import annotations
@@ -64,6 +72,8 @@ def compute_truth(
     missing_steps: float,
     requests: dict[str, dict[str, int]],
     faults: dict[str, int],
+    *,
+    missing_end_steps: float = 0.0,
 ) -> dict[str, Any]:
     seed = traffic.config.seed
     names = renderer.widget_names
@@ -91,14 +101,20 @@ def compute_truth(
     transitions: Counter[tuple[int, int, int, int]] = Counter()
     served_total = 0
     withheld_total = 0
+    end_withheld_total = 0
+    merged_total = 0
     for record in traffic.existing(now):
         summary = flows[sids[record.flow]]
         summary["executions_started"] += 1
         visible = record.visible_steps(now)
         steps = record.steps
-        served = [not withheld(seed, record, i, missing_steps) for i in range(visible)]
-        # The widget each chain is in, as the served steps show it (key: parent step or -1).
+        served = [
+            not withheld(seed, record, i, missing_steps, missing_end_steps) for i in range(visible)
+        ]
+        # The widget each chain is in, as the served steps show it (key: parent step or -1),
+        # and when the last served step of the chain entered it.
         chain_at: dict[int, tuple[int, int]] = {-1: (record.flow, 0)}
+        chain_entered: dict[int, int] = {}
         for i in range(visible):
             base = i * STRIDE
             flow = steps[base + FLOW]
@@ -107,16 +123,25 @@ def compute_truth(
             parent = steps[base + PARENT]
             if not served[i]:
                 withheld_total += 1
+                end_withheld_total += target == END
                 continue
             served_total += 1
             transitions[(flow, origin, target, steps[base + EVENT])] += 1
-            chain_at[parent] = (flow, target)
             prev = steps[base + PREV]
             entry_known = served[prev] if prev >= 0 else (parent < 0 or served[parent])
-            if entry_known:
+            merged = (
+                not entry_known
+                and parent in chain_entered
+                and chain_at.get(parent) == (flow, origin)
+            )
+            if entry_known or merged:
+                entered = chain_entered[parent] if merged else record.entry_time(i)
                 widget = flows[sids[flow]]["widgets"][names[flow][origin]]
                 widget["visits"] += 1
-                widget["duration_seconds_sum"] += record.step_time(i) - record.entry_time(i)
+                widget["duration_seconds_sum"] += record.step_time(i) - entered
+                merged_total += merged
+            chain_at[parent] = (flow, target)
+            chain_entered[parent] = record.step_time(i)
         if visible == record.step_count:
             summary["executions_ended"] += 1
             summary["execution_duration_seconds_sum"] += steps[-STRIDE + OFFSET]
@@ -144,6 +169,8 @@ def compute_truth(
         ],
         "steps_served": served_total,
         "steps_withheld": withheld_total,
+        "end_steps_withheld": end_withheld_total,
+        "visits_merged": merged_total,
         "requests": requests,
         "faults": faults,
     }
