@@ -194,7 +194,8 @@ def test_flow_definitions_are_read_once_per_revision(
     async def scenario() -> list[int]:
         try:
             flow = await poller.flow_definition(main, 3)
-            assert flow.widgets and flow.revision == 3
+            assert flow.widgets
+            assert flow.revision == 3
             await poller.flow_definition(main, 3)
             await poller.flow_definition(main)
             reads = [requests(simulator).get("FetchFlow", 0)]
