@@ -37,8 +37,12 @@ def read_everything(simulator: Simulator) -> list[tuple[dict[str, Any], list[dic
     return result
 
 
-def recount(simulator: Simulator) -> dict[str, Any]:
-    """The truth, recomputed from API data alone with the exporter's visit rule."""
+def recount(simulator: Simulator, ambiguous: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The truth, recomputed from API data alone with the exporter's visit rule.
+
+    The visits of ``ambiguous`` executions (order within a second not knowable) are left out,
+    as the truth leaves them out.
+    """
     flows: dict[str, Any] = {}
     transitions: Counter[tuple[str, str, str, str]] = Counter()
     visits: Counter[tuple[str, str]] = Counter()
@@ -64,7 +68,7 @@ def recount(simulator: Simulator) -> dict[str, Any]:
                     entered = seconds(execution["date_created"])
                 elif chain in by_sid:
                     entered = seconds(by_sid[chain]["date_created"])
-            if entered is not None:
+            if entered is not None and execution["sid"] not in ambiguous:
                 key = (step["flow_sid"], step["transitioned_from"])
                 visits[key] += 1
                 durations[key] += seconds(step["date_created"]) - entered
@@ -84,7 +88,7 @@ def recount(simulator: Simulator) -> dict[str, Any]:
 
 def assert_truth_matches(simulator: Simulator) -> dict[str, Any]:
     truth = simulator.truth()
-    seen = recount(simulator)
+    seen = recount(simulator, frozenset(truth["executions_order_ambiguous"]))
     for sid, flow in truth["flows"].items():
         counted = seen["flows"].get(sid, {"started": 0, "ended": 0, "duration": 0, "final": {}})
         assert flow["executions_started"] == counted["started"]
@@ -116,6 +120,10 @@ def test_truth_of_history_equals_sums_over_served_steps(faults: Faults) -> None:
         truth = assert_truth_matches(simulator)
     assert sum(f["executions_ended"] for f in truth["flows"].values()) == 400
     assert (truth["steps_withheld"] > 0) == (faults.missing_steps > 0)
+    # Only a hole leaves an order within a second open; most executions stay comparable.
+    ambiguous = len(truth["executions_order_ambiguous"])
+    assert (ambiguous > 0) == (faults.missing_steps > 0)
+    assert ambiguous < 400 // 5
     subflow = truth["flows"][simulator.flow_sids[4]]
     assert subflow["executions_started"] == 0
     assert subflow["widgets"]["ask_pin"]["visits"] > 0
