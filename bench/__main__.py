@@ -184,6 +184,19 @@ def _rows(results: dict[str, Any]) -> list[Row]:
                 "",
             )
         )
+    if push and "rest_per_execution" in push:
+        rows.append(
+            (
+                "7 Push, documented payloads: REST requests per ended execution"
+                f" ({push['executions_ended']:,} ended; flow reads apart)",
+                f"{push['rest_per_execution']:.2f}",
+                f"{push['execution_rest_requests']:,} execution reads,"
+                f" {push['flow_rest_requests']:,} flow reads",
+                "",
+                "<= 1.0",
+                "",
+            )
+        )
     r = results.get("simulator")
     if r:
         rows.append(

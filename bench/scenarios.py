@@ -20,6 +20,8 @@ from studio_exporter.simulator import (
     SimulatorConfig,
     throughput,
 )
+from studio_exporter.simulator.eventstreams import EventFeed
+from studio_exporter.state import Store
 
 from .exporters import our_exporter
 from .naive import NaiveExporter
@@ -213,8 +215,10 @@ def freshness(seconds: float, poll_interval: float, mode: str = "poll") -> dict[
                 scrapes.append((time.time(), _steps_total(text)))
                 time.sleep(0.05)
         requests = sum(sim.truth()["requests"]["by_operation"].values()) - requests_before
+        per_execution: dict[str, Any] = {}
         if pusher is not None:
             pusher.stop()  # before the exporter stops listening: its last batch is delivered
+            per_execution = _push_rest_per_execution(sim, exporter.store, pusher.feed)
         loop.call_soon_threadsafe(stop.set)
         thread.join(timeout=30)
         exporter.close()
@@ -239,6 +243,32 @@ def freshness(seconds: float, poll_interval: float, mode: str = "poll") -> dict[
         "median_seconds": lags[len(lags) // 2] if lags else float("nan"),
         "p99_seconds": lags[int(len(lags) * 0.99)] if lags else float("nan"),
         "max_seconds": lags[-1] if lags else float("nan"),
+        **per_execution,
+    }
+
+
+#: Requests about flows rather than executions: made once per flow and revision.
+FLOW_OPERATIONS = frozenset({"ListFlow", "FetchFlow"})
+
+
+def _push_rest_per_execution(sim: Simulator, store: Store, feed: EventFeed) -> dict[str, Any]:
+    """REST requests per ended execution in push mode, once every delivered event is processed.
+
+    The feed pushed each of its ended executions whole, so each has had its end-of-execution
+    read. Flow reads are counted apart.
+    """
+    deadline = time.time() + 30
+    while store.count_pending_events() and time.time() < deadline:
+        time.sleep(0.1)
+    by_operation = sim.truth()["requests"]["by_operation"]
+    ended = feed.executions_ended
+    flow_reads = sum(by_operation.get(operation, 0) for operation in FLOW_OPERATIONS)
+    execution_reads = sum(by_operation.values()) - flow_reads
+    return {
+        "executions_ended": ended,
+        "execution_rest_requests": execution_reads,
+        "flow_rest_requests": flow_reads,
+        "rest_per_execution": execution_reads / max(ended, 1),
     }
 
 

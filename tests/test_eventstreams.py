@@ -30,6 +30,14 @@ from studio_exporter.eventstreams import (
     with_body_hash,
 )
 from tests.factories import ACCOUNT_SID, EXECUTION_SID, FLOW_SID, make_step, step_sid
+from tests.twilio_examples import (
+    EXAMPLE_EXECUTION_SID,
+    EXAMPLE_FLOW_SID,
+    EXAMPLE_STEP_SID,
+    EXECUTION_ENDED_EXAMPLE,
+    EXECUTION_STARTED_EXAMPLE,
+    STEP_ENDED_EXAMPLE,
+)
 
 TOKEN = "12345"
 SINK = "https://exporter.example.com/webhooks/event-streams"
@@ -65,7 +73,7 @@ def event(event_type: str, data: dict[str, Any], event_id: str = "EV1") -> dict[
 
 def step_data(**overrides: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "sid": step_sid(7),
+        "step_sid": step_sid(7),
         "account_sid": ACCOUNT_SID,
         "flow_sid": FLOW_SID,
         "execution_sid": EXECUTION_SID,
@@ -73,7 +81,6 @@ def step_data(**overrides: Any) -> dict[str, Any]:
         "name": "incomingMessage",
         "transitioned_from": "Trigger",
         "transitioned_to": "ask",
-        "type": "trigger",
         "date_created": "2017-11-06T12:00:05.123Z",
     }
     data.update(overrides)
@@ -336,15 +343,17 @@ def test_complete_step_event() -> None:
     assert pushed.step is not None
     assert pushed.step.sid == step_sid(7)
     assert pushed.step.event == "incomingMessage"
-    assert pushed.step.widget_type == "trigger"
+    assert pushed.step.widget_type == ""  # Twilio's step events carry no type
     assert pushed.step.parent_step_sid is None
     assert pushed.step.date_created.microsecond == 123000
 
 
-def test_step_sid_under_step_sid_key() -> None:
-    data = step_data(sid=...)
-    data["step_sid"] = step_sid(8)
-    assert step_event(cloud(STEP_ENDED, data)).sid == step_sid(8)
+def test_rest_shaped_step_is_read_too() -> None:
+    data = step_data(step_sid=..., type="trigger")
+    data["sid"] = step_sid(8)
+    pushed = step_event(cloud(STEP_ENDED, data))
+    assert pushed.step is not None
+    assert (pushed.step.sid, pushed.step.widget_type) == (step_sid(8), "trigger")
 
 
 def test_subflow_step_keeps_its_parent() -> None:
@@ -353,13 +362,51 @@ def test_subflow_step_keeps_its_parent() -> None:
     assert pushed.step.parent_step_sid == step_sid(3)
 
 
+def test_absent_parent_key_reads_as_top_level() -> None:
+    # A serializer that omits nulls: the end-of-execution REST read would show otherwise.
+    pushed = step_event(cloud(STEP_ENDED, step_data(parent_step_sid=...)))
+    assert pushed.step is not None
+    assert pushed.step.parent_step_sid is None
+
+
+def test_twilio_documented_step_example() -> None:
+    pushed = step_event(decode_event(json.dumps(STEP_ENDED_EXAMPLE).encode()))
+    assert pushed.missing == ()
+    assert pushed.step is not None
+    assert pushed.step.sid == EXAMPLE_STEP_SID
+    assert (pushed.step.transitioned_from, pushed.step.transitioned_to) == (
+        "Trigger",
+        "say_hello",
+    )
+    assert pushed.step.date_created == datetime(2025, 1, 1, 0, 0, 0, 500000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("document", "ended"),
+    [
+        pytest.param(EXECUTION_STARTED_EXAMPLE, False, id="started"),
+        pytest.param(EXECUTION_ENDED_EXAMPLE, True, id="ended"),
+    ],
+)
+def test_twilio_documented_execution_examples(document: dict[str, Any], ended: bool) -> None:
+    cloud_event = decode_event(json.dumps(document).encode())
+    assert cloud_event.time is None  # the examples carry no time
+    info = execution_event(cloud_event)
+    execution = info.execution()
+    assert info.ended is ended
+    # The published started example says "ended": the event's type decides.
+    assert execution.is_ended is ended
+    assert execution.sid == EXAMPLE_EXECUTION_SID
+    assert execution.flow_sid == EXAMPLE_FLOW_SID
+    assert execution.flow_version == 1196
+    assert execution.date_created == datetime(2025, 1, 1, tzinfo=UTC)
+
+
 @pytest.mark.parametrize(
     ("overrides", "missing"),
     [
         pytest.param({"name": ...}, ("name",), id="no-name"),
-        pytest.param({"type": None}, ("type",), id="null-type"),
         pytest.param({"date_created": "soon"}, ("date_created",), id="bad-date"),
-        pytest.param({"parent_step_sid": ...}, ("parent_step_sid",), id="no-parent-key"),
         pytest.param({"parent_step_sid": "FTnope"}, ("parent_step_sid",), id="bad-parent"),
         pytest.param(
             {"transitioned_from": ..., "transitioned_to": ""},
@@ -384,7 +431,7 @@ def test_missing_step_fields_are_reported(
 @pytest.mark.parametrize(
     "overrides",
     [
-        pytest.param({"sid": ...}, id="no-sid"),
+        pytest.param({"step_sid": ...}, id="no-sid"),
         pytest.param({"execution_sid": "FN1"}, id="bad-execution"),
         pytest.param({"flow_sid": ...}, id="no-flow"),
     ],
@@ -395,19 +442,19 @@ def test_step_event_that_cannot_be_located_raises(overrides: dict[str, Any]) -> 
 
 
 def test_complete_step_keeps_the_pushed_values_and_milliseconds() -> None:
-    pushed = step_event(cloud(STEP_ENDED, step_data(type=..., parent_step_sid=...)))
+    pushed = step_event(cloud(STEP_ENDED, step_data(parent_step_sid="FTnope")))
     fetched = make_step(
         "Trigger", "other", 5, number=7, widget_type="trigger", parent_step_sid=step_sid(2)
     )
     step = complete_step(pushed, fetched)
-    assert step.widget_type == "trigger"
-    assert step.parent_step_sid == step_sid(2)  # from REST: the event lacked it
+    assert step.widget_type == "trigger"  # from REST: the event has none
+    assert step.parent_step_sid == step_sid(2)  # from REST: the event's was unusable
     assert step.transitioned_to == "ask"  # from the event
     assert step.date_created.microsecond == 123000
 
 
 def test_complete_step_refuses_another_step() -> None:
-    pushed = step_event(cloud(STEP_ENDED, step_data(type=...)))
+    pushed = step_event(cloud(STEP_ENDED, step_data(name=...)))
     with pytest.raises(EventError):
         complete_step(pushed, make_step("Trigger", "ask", 5, number=8))
 

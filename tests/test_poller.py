@@ -341,3 +341,40 @@ def test_an_execution_that_fails_to_read_holds_back_only_itself(
     assert recovered.ok
     # The new executions whose steps failed were listed again: nothing is missing.
     assert metric_mismatches(exporter.registry, simulator.truth()) == []
+
+
+def test_flow_definitions_are_read_once_per_revision(
+    simulator: Simulator, clock: FakeClock, tmp_path: Path
+) -> None:
+    """What push types its steps with: FetchFlow once per flow and revision, over HTTP."""
+    main, other = simulator.flow_sids[0], simulator.flow_sids[1]
+    config = config_from_mapping(
+        {"twilio_base_url": simulator.url, "state_dir": str(tmp_path), "flows": main},
+        {"TWILIO_ACCOUNT_SID": simulator.account_sid, "TWILIO_AUTH_TOKEN": simulator.auth_token},
+    )
+    exporter = build_exporter(
+        config, span_sender=JsonLinesSender(tmp_path / "spans.jsonl"), serve_web=False
+    )
+    poller = exporter.poller
+
+    async def scenario() -> list[int]:
+        try:
+            flow = await poller.flow_definition(main, 3)
+            assert flow.widgets
+            assert flow.revision == 3
+            await poller.flow_definition(main, 3)
+            await poller.flow_definition(main)
+            reads = [requests(simulator).get("FetchFlow", 0)]
+            await poller.flow_definition(main, 4)  # published since: read again
+            await poller.flow_definition(main, 4)  # Studio still says 3: not read again
+            reads.append(requests(simulator).get("FetchFlow", 0))
+            await poller.flow_definition(other)
+            reads.append(requests(simulator).get("FetchFlow", 0))
+            return reads
+        finally:
+            await exporter.api.aclose()
+
+    assert asyncio.run(scenario()) == [1, 2, 3]
+    # A flow outside --flow is read for its widget types, never polled.
+    assert set(poller.flows) == {main}
+    exporter.close()

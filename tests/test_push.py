@@ -7,6 +7,7 @@ import base64
 import json
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -45,17 +46,17 @@ def _iso(moment: datetime) -> str:
 def step_event(
     step: Step, event_id: str | None = None, *, drop: Sequence[str] = ()
 ) -> dict[str, Any]:
+    """A step.ended event in Twilio's documented shape: ``step_sid``, no ``sid``, no ``type``."""
     data: dict[str, Any] = {
-        "sid": step.sid,
         "account_sid": ACCOUNT_SID,
-        "flow_sid": step.flow_sid,
+        "date_created": _iso(step.date_created),
         "execution_sid": step.execution_sid,
-        "parent_step_sid": step.parent_step_sid,
+        "flow_sid": step.flow_sid,
         "name": step.event,
+        "parent_step_sid": step.parent_step_sid,
+        "step_sid": step.sid,
         "transitioned_from": step.transitioned_from,
         "transitioned_to": step.transitioned_to,
-        "type": step.widget_type,
-        "date_created": _iso(step.date_created),
     }
     for name in drop:
         del data[name]
@@ -67,8 +68,10 @@ def execution_event(execution: Execution, *, ended: bool = False) -> dict[str, A
         "execution_sid": execution.sid,
         "account_sid": ACCOUNT_SID,
         "flow_sid": execution.flow_sid,
+        "contact_channel_address": "+15555550100",
         "status": "ended" if ended else "active",
         "date_created": _iso(execution.date_created),
+        "started_by": "CA" + "0" * 32,
         "flow_revision": 1,
     }
     kind = EXECUTION_ENDED if ended else EXECUTION_STARTED
@@ -82,7 +85,6 @@ def _cloud(event_type: str, data: dict[str, Any], event_id: str) -> dict[str, An
         "source": "/v2/Flows",
         "id": event_id,
         "datacontenttype": "application/json",
-        "time": data.get("date_created"),
         "data": data,
     }
 
@@ -324,7 +326,15 @@ class FakeTarget:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.calls: list[tuple[str, Execution, list[str]]] = []
+        self.applied_steps: dict[str, Step] = {}
         self.fail: Exception | None = None
+        self.flows = {FLOW.sid: FLOW}
+        self.definition_reads: list[tuple[str, int | None]] = []
+
+    async def flow_definition(self, flow_sid: str, revision: int | None = None) -> Flow:
+        self.definition_reads.append((flow_sid, revision))
+        # A flow this test did not define: one without widgets, as a definition can be.
+        return self.flows.get(flow_sid) or Flow(flow_sid, ACCOUNT_SID, flow_sid, "published", 1)
 
     async def apply_pushed(
         self,
@@ -337,6 +347,8 @@ class FakeTarget:
         if self.fail is not None:
             raise self.fail
         self.calls.append((flow_sid, execution, [step.sid for step in steps]))
+        for step in steps:  # as first exported: the real poller exports a step once
+            self.applied_steps.setdefault(step.sid, step)
         done = execution.is_ended and any(step.transitioned_to == "Ended" for step in steps)
         with self.store.batch() as commit:
             commit.upsert_execution(execution, done=done)
@@ -381,8 +393,13 @@ class Rig:
         self.processor = self.new_processor()
 
     def new_processor(self) -> PushProcessor:
+        self.processor_registry = CollectorRegistry()
         return PushProcessor(
-            self.store, self.api, self.target, registry=CollectorRegistry(), monotonic=self.clock
+            self.store,
+            self.api,
+            self.target,
+            registry=self.processor_registry,
+            monotonic=self.clock,
         )
 
     def deliver(self, *events: dict[str, Any]) -> None:
@@ -446,12 +463,142 @@ def test_a_step_whose_predecessor_is_lost_is_applied_after_the_window(store: Sto
 
 
 def test_a_step_event_missing_fields_is_completed_with_a_fetch(store: Store) -> None:
-    rest_s1 = make_step("Trigger", "ask", 1, number=1, widget_type="trigger")
-    rig = Rig(store, rest=[rest_s1])
-    rig.deliver(execution_event(EXECUTION), step_event(S1, drop=("type", "parent_step_sid")))
+    rig = Rig(store, rest=[S1])
+    rig.deliver(execution_event(EXECUTION), step_event(S1, drop=("name",)))
     rig.process()
     assert rig.api.calls == [f"fetch_step {S1.sid}"]
     assert rig.applied == [[S1.sid]]
+    assert rig.target.applied_steps[S1.sid].event == S1.event
+
+
+def test_widget_types_come_from_the_flow_definition(store: Store) -> None:
+    rig = Rig(store)
+    rig.deliver(execution_event(EXECUTION), step_event(S1), step_event(S2))
+    rig.process()
+    assert rig.api.calls == []
+    assert {sid: step.widget_type for sid, step in rig.target.applied_steps.items()} == {
+        S1.sid: "trigger",
+        S2.sid: "send-and-wait-for-reply",
+    }
+    # The execution event's flow_revision is what the definition is asked for.
+    assert (FLOW_SID, 1) in rig.target.definition_reads
+
+
+def test_a_subflow_step_is_typed_by_its_own_flow(store: Store) -> None:
+    sub_flow = Flow(
+        sid="FW" + "b" * 32,
+        account_sid=ACCOUNT_SID,
+        name="Sub",
+        status="published",
+        revision=4,
+        widgets=(Widget("Trigger", "trigger"), Widget("check", "run-function")),
+    )
+    run = make_step("ask", "sub", 5, number=2)
+    inner = make_step(
+        "check", "Ended", 6, number=10, parent_step_sid=run.sid, flow_sid=sub_flow.sid
+    )
+    first = make_step(
+        "Trigger", "check", 5, number=9, parent_step_sid=run.sid, flow_sid=sub_flow.sid
+    )
+    rig = Rig(store)
+    rig.target.flows[sub_flow.sid] = sub_flow
+    rig.deliver(execution_event(EXECUTION), *(step_event(s) for s in (S1, run, first, inner)))
+    rig.process()
+    assert rig.target.applied_steps[inner.sid].widget_type == "run-function"
+    assert rig.target.applied_steps[first.sid].widget_type == "trigger"
+
+
+def test_the_chain_starts_in_the_flows_initial_widget(store: Store) -> None:
+    rig = Rig(store)
+    rig.target.flows[FLOW_SID] = replace(
+        FLOW, widgets=(Widget("Start", "trigger"), *FLOW.widgets[1:]), initial_widget="Start"
+    )
+    first = make_step("Start", "ask", 1, number=1)
+    rig.deliver(execution_event(EXECUTION), step_event(first), step_event(S2))
+    rig.process()
+    assert rig.applied == [[first.sid, S2.sid]]  # nothing waited for a step out of "Trigger"
+    assert rig.api.calls == []
+
+
+@pytest.mark.parametrize(
+    "late", [pytest.param(True, id="started-late"), pytest.param(False, id="started-lost")]
+)
+def test_an_execution_whose_started_event_is_late_or_lost_is_not_dropped(
+    store: Store, late: bool
+) -> None:
+    rig = Rig(store, rest=[S1, S2])
+    rig.deliver(step_event(S1), step_event(S2))
+    rig.process()
+    assert rig.applied == []  # the started event may still come: its time is needed
+    rig.clock.now += WINDOW
+    if late:
+        rig.deliver(execution_event(EXECUTION))
+    rig.process()
+    assert rig.applied == [[S1.sid, S2.sid]]
+    assert rig.api.calls == ([] if late else ["fetch_execution"])
+    assert rig.target.calls[-1][1].date_created == EXECUTION.date_created
+    assert store.count_pending_events() == 0
+
+
+def test_ended_event_alone_gives_the_execution_without_rest(store: Store) -> None:
+    rig = Rig(store, rest=[S1, S2, S3])
+    rig.deliver(
+        step_event(S1), step_event(S2), step_event(S3), execution_event(EXECUTION, ended=True)
+    )
+    rig.process()
+    assert rig.api.calls == ["list_steps"]  # the completeness read, nothing else
+    assert rig.applied == [[S1.sid, S2.sid, S3.sid]]
+    assert store.is_done(EXECUTION_SID)
+
+
+@pytest.mark.parametrize(
+    "hold", [pytest.param(True, id="context-allowlist"), pytest.param(False, id="no-allowlist")]
+)
+def test_allowlisted_context_comes_from_the_end_read(store: Store, hold: bool) -> None:
+    with_context = [
+        replace(step, context={"flow": {"data": {"n": step.sid}}}) for step in (S1, S2, S3)
+    ]
+    rig = Rig(store, rest=with_context)
+    rig.processor.hold_until_end = hold
+    rig.deliver(execution_event(EXECUTION), step_event(S1), step_event(S2))
+    rig.process()
+    # Holding, nothing is exported before the end; otherwise the pushed steps go at once,
+    # without context (Twilio's events carry none).
+    assert rig.applied == ([[]] if hold else [[S1.sid, S2.sid]])
+    rig.deliver(step_event(S3), execution_event(EXECUTION, ended=True))
+    rig.process()
+    assert rig.api.calls == ["list_steps"]
+    contexts = {sid: step.context for sid, step in rig.target.applied_steps.items()}
+    if hold:
+        assert contexts == {step.sid: step.context for step in with_context}
+    else:
+        assert contexts[S1.sid] is None  # exported before the REST read: no context
+
+
+def test_rest_wins_where_it_disagrees_and_it_is_counted(store: Store) -> None:
+    rest_s2 = replace(S2, event="reply", widget_type="send-message")
+    rig = Rig(store, rest=[S1, rest_s2, S3])
+    rig.deliver(
+        execution_event(EXECUTION),
+        step_event(S1),
+        step_event(S2),
+        step_event(S3),
+    )
+    rig.process()
+    assert rig.api.calls == ["list_steps"]
+    applied = rig.target.applied_steps
+    assert (applied[S2.sid].event, applied[S2.sid].widget_type) == ("reply", "send-message")
+    # The pushed milliseconds are kept where REST has the same second.
+    assert applied[S2.sid].date_created == S2.date_created
+
+    def disagreements(field: str) -> float | None:
+        return rig.processor_registry.get_sample_value(
+            "twilio_studio_exporter_event_rest_disagreements_total", {"field": field}
+        )
+
+    assert disagreements("name") == 1
+    assert disagreements("type") == 1
+    assert disagreements("transitioned_to") == 0
 
 
 def test_execution_ended_reads_the_step_list_once_and_finishes(store: Store) -> None:

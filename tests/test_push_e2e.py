@@ -16,7 +16,12 @@ from studio_exporter.app import Exporter, build_exporter
 from studio_exporter.config import config_from_mapping
 from studio_exporter.simulator import DeliveryOptions, FakeClock, Simulator, SimulatorConfig
 from tests.otlp_receiver import OtlpReceiver, running_receiver
-from tests.truthcheck import expected_span_count, metric_mismatches, samples
+from tests.truthcheck import (
+    expected_span_count,
+    metric_mismatches,
+    samples,
+    widget_type_mismatches,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +66,12 @@ class Running:
 
 
 def make_exporter(
-    sim: Simulator, clock: FakeClock, state_dir: Path, receiver: OtlpReceiver, mode: str
+    sim: Simulator,
+    clock: FakeClock,
+    state_dir: Path,
+    receiver: OtlpReceiver,
+    mode: str,
+    idle_recheck: float = 3.0,
 ) -> Exporter:
     config = config_from_mapping(
         {
@@ -78,7 +88,8 @@ def make_exporter(
     exporter = build_exporter(config, env=env, clock=clock)
     assert exporter.push is not None
     exporter.push.reorder_window = 1.0  # seconds before a missing predecessor is read over REST
-    exporter.push.idle_recheck = 3.0  # seconds without events before an execution is re-read
+    # Seconds without events before an execution is re-read (a lost execution.ended).
+    exporter.push.idle_recheck = idle_recheck
     return exporter
 
 
@@ -100,6 +111,7 @@ def run_scenario(
     options: DeliveryOptions,
     *,
     replay_history: bool = False,
+    omit_null_parent: bool = False,
 ) -> tuple[Exporter, Simulator, dict[str, Any], list[str]]:
     """Live traffic pushed as it happens, or (``replay_history``) a finished history pushed
     at once: every execution then has ended, which is when push alone must be complete."""
@@ -111,7 +123,9 @@ def run_scenario(
     else:
         config = SimulatorConfig(seed=8, history_executions=0, rate=0.2, speed=30, clock=clock)
     with Simulator(config) as sim:
-        exporter = make_exporter(sim, clock, tmp_path, receiver, mode)
+        # Nothing is lost unless events are dropped: no re-read of a silent execution then.
+        idle_recheck = 3.0 if options.drop else 3600.0
+        exporter = make_exporter(sim, clock, tmp_path, receiver, mode, idle_recheck)
         running = Running(exporter)
         running.start()
         try:
@@ -121,6 +135,7 @@ def run_scenario(
                 options,
                 interval=0.05,
                 since=START - timedelta(days=1) if replay_history else None,
+                omit_null_parent=omit_null_parent,
             )
             for _ in range(40):  # 40 simulated minutes, a little faster than real time
                 clock.advance(60)
@@ -133,6 +148,10 @@ def run_scenario(
             running.stop()
         report = pusher.sender.report
     return exporter, sim, {"truth": truth, "sent": report}, problems
+
+
+#: Requests about flows, not executions: read once per flow (and revision), not per execution.
+FLOW_OPERATIONS = frozenset({"ListFlow", "FetchFlow"})
 
 
 @pytest.mark.parametrize(
@@ -193,6 +212,65 @@ def test_push_equals_truth_and_each_span_arrives_once(
     assert received.get("accepted", 0) > 0
     if options.duplicates:
         assert received.get("duplicate", 0) > 0, received
+    # Twilio's events carry no widget type: each comes from the flow definition, and the
+    # end-of-execution REST read found no field where a pushed step differed.
+    assert widget_type_mismatches(exporter.registry, truth) == []
+    assert all(
+        value == 0
+        for _, value in samples(
+            exporter.registry, "twilio_studio_exporter_event_rest_disagreements_total"
+        )
+    )
+    if mode == "push":
+        assert_at_most_one_rest_request_per_execution(exporter, truth)
+
+
+def assert_at_most_one_rest_request_per_execution(
+    exporter: Exporter, truth: dict[str, Any]
+) -> None:
+    """Push reads an execution over REST once, at its end (no hole in these deliveries)."""
+    executions = sum(f["executions_started"] for f in truth["flows"].values())
+    by_operation = truth["requests"]["by_operation"]
+    per_execution = sum(
+        count for operation, count in by_operation.items() if operation not in FLOW_OPERATIONS
+    )
+    assert per_execution <= executions, by_operation
+    reasons = {
+        labels["reason"]: value
+        for labels, value in samples(
+            exporter.registry, "twilio_studio_exporter_push_rest_reads_total"
+        )
+        if value
+    }
+    assert set(reasons) <= {"end_list"}, reasons
+    ended = sum(f["executions_ended"] for f in truth["flows"].values())
+    assert reasons.get("end_list", 0) == ended
+
+
+@pytest.mark.parametrize(
+    "omit_null_parent",
+    [pytest.param(False, id="parent-null"), pytest.param(True, id="parent-key-omitted")],
+)
+def test_documented_payloads_cost_one_rest_read_per_execution(
+    tmp_path: Path, receiver: OtlpReceiver, omit_null_parent: bool
+) -> None:
+    """The acceptance case: documented shapes, duplicated and reordered, for executions whose
+    steps the API also serves; metrics and spans equal the API's truth, REST once each."""
+    exporter, _, result, problems = run_scenario(
+        tmp_path,
+        receiver,
+        "push",
+        DeliveryOptions(seed=6, duplicates=0.3, reorder=8),
+        replay_history=True,
+        omit_null_parent=omit_null_parent,
+    )
+    truth = result["truth"]
+    assert problems == []
+    spans = receiver.wait_for_spans(expected_span_count(truth), timeout=30)
+    assert len({(span.trace_id, span.span_id) for span in spans}) == len(spans)
+    assert len(spans) == expected_span_count(truth)
+    assert widget_type_mismatches(exporter.registry, truth) == []
+    assert_at_most_one_rest_request_per_execution(exporter, truth)
 
 
 def test_push_reads_far_less_than_polling(tmp_path: Path, receiver: OtlpReceiver) -> None:

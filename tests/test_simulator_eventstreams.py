@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from studio_exporter.eventstreams import (
     step_event,
 )
 from studio_exporter.push import DEFAULT_WEBHOOK_PATH, WebhookReceiver
+from studio_exporter.sids import STEP_SID, is_sid
 from studio_exporter.simulator import FakeClock, Simulator, SimulatorConfig
 from studio_exporter.simulator.clock import epoch_seconds
 from studio_exporter.simulator.eventstreams import (
@@ -28,8 +30,17 @@ from studio_exporter.simulator.eventstreams import (
 )
 from studio_exporter.state import Store, state_file
 from studio_exporter.web import HookResponse, Readiness, WebServer
+from tests.twilio_examples import (
+    ENVELOPE_KEYS,
+    EXECUTION_DATA_KEYS,
+    EXECUTION_ENDED_EXAMPLE,
+    EXECUTION_REQUIRED_DATA_KEYS,
+    STEP_DATA_KEYS,
+    STEP_ENDED_EXAMPLE,
+)
 
 START = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+EVENT_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
 @pytest.fixture
@@ -68,8 +79,43 @@ def test_feed_emits_each_event_once_in_order_and_never_history(simulator: Simula
     step = next(event for event in events if event["type"] == STEP_ENDED)
     pushed = step_event(decode_event(json.dumps(step).encode()))
     assert pushed.missing == ()
-    assert "context" not in step["data"]
-    assert step["time"].endswith(".000Z")
+
+
+@pytest.mark.parametrize(
+    "omit_null_parent",
+    [pytest.param(False, id="null-parent"), pytest.param(True, id="parent-key-omitted")],
+)
+def test_feed_sends_exactly_the_documented_shapes(
+    simulator: Simulator, omit_null_parent: bool
+) -> None:
+    feed = EventFeed(
+        simulator.traffic,
+        simulator.renderer,
+        since=epoch_seconds(START),
+        omit_null_parent=omit_null_parent,
+    )
+    events = feed.due(advance(simulator, 60))
+    kinds = {event["type"] for event in events}
+    assert kinds == {EXECUTION_STARTED, STEP_ENDED, EXECUTION_ENDED}
+    for event in events:
+        assert set(event) == ENVELOPE_KEYS  # no "time"
+        data = event["data"]
+        times = [data["date_created"], *([data["date_updated"]] if "date_updated" in data else [])]
+        assert all(EVENT_TIME.fullmatch(value) for value in times), times
+        if event["type"] == STEP_ENDED:
+            assert event["dataschema"] == STEP_ENDED_EXAMPLE["dataschema"]
+            # step_sid; no sid, no type, no context; parent_step_sid null or, if asked, absent.
+            assert set(data) | {"parent_step_sid"} == STEP_DATA_KEYS
+            assert is_sid(data["step_sid"], STEP_SID)
+        else:
+            assert event["dataschema"] == EXECUTION_ENDED_EXAMPLE["dataschema"]
+            assert EXECUTION_REQUIRED_DATA_KEYS <= set(data) <= EXECUTION_DATA_KEYS
+            assert type(data["flow_revision"]) is int
+            assert data["status"] == ("ended" if event["type"] == EXECUTION_ENDED else "active")
+    steps = [event["data"] for event in events if event["type"] == STEP_ENDED]
+    assert any(data.get("parent_step_sid") for data in steps)  # subflow steps keep theirs
+    top = [data for data in steps if not data.get("parent_step_sid")]
+    assert all(("parent_step_sid" in data) is not omit_null_parent for data in top)
 
 
 class Recorder:

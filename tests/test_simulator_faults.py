@@ -165,6 +165,27 @@ def test_missing_steps_are_stable_gaps_and_counted_as_withheld(simulator: Simula
     assert simulator.truth()["steps_withheld"] > 0
 
 
+def test_missing_end_steps_leave_ended_executions_without_their_end(
+    simulator: Simulator,
+) -> None:
+    simulator.set_faults(Faults(missing_end_steps=0.5))
+    with client_for(simulator) as client:
+        flow = simulator.flow_sids[1]
+        executions = client.get(f"/v2/Flows/{flow}/Executions", params={"PageSize": 1000}).json()
+        ended = [e for e in executions["executions"] if e["status"] == "ended"]
+        without_end = [
+            e
+            for e in ended
+            if not any(
+                s["transitioned_to"] == "Ended" and s["parent_step_sid"] is None
+                for s in client.get(e["links"]["steps"]).json()["steps"]
+            )
+        ]
+    assert 0 < len(without_end) < len(ended)
+    truth = simulator.truth()
+    assert truth["end_steps_withheld"] == truth["steps_withheld"] > 0
+
+
 def test_fault_decisions_are_reproducible_for_a_seed() -> None:
     outcomes = []
     for _ in range(2):

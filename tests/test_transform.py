@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from studio_exporter.domain import ENDED, TRIGGER, Execution, ExecutionPath, Flow, Step, Visit
-from studio_exporter.transform import UNKNOWN_WIDGET_TYPE, build_path
+from studio_exporter.transform import UNKNOWN_WIDGET_TYPE, build_path, ready_steps
 from tests.factories import (
     BASE_TIME,
     FLOW_SID,
@@ -943,3 +943,79 @@ def test_a_visit_of_a_widget_that_cannot_run_subflows_never_holds_one() -> None:
     path = build_path(make_execution(status="ended"), steps, SUB_FLOW_DEFINITION)
 
     assert subflow_rows(path) == [(TRIGGER, 1, 1, 2)]
+
+
+# -- readiness: the one rule for "this step continues the chain" -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arrived", "applied", "expected"),
+    [
+        pytest.param([1, 2, 3], [], [1, 2, 3], id="whole-chain"),
+        pytest.param([2, 3], [], [], id="first-step-missing"),
+        pytest.param([1, 3], [], [1], id="hole-blocks-what-follows"),
+        pytest.param([3], [1, 2], [3], id="continues-the-applied"),
+        pytest.param([1, 2, 3], [1], [2, 3], id="applied-skipped"),
+    ],
+)
+def test_ready_steps_follow_the_chain(
+    arrived: list[int], applied: list[int], expected: list[int]
+) -> None:
+    chain = make_chain(["Trigger", "a", "b", ENDED], [1, 2, 3], first_number=1)
+    known = [step for step in chain if int(step.sid[2:], 16) in arrived + applied]
+
+    ready = ready_steps(make_execution(), known, {step_sid(n) for n in applied})
+
+    assert ready == {step_sid(n) for n in expected}
+
+
+def test_ready_steps_start_in_the_flows_initial_widget() -> None:
+    chain = make_chain(["Start", "a", ENDED], [1, 2], first_number=1)
+    flow = make_flow({"Start": "trigger", "a": "set-variables"}, initial_widget="Start")
+
+    assert ready_steps(make_execution(), chain, set(), flow) == {step_sid(1), step_sid(2)}
+    # Without the flow the chain is assumed to start in Trigger: nothing continues it.
+    assert ready_steps(make_execution(), chain, set()) == set()
+
+
+def test_ready_subflow_steps_wait_for_their_parent_step() -> None:
+    top = make_chain(["Trigger", "run", "b"], [1, 5], first_number=1)
+    sub = make_chain(
+        ["Trigger", "s", ENDED],
+        [2, 3],
+        first_number=10,
+        parent_step_sid=step_sid(1),
+        flow_sid=SUBFLOW_SID,
+    )
+    execution = make_execution()
+
+    assert ready_steps(execution, sub, set()) == set()
+    assert ready_steps(execution, [top[0], *sub], set()) == {
+        step_sid(1),
+        step_sid(10),
+        step_sid(11),
+    }
+
+
+@PROPERTY_SETTINGS
+@given(generated(), st.randoms(use_true_random=False), st.sampled_from([0.0, 0.1, 0.3]))
+def test_ready_subset_never_creates_a_gap_the_full_set_lacks(
+    run: Generated, rng: random.Random, loss: float
+) -> None:
+    # ``full`` is everything that will ever arrive (lost steps are holes for good); it arrives
+    # in a random order, a few steps at a time, and each time the ready steps are applied.
+    full = [step for step in run.steps if rng.random() >= loss]
+    full_gaps = {gap.after.sid for gap in build_path(run.execution, full).gaps}
+    arrival = _shuffled(full, rng)
+    known: list[Step] = []
+    applied: set[str] = set()
+    while arrival:
+        size = rng.randint(1, 3)
+        known, arrival = known + arrival[:size], arrival[size:]
+        applied |= ready_steps(run.execution, known, applied)
+        exported = [step for step in full if step.sid in applied]
+        gaps = {gap.after.sid for gap in build_path(run.execution, exported).gaps}
+        assert gaps <= full_gaps
+    if not full_gaps:
+        # Nothing waits for ever: once all arrived, a chain without holes is applied whole.
+        assert applied == {step.sid for step in full}

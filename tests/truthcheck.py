@@ -19,8 +19,17 @@ def samples(registry: CollectorRegistry, name: str) -> list[tuple[dict[str, str]
     return found
 
 
-def metric_mismatches(registry: CollectorRegistry, truth: Mapping[str, Any]) -> list[str]:
-    """Every difference between the exported metrics and the truth (empty when they agree)."""
+def metric_mismatches(
+    registry: CollectorRegistry,
+    truth: Mapping[str, Any],
+    unknowable: Mapping[tuple[str, str], tuple[int, int]] | None = None,
+) -> list[str]:
+    """Every difference between the exported metrics and the truth (empty when they agree).
+
+    ``unknowable`` maps (flow sid, widget) to the visits (count, duration sum) the exporter
+    exported for executions whose visits the truth leaves out (``executions_order_ambiguous``):
+    they are taken off before comparing.
+    """
     problems: list[str] = []
 
     def compare(what: str, got: Mapping[Any, float], want: Mapping[Any, float]) -> None:
@@ -46,6 +55,9 @@ def metric_mismatches(registry: CollectorRegistry, truth: Mapping[str, Any]) -> 
     durations: Counter[tuple[str, str]] = Counter()
     for labels, value in samples(registry, "twilio_studio_step_duration_seconds_sum"):
         durations[(labels["flow_sid"], labels["widget"])] += round(value)
+    for key, (count, seconds) in (unknowable or {}).items():
+        visits[key] -= count
+        durations[key] -= seconds
     want_visits: dict[tuple[str, str], int] = {}
     want_durations: dict[tuple[str, str], int] = {}
     for flow_sid, flow in truth["flows"].items():
@@ -94,6 +106,20 @@ def metric_mismatches(registry: CollectorRegistry, truth: Mapping[str, Any]) -> 
             for widget, count in f["final_widgets"].items()
         },
     )
+    return problems
+
+
+def widget_type_mismatches(registry: CollectorRegistry, truth: Mapping[str, Any]) -> list[str]:
+    """Steps exported with another widget type than the simulated flow's definition has."""
+    problems = []
+    for labels, value in samples(registry, "twilio_studio_steps_total"):
+        widgets = truth["flows"].get(labels["flow_sid"], {}).get("widgets", {})
+        want = widgets.get(labels["widget"], {}).get("type")
+        if value and labels["widget_type"] != want:
+            problems.append(
+                f"{labels['flow_sid']} {labels['widget']}: exported type "
+                f"{labels['widget_type']!r}, definition {want!r}"
+            )
     return problems
 
 

@@ -213,7 +213,16 @@ def build_exporter(
     )
     if config.mode != "poll":
         assert config.webhook_auth_token is not None  # validated by config_from_mapping
-        processor = PushProcessor(store, api, poller, registry=registry, health=health, clock=clock)
+        processor = PushProcessor(
+            store,
+            api,
+            poller,
+            registry=registry,
+            health=health,
+            clock=clock,
+            # Pushed steps carry no context: allow-listed context comes from the REST read.
+            hold_until_end=bool(config.context_allowlist),
+        )
         basic = config.webhook_basic_auth
         built.push = processor
         built.post_hooks[config.webhook_path] = WebhookReceiver(

@@ -6,11 +6,16 @@ body>`` added to its query string, and ``X-Twilio-Signature`` is Base64(HMAC-SHA
 that full URL)). The receiver checks the hash against the body and the HMAC against the URL
 with and without the port, since Twilio's own signing is inconsistent about the port.
 
-Events: a delivery is a JSON array of CloudEvents 1.0 (batching on) or a single event. The
-Studio step event's schema is not published in the documentation this project has, so steps are
-read with Twilio's REST field names and every required field that is absent is reported, so that
-the caller can complete the step with a REST fetch. Event timestamps carry milliseconds where
-REST has whole seconds; a step is identified by its sid, never by its time.
+Events: a delivery is a JSON array of CloudEvents 1.0 (batching on) or a single event, read as
+Twilio documents them (docs/events/event-types/studio/flow): no CloudEvent ``time``; execution
+events carry ``date_created`` and an integer ``flow_revision``; a step event
+(``Studio.FlowStepEvent``) carries ``step_sid``, ``name``, ``transitioned_from``,
+``transitioned_to``, ``date_created`` and ``parent_step_sid``, and neither ``sid`` nor ``type``:
+the widget type comes from the flow definition (the caller's job). REST's ``sid`` and ``type``
+are accepted too. A ``parent_step_sid`` key that is absent is read as null (a serializer that
+omits nulls); a value that is not a Step SID is reported missing, so that the caller can
+complete the step with a REST fetch. Event timestamps carry milliseconds where REST has whole
+seconds; a step is identified by its sid, never by its time.
 """
 
 from __future__ import annotations
@@ -36,20 +41,6 @@ EXECUTION_ENDED = "com.twilio.studio.flow.execution.ended"
 STEP_ENDED = "com.twilio.studio.flow.step.ended"
 #: The event types the exporter uses; any other type is acknowledged and ignored.
 STUDIO_EVENT_TYPES = frozenset({EXECUTION_STARTED, EXECUTION_ENDED, STEP_ENDED})
-
-#: The step fields the exporter needs, by Twilio's REST names. ``parent_step_sid`` must be
-#: present as a key (null for a top-level step): guessing "top-level" would misplace a subflow.
-STEP_REQUIRED_FIELDS = (
-    "sid",
-    "execution_sid",
-    "flow_sid",
-    "name",
-    "transitioned_from",
-    "transitioned_to",
-    "type",
-    "date_created",
-    "parent_step_sid",
-)
 
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 
@@ -342,7 +333,8 @@ class StepEvent:
     """A step.ended event: the step when complete, else what is missing to build it.
 
     ``sid``, ``execution_sid`` and ``flow_sid`` are always known (they locate the step for a
-    REST fetch); ``fields`` keeps the other values the event had, for ``complete_step``.
+    REST fetch); ``fields`` keeps the other values the event had, for ``complete_step``. The
+    step's ``widget_type`` is empty unless the event carried a ``type`` (Twilio's do not).
     """
 
     sid: str
@@ -358,32 +350,34 @@ def step_event(event: CloudEvent) -> StepEvent:
     if event.type != STEP_ENDED:
         raise EventError(f"{event.type} is not a step event")
     data = event.data
-    sid = _sid(data.get("sid", data.get("step_sid")), STEP_SID)
+    sid = _sid(data.get("step_sid", data.get("sid")), STEP_SID)
     execution_sid = _sid(data.get("execution_sid"), EXECUTION_SID)
     flow_sid = _sid(data.get("flow_sid"), FLOW_SID)
     if sid is None or execution_sid is None or flow_sid is None:
-        raise EventError(f"step event {event.id} without a valid sid, execution_sid and flow_sid")
+        raise EventError(
+            f"step event {event.id} without a valid step_sid, execution_sid and flow_sid"
+        )
     fields: dict[str, Any] = {}
     missing: list[str] = []
-    for name in ("name", "transitioned_from", "transitioned_to", "type"):
+    for name in ("name", "transitioned_from", "transitioned_to"):
         value = data.get(name)
         if isinstance(value, str) and value:
             fields[name] = value
         else:
             missing.append(name)
+    widget_type = data.get("type")
+    if isinstance(widget_type, str) and widget_type:
+        fields["type"] = widget_type
     created = parse_time(data.get("date_created"))
     if created is None:
         missing.append("date_created")
     else:
         fields["date_created"] = created
-    if "parent_step_sid" not in data:
+    parent = data.get("parent_step_sid")
+    fields["parent_step_sid"] = _sid(parent, STEP_SID)
+    if parent is not None and fields["parent_step_sid"] is None:
         missing.append("parent_step_sid")
-    else:
-        parent = data.get("parent_step_sid")
-        fields["parent_step_sid"] = _sid(parent, STEP_SID)
-        if parent is not None and fields["parent_step_sid"] is None:
-            missing.append("parent_step_sid")
-            del fields["parent_step_sid"]
+        del fields["parent_step_sid"]
     fields["account_sid"] = _sid(data.get("account_sid"), ACCOUNT_SID) or ""
     step = None
     if not missing:
@@ -394,7 +388,7 @@ def step_event(event: CloudEvent) -> StepEvent:
             event=fields["name"],
             transitioned_from=fields["transitioned_from"],
             transitioned_to=fields["transitioned_to"],
-            widget_type=fields["type"],
+            widget_type=fields.get("type", ""),
             date_created=fields["date_created"],
             parent_step_sid=fields["parent_step_sid"],
             account_sid=fields["account_sid"],
@@ -421,6 +415,7 @@ def complete_step(partial: StepEvent, fetched: Step) -> Step:
         date_created=fields.get("date_created", fetched.date_created),
         parent_step_sid=fields.get("parent_step_sid", fetched.parent_step_sid),
         account_sid=fields.get("account_sid") or fetched.account_sid,
+        context=fetched.context,
     )
 
 

@@ -93,6 +93,8 @@ class Poller:
         self.span_options = span_options or SpanOptions()
         self.clock = clock
         self.flows: dict[str, Flow] = {}
+        self._definitions: dict[str, Flow] = {}  # flows read only for their definition
+        self._revision_asked: dict[str, int] = {}
         self._flows_refreshed_at: float | None = None
         self._ended_without_end_step: set[str] = set()
         self._in_progress: dict[str, dict[tuple[str, str], int]] = {}
@@ -677,6 +679,26 @@ class Poller:
             await self._apply(flow, [update], CycleReport(), cursor=None)
         if refresh_gauges:
             self._refresh_gauges()
+
+    async def flow_definition(self, flow_sid: str, revision: int | None = None) -> Flow:
+        """The flow with its definition, read once per revision (``FetchFlow``) and cached.
+
+        A cached flow older than ``revision`` (the flow was published since) is read again.
+        Studio's v2 API serves a flow's current definition: an execution still running on an
+        older revision gets the current one (its ``type`` disagreements are counted in push).
+        """
+        flow = self.flows.get(flow_sid) or self._definitions.get(flow_sid)
+        known = -1 if flow is None else max(flow.revision, self._revision_asked.get(flow_sid, -1))
+        if flow is None or (revision is not None and revision > known):
+            flow = await self.api.fetch_flow(flow_sid)
+            # Asked for once: if Studio still serves an older revision, it is not read again.
+            self._revision_asked[flow_sid] = max(revision or 0, flow.revision)
+            if flow_sid in self.flows or not self.flow_filter or flow_sid in self.flow_filter:
+                self.flows[flow_sid] = flow
+            else:
+                # Outside --flow (a subflow, say): typed, but not polled.
+                self._definitions[flow_sid] = flow
+        return flow
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,14 +15,28 @@ keeps a bounded in-memory view of each execution in progress (the steps known so
 are applied) and hands each execution's steps to ``Poller.apply_pushed``, the same planning and
 apply path as polling.
 
-- Order: a step waits until the step that entered its widget is known (or it leaves the
-  chain's first widget, or for a subflow chain its parent step is known). After ``reorder_window``
-  the execution's steps are listed once over REST to fill the hole, and whatever still waits
-  is applied anyway: the transform reports the gap, and hybrid mode's sweep may fill it.
-- Completeness: a step event without a needed field is completed with a REST fetch of that step;
-  when execution.ended arrives the execution's step list is read once over REST (cheap: one
-  request) so lost step events cost nothing; an execution first seen after a restart or an
-  eviction is read once too, to learn the steps applied before.
+- Order: a step waits until it continues its chain (``transform.ready_steps``, the rule the
+  transform itself applies: the flow's initial widget, the same ordering; a subflow chain
+  once its parent step is known). After ``reorder_window`` the execution's steps are listed
+  once over REST to fill the hole, and whatever still waits is applied anyway: the transform
+  reports the gap, and hybrid mode's sweep may fill it.
+- Widget types: Twilio's step events carry none; they come from the flow definition
+  (``PushTarget.flow_definition``: read once per flow revision and cached), by the step's own
+  ``flow_sid`` (a subflow's steps name the subflow).
+- Completeness: REST is read once per execution, at its end (the execution.ended event or the
+  step into ``Ended``, whichever comes first): the step list, so that lost step events cost
+  nothing. Other reads happen only on a hole: a step event without a usable field (a fetch of
+  that step), a step still waiting after the window, an execution first seen after a restart
+  or an eviction, no event for ``idle_recheck``, a missing execution event (a fetch of the
+  execution after the window). Where Studio's list and the pushed copy of a step differ, the
+  list wins and ``twilio_studio_exporter_event_rest_disagreements_total{field}`` counts it.
+- Context: Twilio's step events carry none. With ``hold_until_end`` (the app sets it when
+  ``--context-allowlist`` is given) an execution's steps are exported only after the
+  end-of-execution read, so that every span carries the allow-listed context from Studio's
+  list; metrics then follow executions' ends rather than each step.
+- A missing or late execution.started never drops anything: a top-level step names the
+  execution's flow, and the execution is read over REST if no execution event came within
+  the window.
 - Guarantees: metrics are exactly once, because ``apply_pushed`` exports only steps without an
   exported-step mark and commits marks, metrics snapshot and spans in one transaction. Twilio
   delivers at least once; the inbox deduplicates on the event id. Nothing acknowledged is lost:
@@ -43,7 +57,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -51,7 +65,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client import Counter as PromCounter
 
-from studio_exporter.domain import ENDED, TRIGGER, Execution, Step
+from studio_exporter.domain import ENDED, Execution, Flow, Step
 from studio_exporter.eventstreams import (
     EXECUTION_ENDED,
     EXECUTION_STARTED,
@@ -70,9 +84,10 @@ from studio_exporter.eventstreams import (
     url_variants,
     verify_signature,
 )
-from studio_exporter.selfmetrics import ExporterMetrics
+from studio_exporter.selfmetrics import EventRestDisagreements, ExporterMetrics
 from studio_exporter.state import InboxEvent, InboxFull, StateError, Store
 from studio_exporter.studio_api import ApiError
+from studio_exporter.transform import UNKNOWN_WIDGET_TYPE, ready_steps
 from studio_exporter.web import HookResponse
 
 log = logging.getLogger(__name__)
@@ -331,6 +346,10 @@ class PushTarget(Protocol):
         refresh_gauges: bool = True,
     ) -> None: ...
 
+    async def flow_definition(self, flow_sid: str, revision: int | None = None) -> Flow:
+        """The flow with its definition, at ``revision`` or newer (read once per revision)."""
+        ...
+
 
 @dataclass(slots=True)
 class ProcessReport:
@@ -376,15 +395,29 @@ class _Tracked:
             rows |= step_rows
         return rows
 
-    def merge(self, steps: Iterable[Step], now: float) -> None:
-        """Add steps read over REST; a step already known keeps its pushed (ms) version."""
+    def merge(
+        self, steps: Iterable[Step], now: float, disagreements: EventRestDisagreements
+    ) -> None:
+        """Add steps read over REST. Where a pushed copy differs, REST wins, counted by field.
+
+        The pushed ``date_created`` (milliseconds) is kept when it is the REST one's second.
+        """
         for step in steps:
             if step.sid in self.incomplete:
                 self.steps[step.sid] = complete_step(self.incomplete.pop(step.sid), step)
-            elif step.sid not in self.steps:
+                continue
+            pushed = self.steps.get(step.sid)
+            if pushed is None:
                 self.steps[step.sid] = step
                 if step.sid not in self.applied:
                     self.arrived.setdefault(step.sid, now)
+                continue
+            for name in differing_fields(pushed, step):
+                disagreements.count(name)
+            same_second = pushed.date_created.replace(microsecond=0) == step.date_created
+            self.steps[step.sid] = (
+                replace(step, date_created=pushed.date_created) if same_second else step
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,6 +428,30 @@ class _Plan:
     execution: Execution
     steps: list[Step]
     ready: set[str]
+
+
+def differing_fields(pushed: Step, rest: Step) -> list[str]:
+    """Twilio's names of the fields where a pushed step and Studio's REST copy differ.
+
+    ``date_created`` differs only beyond the second (REST has whole seconds); ``type`` is
+    compared when the pushed step has one (from the event, or from the flow definition).
+    """
+    differing = [
+        name
+        for name, ours, theirs in (
+            ("name", pushed.event, rest.event),
+            ("transitioned_from", pushed.transitioned_from, rest.transitioned_from),
+            ("transitioned_to", pushed.transitioned_to, rest.transitioned_to),
+            ("parent_step_sid", pushed.parent_step_sid, rest.parent_step_sid),
+            ("flow_sid", pushed.flow_sid, rest.flow_sid),
+        )
+        if ours != theirs
+    ]
+    if pushed.widget_type and pushed.widget_type != rest.widget_type:
+        differing.append("type")
+    if pushed.date_created.replace(microsecond=0) != rest.date_created.replace(microsecond=0):
+        differing.append("date_created")
+    return differing
 
 
 class PushProcessor:
@@ -409,6 +466,7 @@ class PushProcessor:
         reorder_window: timedelta = DEFAULT_REORDER_WINDOW,
         idle_recheck: timedelta = DEFAULT_IDLE_RECHECK,
         fetch_on_end: bool = True,
+        hold_until_end: bool = False,
         max_tracked: int = DEFAULT_MAX_TRACKED,
         max_loaded: int = DEFAULT_MAX_LOADED,
         batch_size: int = DEFAULT_BATCH_SIZE,
@@ -423,6 +481,7 @@ class PushProcessor:
         self.reorder_window = reorder_window.total_seconds()
         self.idle_recheck = idle_recheck.total_seconds()
         self.fetch_on_end = fetch_on_end
+        self.hold_until_end = hold_until_end and fetch_on_end
         self.max_tracked = max_tracked
         self.max_loaded = max_loaded
         self.batch_size = batch_size
@@ -458,6 +517,7 @@ class PushProcessor:
             "Webhook events committed to the inbox and not yet processed.",
             registry=registry,
         )
+        self.disagreements = EventRestDisagreements(registry)
 
     # -- running ------------------------------------------------------------------------------
 
@@ -579,8 +639,9 @@ class PushProcessor:
     def _accept_step(
         self, row: InboxEvent, pushed: StepEvent, now: float, to_ack: set[int]
     ) -> None:
-        # Only a top-level step is known to carry the execution's own flow sid.
-        top_level = pushed.step is not None and pushed.step.parent_step_sid is None
+        # Only a top-level step is known to carry the execution's own flow sid (a subflow's
+        # steps carry the subflow's).
+        top_level = "parent_step_sid" in pushed.fields and pushed.fields["parent_step_sid"] is None
         tracked = self._track(pushed.execution_sid, pushed.flow_sid, top_level, now)
         if tracked is None or pushed.sid in tracked.applied:
             to_ack.add(row.id)  # its effects are committed already
@@ -649,14 +710,13 @@ class PushProcessor:
         sid = tracked.sid
         if not tracked.flow_known:
             # Only subflow steps so far: they carry the subflow's sid, not the execution's.
-            if now - tracked.first_seen < self.reorder_window:
-                return None
-            raise EventError(f"execution {sid}: its flow is unknown (no execution event)")
+            # Wait for an execution event or a top-level step: nothing is dropped meanwhile.
+            return None
         flow_sid = tracked.flow_sid
         if tracked.needs_seed:
             # Known to the store but not to this process (a restart, an eviction): learn the
             # steps applied before, or every step that follows would wait for its predecessor.
-            tracked.merge(await self._list_steps(flow_sid, sid, "seed_list"), now)
+            self._merge(tracked, await self._list_steps(flow_sid, sid, "seed_list"), now)
             tracked.needs_seed = False
         for step_sid, partial in list(tracked.incomplete.items()):
             self.rest_reads.labels("step_fetch").inc()
@@ -675,8 +735,11 @@ class PushProcessor:
                 if tracked.ended is None
                 else tracked.ended.execution(fetched_execution.date_created)
             )
+        # Typed before any REST read, so that a type Studio gives otherwise is counted.
+        flow = await self.target.flow_definition(flow_sid, tracked.execution.flow_version)
+        await self._type_steps(tracked, flow)
         if self._idle(tracked, now):
-            tracked.merge(await self._list_steps(flow_sid, sid, "idle_list"), now)
+            self._merge(tracked, await self._list_steps(flow_sid, sid, "idle_list"), now)
             tracked.touched = now
         recheck = tracked.end_recheck_at is not None and tracked.end_recheck_at <= now
         # The end is known from the execution.ended event or from the step into Ended (its
@@ -687,24 +750,44 @@ class PushProcessor:
             for step in tracked.steps.values()
         )
         if ending and self.fetch_on_end and (not tracked.end_listed or recheck):
-            tracked.merge(await self._list_steps(flow_sid, sid, "end_list"), now)
+            self._merge(tracked, await self._list_steps(flow_sid, sid, "end_list"), now)
             tracked.end_listed = True
+        execution = tracked.execution
         pending = tracked.steps.keys() - tracked.applied
         if ending and tracked.end_listed:
             ready = set(pending)  # Studio's own list after the end: nothing more will come
+        elif self.hold_until_end:
+            ready = set()  # the steps' context comes with Studio's list at the end
         else:
-            ready = ready_steps(tracked.steps, tracked.applied)
+            ready = ready_steps(execution, tracked.steps.values(), tracked.applied, flow)
             if not tracked.gap_listed and self._overdue(tracked, pending - ready, now):
-                tracked.merge(await self._list_steps(flow_sid, sid, "gap_list"), now)
+                self._merge(tracked, await self._list_steps(flow_sid, sid, "gap_list"), now)
                 tracked.gap_listed = True
+                await self._type_steps(tracked, flow)
                 pending = tracked.steps.keys() - tracked.applied
-                ready = ready_steps(tracked.steps, tracked.applied)
+                ready = ready_steps(execution, tracked.steps.values(), tracked.applied, flow)
             ready |= self._overdue(tracked, pending - ready, now)
         if not ready and not tracked.started_rows and not tracked.ended_rows and not recheck:
             return None
         applying = tracked.applied | ready
         steps = sorted((tracked.steps[s] for s in applying), key=_order)
-        return _Plan(tracked, tracked.execution, steps, ready)
+        return _Plan(tracked, execution, steps, ready)
+
+    def _merge(self, tracked: _Tracked, steps: Iterable[Step], now: float) -> None:
+        tracked.merge(steps, now, self.disagreements)
+
+    async def _type_steps(self, tracked: _Tracked, flow: Flow) -> None:
+        """Give pushed steps (Twilio's carry no type) their widget's type from the definition."""
+        flows = {flow.sid: flow}
+        for step_sid, step in list(tracked.steps.items()):
+            if step.widget_type:
+                continue
+            step_flow = flows.get(step.flow_sid)
+            if step_flow is None:
+                # A subflow is a flow of its own; its revision is not in its steps' events.
+                step_flow = flows[step.flow_sid] = await self.target.flow_definition(step.flow_sid)
+            widget_type = step_flow.widget_type(step.transitioned_from) or UNKNOWN_WIDGET_TYPE
+            tracked.steps[step_sid] = replace(step, widget_type=widget_type)
 
     def _stored_execution(
         self, flow_sid: str, sid: str, ended: ExecutionEvent | None
@@ -796,64 +879,8 @@ class PushProcessor:
             del self._tracked[tracked.sid]
 
 
-def ready_steps(steps: Mapping[str, Step], applied: set[str] | frozenset[str]) -> set[str]:
-    """The unapplied steps whose predecessors are known: safe to apply without a false gap.
-
-    A step out of widget W in a chain is ready when the chain has more known entries into W
-    (steps to W not after it, applied or ready, plus the chain's start when W is ``Trigger``)
-    than steps out of W before it. A subflow chain starts once its parent step is known.
-    """
-    known: set[str] = set(applied)
-    pending = sorted((s for s in steps.values() if s.sid not in known), key=_order)
-    chains: dict[str | None, list[Step]] = {}
-    for step in steps.values():
-        chains.setdefault(step.parent_step_sid, []).append(step)
-    for chain in chains.values():
-        chain.sort(key=_order)
-    ready: set[str] = set()
-    changed = True
-    while changed:
-        changed = False
-        for step in pending:
-            if step.sid in ready:
-                continue
-            chain = chains[step.parent_step_sid]
-            widget = step.transitioned_from
-            key = _order(step)
-            entries = sum(
-                1
-                for other in chain
-                if other.transitioned_to == widget
-                and other.sid != step.sid
-                # By the second: a step read over REST has lost its milliseconds.
-                and _second(other) <= _second(step)
-                and (other.sid in known or other.sid in ready)
-            )
-            if widget == TRIGGER and (
-                step.parent_step_sid is None
-                or step.parent_step_sid in known
-                or step.parent_step_sid in ready
-            ):
-                entries += 1
-            exits_before = sum(
-                1
-                for other in chain
-                if other.transitioned_from == widget
-                and other.sid != step.sid
-                and _order(other) < key
-            )
-            if entries > exits_before:
-                ready.add(step.sid)
-                changed = True
-    return ready
-
-
 def _order(step: Step) -> tuple[datetime, str]:
     return (step.date_created, step.sid)
-
-
-def _second(step: Step) -> datetime:
-    return step.date_created.replace(microsecond=0)
 
 
 async def _first(*waits: Awaitable[object]) -> None:

@@ -256,3 +256,45 @@ class ExporterMetrics:
     def http_refused(self, reason: str) -> None:
         """The web port refused a connection or a request (``HTTP_REFUSAL_REASONS``)."""
         self._http_refused.labels(reason=reason).inc()
+
+
+#: The step fields compared between a pushed step and Studio's REST copy, by Twilio's names.
+DISAGREEMENT_FIELDS: Final = (
+    "name",
+    "transitioned_from",
+    "transitioned_to",
+    "parent_step_sid",
+    "flow_sid",
+    "type",
+    "date_created",
+)
+
+
+class EventRestDisagreements:
+    """Counts, by field, pushed steps that Studio's REST list gives differently (REST wins).
+
+    Twilio describes a step event's ``name`` as "Name of Step from Event" and REST's as "the
+    event that caused the Flow to transition to the Step": whether they ever differ, a real
+    deployment shows here. ``type`` differs when the flow definition the exporter read names
+    another type than Studio's step record (an execution on an older revision of the flow).
+
+    A sample of the exposition::
+
+        # TYPE twilio_studio_exporter_event_rest_disagreements_total counter
+        twilio_studio_exporter_event_rest_disagreements_total{field="name"} 0.0
+        twilio_studio_exporter_event_rest_disagreements_total{field="type"} 2.0
+    """
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self._counter = Counter(
+            "twilio_studio_exporter_event_rest_disagreements",
+            "Pushed steps whose field differs from Studio's REST copy of the step (REST wins), "
+            "by field.",
+            ("field",),
+            registry=registry,
+        )
+        for name in DISAGREEMENT_FIELDS:
+            self._counter.labels(field=name)
+
+    def count(self, field: str) -> None:
+        self._counter.labels(field=field).inc()

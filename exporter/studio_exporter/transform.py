@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from itertools import pairwise
 
@@ -645,3 +646,43 @@ def _visit_key(visit: Visit, position: dict[str, int]) -> tuple[datetime, int, i
     if visit.parent_entry_sid is not None:
         return (visit.entered_at, position[visit.parent_entry_sid], _SUBFLOW_START)
     return (visit.entered_at, -1, _OWN_ENTRY)
+
+
+def ready_steps(
+    execution: Execution,
+    steps: Iterable[Step],
+    applied: AbstractSet[str],
+    flow: Flow | None = None,
+) -> set[str]:
+    """The steps not in ``applied`` that continue their chain: exporting them adds no gap.
+
+    One rule for push and poll: a step continues the chain exactly when ``build_path`` over
+    the known ``steps`` does not report it as a ``Gap`` (same ordering, same first widget:
+    ``flow.initial_widget``). A step is ready when it continues the chain and every step
+    before it in its chain is applied or ready; a subflow's steps wait until the parent step
+    that ran it is applied or ready. Whatever follows a break waits: the step that closes it
+    may still arrive (Event Streams delivers out of order). The caller decides how long.
+    """
+    path = build_path(execution, steps, flow)
+    breaks = {gap.after.sid for gap in path.gaps}
+    known = set(applied)
+    ready: set[str] = set()
+    changed = True
+    while changed:
+        # Repeated because a subflow's steps can precede the step that names them as parent.
+        changed = False
+        blocked: set[str | None] = set()
+        for step in path.steps:
+            chain = step.parent_step_sid
+            if step.sid in known or step.sid in ready:
+                continue
+            if (
+                chain in blocked
+                or step.sid in breaks
+                or (chain is not None and chain not in known and chain not in ready)
+            ):
+                blocked.add(chain)
+                continue
+            ready.add(step.sid)
+            changed = True
+    return ready

@@ -312,7 +312,13 @@ class StudioApi:
             return renderer.execution(base, record, now)
         if operation == "FetchExecutionContext":
             return renderer.execution_context(base, record, now)
-        served = served_steps(traffic.config.seed, record, now, self.faults.missing_steps)
+        served = served_steps(
+            traffic.config.seed,
+            record,
+            now,
+            self.faults.missing_steps,
+            self.faults.missing_end_steps,
+        )
         if operation == "ListExecutionStep":
             assert request is not None
             page = select_page(served, request)

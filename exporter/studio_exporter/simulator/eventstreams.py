@@ -1,7 +1,10 @@
 """The simulator as an Event Streams sink's sender: signed CloudEvent webhooks of its traffic.
 
 ``EventFeed`` turns the simulated executions into the CloudEvents Twilio would emit
-(execution.started, one step.ended per step, execution.ended), each once its time has come.
+(execution.started, one step.ended per step, execution.ended), each once its time has come, in
+exactly the shapes Twilio documents (docs/events/event-types/studio/flow): no CloudEvent
+``time``; execution data with ``started_by`` and an integer ``flow_revision``; step data with
+``step_sid`` and neither ``sid`` nor ``type``; times with milliseconds and ``Z``.
 ``EventStreamSender`` POSTs them to a URL as batched JSON arrays signed like Twilio's
 (``X-Twilio-Signature`` over the URL with ``bodySHA256``), retrying 429, 5xx and connection
 failures with backoff; on demand it duplicates, reorders and drops events, deterministically
@@ -37,9 +40,19 @@ from .traffic import ExecutionRecord, Traffic
 log = logging.getLogger(__name__)
 
 _STEP_SCHEMA = "https://events-schemas.twilio.com/Studio.FlowStepEvent/1"
-_EXECUTION_SCHEMA = "https://events-schemas.twilio.com/Studio.FlowExecutionEvent/1"
-#: Step fields that REST has and an event does not carry (personal data, links).
-_REST_ONLY = ("context", "url", "links", "date_updated")
+_EXECUTION_SCHEMA = "https://events-schemas.twilio.com/Studio.FlowExecutionEvent/2"
+#: A step event's data, REST name to event name: what Studio.FlowStepEvent documents.
+_STEP_FIELDS = {
+    "account_sid": "account_sid",
+    "date_created": "date_created",
+    "execution_sid": "execution_sid",
+    "flow_sid": "flow_sid",
+    "name": "name",
+    "parent_step_sid": "parent_step_sid",
+    "sid": "step_sid",
+    "transitioned_from": "transitioned_from",
+    "transitioned_to": "transitioned_to",
+}
 
 
 def _event_time(epoch: int) -> str:
@@ -52,9 +65,8 @@ def _event_id(kind: str, sid: str, seed: int) -> str:
     return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
 
 
-def _cloud(
-    event_type: str, schema: str, event_id: str, time_: int, data: dict[str, Any]
-) -> dict[str, Any]:
+def _cloud(event_type: str, schema: str, event_id: str, data: dict[str, Any]) -> dict[str, Any]:
+    # Twilio's documented examples carry no "time": an event's times are in its data.
     return {
         "specversion": "1.0",
         "type": event_type,
@@ -62,7 +74,6 @@ def _cloud(
         "id": event_id,
         "dataschema": schema,
         "datacontenttype": "application/json",
-        "time": _event_time(time_),
         "data": data,
     }
 
@@ -71,15 +82,30 @@ class EventFeed:
     """The CloudEvents of the simulated traffic whose time has come, each returned once.
 
     Only executions created at or after ``since`` are followed: Event Streams delivers what
-    happens after a subscription exists, never history.
+    happens after a subscription exists, never history. ``omit_null_parent`` leaves the
+    ``parent_step_sid`` key out of top-level steps instead of sending it null (a serializer
+    that omits nulls: the documentation does not say which Twilio does).
     """
 
-    def __init__(self, traffic: Traffic, renderer: Renderer, *, since: float) -> None:
+    def __init__(
+        self,
+        traffic: Traffic,
+        renderer: Renderer,
+        *,
+        since: float,
+        omit_null_parent: bool = False,
+    ) -> None:
         self.traffic = traffic
         self.renderer = renderer
         self.since = since
+        self.omit_null_parent = omit_null_parent
         self._emitted: dict[str, int] = {}  # execution sid -> events emitted (start, steps, end)
         self._done: set[str] = set()
+
+    @property
+    def executions_ended(self) -> int:
+        """Executions whose every event, execution.ended included, has been returned."""
+        return len(self._done)
 
     def due(self, now: float) -> list[dict[str, Any]]:
         """Events that happened up to ``now`` and were not returned before, in time order."""
@@ -114,8 +140,7 @@ class EventFeed:
             "started_by": execution["initiated_by"],
             "flow_revision": execution["flow_version"],
         }
-        started = {**base, "status": "active", "ended_reason": None}
-        started["date_updated"] = started["date_created"]
+        started = {**base, "status": "active", "date_updated": base["date_created"]}
         events = [
             (
                 record.created,
@@ -123,22 +148,22 @@ class EventFeed:
                     EXECUTION_STARTED,
                     _EXECUTION_SCHEMA,
                     _event_id("started", record.sid, seed),
-                    record.created,
                     started,
                 ),
             )
         ]
         for index in range(visible):
-            step = self.renderer.step("", record, index)
-            for name in _REST_ONLY:
-                step.pop(name, None)
+            rendered = self.renderer.step("", record, index)
+            step = {event_name: rendered[name] for name, event_name in _STEP_FIELDS.items()}
+            if self.omit_null_parent and step["parent_step_sid"] is None:
+                del step["parent_step_sid"]
             when = record.step_time(index)
             step["date_created"] = _event_time(when)
             events.append(
                 (
                     when,
                     _cloud(
-                        STEP_ENDED, _STEP_SCHEMA, _event_id("step", step["sid"], seed), when, step
+                        STEP_ENDED, _STEP_SCHEMA, _event_id("step", step["step_sid"], seed), step
                     ),
                 )
             )
@@ -157,7 +182,6 @@ class EventFeed:
                         EXECUTION_ENDED,
                         _EXECUTION_SCHEMA,
                         _event_id("ended", record.sid, seed),
-                        ended_at,
                         ended,
                     ),
                 )

@@ -38,7 +38,9 @@ class Faults:
     - ``reset``: the connection is closed (RST) without a response.
     - ``malformed_json`` / ``truncated_json``: a 200 whose body is not valid JSON / is cut short.
     - ``missing_steps``: a step is never served (Studio's step logs are best-effort). A chain's
-      end step is never withheld, so an ended chain always shows its end.
+      end step is not withheld by it, so an ended chain shows its end unless:
+    - ``missing_end_steps``: an ended execution's step into ``Ended`` is never served (per
+      execution): Studio says "ended", and no step shows where it ended.
     - ``unexpected_values``: one record of a 200 carries a value the spec does not promise (a new
       execution status, a null, an unknown widget type).
     - ``out_of_order``: a steps page comes back in shuffled order.
@@ -53,6 +55,7 @@ class Faults:
     malformed_json: float = 0.0
     truncated_json: float = 0.0
     missing_steps: float = 0.0
+    missing_end_steps: float = 0.0
     unexpected_values: float = 0.0
     out_of_order: float = 0.0
 

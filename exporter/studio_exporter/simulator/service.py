@@ -133,15 +133,19 @@ class Simulator:
         *,
         interval: float = 0.2,
         since: datetime | None = None,
+        omit_null_parent: bool = False,
     ) -> EventStreamsPusher:
         """Deliver the traffic as signed Event Streams webhooks to ``url``.
 
         Like a real subscription, only executions created from now on are pushed, unless
         ``since`` replays older ones (tests use it to push a finished history). The pusher
         runs on its own thread until ``stop()`` (of the pusher or of the simulator).
+        ``omit_null_parent``: top-level steps leave ``parent_step_sid`` out instead of null.
         """
         start = self._now() if since is None else epoch_seconds(since)
-        feed = EventFeed(self.traffic, self.renderer, since=start)
+        feed = EventFeed(
+            self.traffic, self.renderer, since=start, omit_null_parent=omit_null_parent
+        )
         sender = EventStreamSender(url, self.config.auth_token, options or DeliveryOptions())
         pusher = EventStreamsPusher(feed, sender, self._now, interval=interval)
         pusher.start()
@@ -167,6 +171,7 @@ class Simulator:
             self.api.faults.missing_steps,
             self.api.request_counts(),
             self.api.dice.snapshot(),
+            missing_end_steps=self.api.faults.missing_end_steps,
         )
 
     def __enter__(self) -> Simulator:

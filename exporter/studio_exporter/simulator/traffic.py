@@ -59,6 +59,7 @@ _MASK = (1 << 64) - 1
 SALT_RNG, SALT_SID_A, SALT_SID_B, SALT_CONTACT = 0, 1, 2, 3
 _SALT_STEP = 1_000
 SALT_MISSING = 2_000_000
+SALT_MISSING_END = 3_000_000
 
 
 def mix64(*values: int) -> int:
@@ -329,16 +330,30 @@ class Traffic:
             yield from (r for r in self.by_flow[flow][lo:hi] if r.sid not in deleted)
 
 
-def withheld(seed: int, record: ExecutionRecord, index: int, probability: float) -> bool:
-    """Whether the missing-steps fault hides this step (stable: a hash of the step)."""
-    if probability <= 0 or record.steps[index * STRIDE + TO] == END:
+def withheld(
+    seed: int, record: ExecutionRecord, index: int, probability: float, end_probability: float = 0.0
+) -> bool:
+    """Whether the missing-steps faults hide this step (stable: a hash of the step).
+
+    ``probability`` applies to every step but a step into ``Ended``; ``end_probability`` to the
+    execution's own end step (its last).
+    """
+    if record.steps[index * STRIDE + TO] == END:
+        if end_probability <= 0 or index != record.step_count - 1:
+            return False
+        return unit(seed, record.serial, SALT_MISSING_END) < end_probability
+    if probability <= 0:
         return False
     return unit(seed, record.serial, SALT_MISSING + index) < probability
 
 
-def served_steps(seed: int, record: ExecutionRecord, now: float, probability: float) -> list[int]:
+def served_steps(
+    seed: int, record: ExecutionRecord, now: float, probability: float, end_probability: float = 0.0
+) -> list[int]:
     """Indexes of the steps a client can read at ``now``, oldest first."""
     visible = record.visible_steps(now)
-    if probability <= 0:
+    if probability <= 0 and end_probability <= 0:
         return list(range(visible))
-    return [i for i in range(visible) if not withheld(seed, record, i, probability)]
+    return [
+        i for i in range(visible) if not withheld(seed, record, i, probability, end_probability)
+    ]
