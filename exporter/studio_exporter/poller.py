@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 
 from studio_exporter.config import RETENTION
 from studio_exporter.domain import Execution, ExecutionPath, Flow, Step
@@ -25,8 +27,12 @@ log = logging.getLogger(__name__)
 CURSOR_OVERLAP = timedelta(seconds=5)
 #: How often state older than Studio's retention is deleted.
 PRUNE_EVERY = timedelta(hours=1)
-#: Executions handled in one transaction: bounds memory during a backfill of thousands.
+#: Executions read ahead of the apply, and most handled in one transaction: bounds memory
+#: during a backfill of thousands.
 CHUNK_SIZE = 500
+#: Reads answered before the first apply: one transaction per few executions would spend the
+#: CPU on commits and metric snapshots.
+APPLY_BATCH = 32
 
 
 def utc_now() -> datetime:
@@ -256,36 +262,76 @@ class Poller:
                     targets[execution.sid] = (current, False)
         newest = max((execution.date_created for execution in listed), default=None)
         items = list(targets.values())
-        for start in range(0, len(items), CHUNK_SIZE):
-            chunk = items[start : start + CHUNK_SIZE]
-            last = start + CHUNK_SIZE >= len(items)
-            await self._export_chunk(flow, chunk, report, cursor=newest if last else None)
-            if progress is not None:
-                progress()
+        await self._export_items(flow, items, report, cursor=newest, progress=progress)
         if not items and newest is not None:
             with self.store.batch() as batch:
                 batch.set_cursor(flow.sid, newest)
 
-    async def _export_chunk(
+    async def _export_items(
         self,
         flow: Flow,
-        chunk: Sequence[tuple[Execution, bool]],
+        items: Sequence[tuple[Execution, bool]],
+        report: CycleReport,
+        *,
+        cursor: datetime | None,
+        progress: Callable[[], None] | None = None,
+    ) -> None:
+        """Read every execution's steps and export them, the reads running ahead of the applies.
+
+        Up to ``CHUNK_SIZE`` reads are outstanding (the limiter bounds those in flight). As soon
+        as the first ``APPLY_BATCH`` of them have answered, every read finished at the head of
+        the queue is applied in one transaction, while the next reads are already on the wire:
+        the CPU of an apply overlaps the network wait of the reads after it instead of
+        alternating with it. ``cursor`` is committed with the last apply.
+        """
+        pending: deque[tuple[Execution, asyncio.Future[list[Step]]]] = deque()
+        queued = iter(items)
+
+        def read_ahead() -> None:
+            while len(pending) < CHUNK_SIZE:
+                item = next(queued, None)
+                if item is None:
+                    return
+                execution = item[0]
+                read = asyncio.ensure_future(self.api.list_steps(flow.sid, execution.sid))
+                pending.append((execution, read))
+
+        read_ahead()
+        try:
+            while pending:
+                await asyncio.wait([read for _, read in islice(pending, APPLY_BATCH)])
+                batch: list[tuple[Execution, list[Step]]] = []
+                while pending and pending[0][1].done() and len(batch) < CHUNK_SIZE:
+                    execution, read = pending.popleft()
+                    batch.append((execution, read.result()))
+                read_ahead()
+                report.executions_read += len(batch)
+                await self._export_read(flow, batch, report, cursor=None if pending else cursor)
+                if progress is not None:
+                    progress()
+        finally:
+            # A failed read or apply ends the flow's export: the reads ahead are abandoned.
+            for _, read in pending:
+                read.cancel()
+            await asyncio.gather(*(read for _, read in pending), return_exceptions=True)
+
+    async def _export_read(
+        self,
+        flow: Flow,
+        read: Sequence[tuple[Execution, list[Step]]],
         report: CycleReport,
         *,
         cursor: datetime | None,
     ) -> None:
-        step_lists = await asyncio.gather(
-            *(self.api.list_steps(flow.sid, execution.sid) for execution, _ in chunk)
-        )
-        report.executions_read += len(chunk)
+        """Plan and apply executions whose steps have been read, in one transaction."""
         # What is already exported is read again under the lock: in hybrid mode the push
         # processor may have exported some of these steps while the requests were in flight.
         async with self._export_lock:
-            sids = [execution.sid for execution, _ in chunk]
+            sids = [execution.sid for execution, _ in read]
             known = self.store.known_executions(sids)
             done = self.store.done_executions(sids) if known else set()
             updates: list[ExecutionUpdate] = []
-            for (execution, _), steps in zip(chunk, step_lists, strict=True):
+            for execution, steps in read:
                 if execution.sid not in done:
                     first_seen = execution.sid not in known
                     updates.append(self._plan(execution, steps, flow, first_seen=first_seen))
