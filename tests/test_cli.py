@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from studio_exporter.config import Credentials, Secret
+from studio_exporter.cli import build_parser, load_config
+from studio_exporter.config import (
+    DEFAULT_BACKFILL_CONCURRENCY,
+    DEFAULT_CONCURRENCY,
+    Credentials,
+    Secret,
+)
 from studio_exporter.simulator import Simulator, SimulatorConfig
 from studio_exporter.state import state_file
 from studio_exporter.studio_api import ApiError, StudioApi
@@ -224,3 +230,16 @@ def test_a_sid_is_validated_before_it_reaches_a_url(simulator: Simulator, sid: s
     assert [error.reason for error in errors] == ["invalid_sid"] * len(errors)
     assert api.requests_sent == 0
     assert requests_served(simulator) == before
+
+
+@pytest.mark.parametrize(
+    ("argv", "concurrency"),
+    [
+        pytest.param(["run"], DEFAULT_CONCURRENCY, id="run"),
+        pytest.param(["backfill", "--since", "30d"], DEFAULT_BACKFILL_CONCURRENCY, id="backfill"),
+        pytest.param(["backfill", "--concurrency", "3"], 3, id="backfill-flag"),
+    ],
+)
+def test_backfill_has_its_own_default_concurrency(argv: list[str], concurrency: int) -> None:
+    env = {"TWILIO_ACCOUNT_SID": "AC" + "1" * 32, "TWILIO_AUTH_TOKEN": "token"}
+    assert load_config(build_parser().parse_args(argv), env).concurrency == concurrency
