@@ -577,6 +577,16 @@ class Poller:
         already done is left alone. Raises ``ApiError`` when the flow cannot be read (the
         caller keeps the events and retries) and ``StateError`` when the commit fails.
         """
+        await self.apply_pushed_many(flow_sid, [(execution, steps)], refresh_gauges=refresh_gauges)
+
+    async def apply_pushed_many(
+        self,
+        flow_sid: str,
+        executions: Sequence[tuple[Execution, Sequence[Step]]],
+        *,
+        refresh_gauges: bool = True,
+    ) -> None:
+        """``apply_pushed`` for several executions of one flow, in one transaction."""
         if self.flow_filter and flow_sid not in self.flow_filter:
             return
         try:
@@ -592,11 +602,14 @@ class Poller:
             flow = await self.api.fetch_flow(flow_sid)
             self.flows[flow_sid] = flow
         async with self._export_lock:
-            first_seen = not self.store.is_known(execution.sid)
-            if not first_seen and self.store.is_done(execution.sid):
-                return
-            update = self._plan(execution, steps, flow, first_seen=first_seen)
-            await self._apply(flow, [update], CycleReport(), cursor=None)
+            updates: list[ExecutionUpdate] = []
+            for execution, steps in executions:
+                first_seen = not self.store.is_known(execution.sid)
+                if not first_seen and self.store.is_done(execution.sid):
+                    continue
+                updates.append(self._plan(execution, steps, flow, first_seen=first_seen))
+            if updates:
+                await self._apply(flow, updates, CycleReport(), cursor=None)
         if refresh_gauges:
             self._refresh_gauges()
 
