@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -12,20 +17,27 @@ from typing import Any
 
 import httpx
 
+from studio_exporter.config import DEFAULT_BACKFILL_CONCURRENCY
+from studio_exporter.eventstreams import STEP_ENDED
 from studio_exporter.poller import CycleReport, utc_now
 from studio_exporter.simulator import (
     DeliveryOptions,
+    EventStreamsPusher,
     FakeClock,
     Simulator,
     SimulatorConfig,
     throughput,
 )
+from studio_exporter.simulator.eventstreams import EventFeed, EventStreamSender
 
+from . import sdk
 from .exporters import our_exporter
 from .naive import NaiveExporter
-from .simproc import child_simulator, delta
+from .simproc import ChildSimulator, child_simulator, delta
 
 LOOKBACK = timedelta(days=3)
+#: How often the push latency row scrapes /metrics while a delivered step is not yet counted.
+SCRAPE_EVERY = 0.025
 
 
 def _run(coro_factory: Any, exporter: Any) -> CycleReport:
@@ -83,6 +95,11 @@ def backfill(
         result["throttled_429"] = truth["faults"].get("concurrency_429", 0)
         per_flow = [flow["executions_ended"] for flow in truth["flows"].values()]
         result["minimum_requests"] = _minimum(ours, per_flow)
+        # The same data read as a user would: the command with default flags, in its own process.
+        before = sim.requests_by_operation()
+        result["defaults_seconds"], result["defaults_steps"] = _cli_backfill(sim, LOOKBACK)
+        result["defaults_requests"] = sum(delta(sim.requests_by_operation(), before).values())
+        result["defaults_concurrency"] = DEFAULT_BACKFILL_CONCURRENCY
     with child_simulator(*args[:3], str(baseline_executions), *args[4:]) as sim:
         before = sim.requests_by_operation()
         naive = NaiveExporter(sim.url, sim.account_sid, sim.auth_token, lookback=LOOKBACK)
@@ -94,11 +111,53 @@ def backfill(
             delta(sim.requests_by_operation(), before).values()
         )
         result["baseline_steps"] = naive_report.steps_new
+        before = sim.requests_by_operation()
+        started = time.perf_counter()
+        sdk_report = sdk.read_all(sim.url, sim.account_sid, sim.auth_token, utc_now() - LOOKBACK)
+        result["sdk_seconds_measured"] = time.perf_counter() - started
+        result["sdk_requests_measured"] = sum(delta(sim.requests_by_operation(), before).values())
+        result["sdk_steps"] = sdk_report.steps
     scale = executions / baseline_executions
     result["baseline_extrapolated"] = baseline_executions != executions
     result["baseline_seconds"] = result["baseline_seconds_measured"] * scale
     result["baseline_requests"] = round(result["baseline_requests_measured"] * scale)
+    result["sdk_seconds"] = result["sdk_seconds_measured"] * scale
+    result["sdk_requests"] = round(result["sdk_requests_measured"] * scale)
+    result["floor_seconds"] = result["ours_requests"] * latency_ms / 1000 / concurrency
     return result
+
+
+def _cli_backfill(sim: ChildSimulator, since: timedelta) -> tuple[float, int]:
+    """``studio-exporter backfill --since`` with default flags: wall seconds, steps exported.
+
+    Only the API's address and a fresh state directory are given; no OTLP endpoint is set, so
+    spans go to the default file in the state directory, as for a user who has not set one.
+    """
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
+    env.update(TWILIO_ACCOUNT_SID=sim.account_sid, TWILIO_AUTH_TOKEN=sim.auth_token)
+    with tempfile.TemporaryDirectory() as directory:
+        command = [
+            sys.executable,
+            "-m",
+            "studio_exporter.cli",
+            "backfill",
+            "--since",
+            f"{since.days}d",
+            "--twilio-base-url",
+            sim.url,
+            "--state-dir",
+            directory,
+        ]
+        started = time.perf_counter()
+        done = subprocess.run(
+            command, check=False, env=env, capture_output=True, text=True, timeout=600
+        )
+        seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"backfill failed ({done.returncode}): {done.stderr[-2000:]}")
+    # "backfill: 5 flows, 10000 executions, 56217 steps exported"
+    steps = int(done.stdout.rsplit(" executions, ", 1)[1].split(" ", 1)[0])
+    return seconds, steps
 
 
 def _minimum(ours: dict[str, int], per_flow: list[int]) -> int:
@@ -253,3 +312,129 @@ def _steps_total(text: str) -> float:
 def simulator_rate(seconds: float) -> float:
     """Steps-page requests per second the simulator serves (its own probe)."""
     return throughput.measure(seconds=seconds)
+
+
+class _TimedDeliveries(httpx.Client):
+    """The webhook sender's client: notes when each delivery was answered 200 and how many
+    step events had been delivered by then."""
+
+    def __init__(self) -> None:
+        super().__init__(timeout=10.0)
+        self.steps_delivered = 0
+        self.answered: list[tuple[float, int]] = []
+        self.new_delivery = threading.Event()
+
+    def post(self, url: Any, **kwargs: Any) -> httpx.Response:
+        response = super().post(url, **kwargs)
+        if response.status_code == 200:
+            answered = time.perf_counter()
+            events = json.loads(kwargs["content"])
+            self.steps_delivered += sum(1 for event in events if event["type"] == STEP_ENDED)
+            self.answered.append((answered, self.steps_delivered))
+            self.new_delivery.set()
+        return response
+
+
+def push_latency(seconds: float) -> dict[str, Any]:
+    """From the webhook's 200 to the step counted in /metrics, under steady live traffic.
+
+    ``studio-exporter run --mode push`` with default flags runs in its own process; the
+    simulator's traffic (20 executions a second, ~110 steps a second) reaches it as signed
+    Event Streams batches every 0.1 s. While a delivered step is not yet counted, /metrics is
+    scraped every 10 ms (and not at all otherwise: a scrape costs the exporter several ms of
+    CPU). The n-th step delivered counts as visible at the end of the first scrape whose steps
+    total reaches n.
+    """
+    start = datetime.now(UTC) + timedelta(seconds=3)
+    config = SimulatorConfig(seed=5, history_executions=0, rate=20, speed=60, start=start)
+    with Simulator(config) as sim, tempfile.TemporaryDirectory() as directory:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
+        env.update(TWILIO_ACCOUNT_SID=sim.account_sid, TWILIO_AUTH_TOKEN=sim.auth_token)
+        command = [
+            sys.executable,
+            "-m",
+            "studio_exporter.cli",
+            "run",
+            "--mode",
+            "push",
+            "--twilio-base-url",
+            sim.url,
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--state-dir",
+            directory,
+        ]
+        child = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            base = _served_url(child)
+            timed = _TimedDeliveries()
+            feed = EventFeed(sim.traffic, sim.renderer, since=time.time())
+            sender = EventStreamSender(
+                f"{base}/webhooks/event-streams",
+                sim.auth_token,
+                DeliveryOptions(batch_size=50),
+                client=timed,
+            )
+            pusher = EventStreamsPusher(feed, sender, time.time, interval=0.1)
+            scrapes: list[tuple[float, float]] = []
+            scrape_seconds: list[float] = []
+            pusher.start()
+            deadline = time.perf_counter() + seconds
+            seen = 0.0
+            with httpx.Client(timeout=5) as client:
+                while time.perf_counter() < deadline:
+                    if seen >= timed.steps_delivered:
+                        # Nothing outstanding: wait for the next delivery rather than scrape
+                        # an exporter with nothing to show (a scrape costs it CPU).
+                        timed.new_delivery.wait(timeout=0.5)
+                        timed.new_delivery.clear()
+                        continue
+                    began = time.perf_counter()
+                    text = client.get(f"{base}/metrics").text
+                    done = time.perf_counter()
+                    seen = _steps_total(text)
+                    scrapes.append((done, seen))
+                    scrape_seconds.append(done - began)
+                    time.sleep(max(0.0, SCRAPE_EVERY - (done - began)))
+            pusher.stop()
+        finally:
+            child.terminate()
+            child.wait(timeout=30)
+    settle = timed.answered[0][0] + 2.0 if timed.answered else 0.0
+    lags: list[float] = []
+    position = 0
+    previous = 0
+    for answered, delivered in timed.answered:
+        # Steps previous+1 .. delivered were answered at `answered`.
+        while position < len(scrapes) and scrapes[position][0] < answered:
+            position += 1
+        scan = position
+        for n in range(previous + 1, delivered + 1):
+            while scan < len(scrapes) and scrapes[scan][1] < n:
+                scan += 1
+            if scan < len(scrapes) and answered >= settle:
+                lags.append(scrapes[scan][0] - answered)
+        previous = delivered
+    lags.sort()
+    scrape_seconds.sort()
+    return {
+        "window_seconds": seconds,
+        "steps": len(lags),
+        "deliveries": len(timed.answered),
+        "median_seconds": lags[len(lags) // 2] if lags else float("nan"),
+        "p99_seconds": lags[int(len(lags) * 0.99)] if lags else float("nan"),
+        "max_seconds": lags[-1] if lags else float("nan"),
+        "scrape_median_seconds": scrape_seconds[len(scrape_seconds) // 2],
+    }
+
+
+def _served_url(child: subprocess.Popen[str]) -> str:
+    """The exporter's base URL, from its log line ``serving /metrics on URL/metrics``."""
+    assert child.stderr is not None
+    for line in child.stderr:
+        found = re.search(r"serving /metrics on (\S+)/metrics", line)
+        if found:
+            # Keep draining its log so that the child never blocks on a full pipe.
+            threading.Thread(target=child.stderr.read, daemon=True).start()
+            return found.group(1)
+    raise RuntimeError(f"the exporter did not start (exit code {child.wait()})")
