@@ -42,9 +42,21 @@ def encode_request(
     more than anything else a span goes through. The resource and scope, once per request,
     go through the generated messages.
     """
+    return encode_spans_request(
+        [encode_span(record) for record in records], resource, scope_name, scope_version
+    )
+
+
+def encode_spans_request(
+    spans: Sequence[bytes],
+    resource: Resource,
+    scope_name: str = DEFAULT_SCOPE_NAME,
+    scope_version: str = __version__,
+) -> bytes:
+    """``encode_request`` of spans already encoded by :func:`encode_span` (the outbox's)."""
     scope = InstrumentationScope(name=scope_name, version=scope_version).SerializeToString()
     scope_spans = [_field(1, scope)]
-    scope_spans.extend(_field(2, _span(record)) for record in records)
+    scope_spans.extend(_field(2, span) for span in spans)
     resource_spans = [
         _field(1, ProtoResource(attributes=_key_values(resource.attributes)).SerializeToString()),
         _field(2, b"".join(scope_spans)),
@@ -72,7 +84,8 @@ _ATTRIBUTE_CACHE_SIZE: Final = 4096
 _ATTRIBUTE_CACHE: dict[tuple[str, type, object], bytes] = {}
 
 
-def _span(record: SpanRecord) -> bytes:
+def encode_span(record: SpanRecord) -> bytes:
+    """One serialized OTLP ``Span`` message."""
     parent = record.parent_span_id
     parts = [
         _TRACE_ID,

@@ -15,6 +15,7 @@ from itertools import islice
 from studio_exporter.config import RETENTION
 from studio_exporter.domain import Execution, ExecutionPath, Flow, Step
 from studio_exporter.metrics import FlowLabels, StudioMetrics
+from studio_exporter.otlp import encode_span
 from studio_exporter.pipeline import ExecutionUpdate, plan_update
 from studio_exporter.selfmetrics import ExporterMetrics
 from studio_exporter.spans import SpanOptions, execution_span, trace_id_hex, visit_span
@@ -385,7 +386,7 @@ class Poller:
         now = self.clock()
         try:
             with self.store.batch() as batch:
-                span_payloads: list[str] = []
+                span_payloads: list[bytes] = []
                 for update in updates:
                     self._record(update, labels, label_cache, span_payloads, now, report)
                     batch.mark_steps_exported(
@@ -418,7 +419,7 @@ class Poller:
         update: ExecutionUpdate,
         labels: FlowLabels,
         label_cache: dict[str, FlowLabels],
-        span_payloads: list[str],
+        span_payloads: list[bytes],
         now: datetime,
         report: CycleReport,
     ) -> None:
@@ -435,9 +436,9 @@ class Poller:
             self.metrics.record_visit(label_cache.get(visit.flow_sid, labels), visit, trace_hex)
         for visit in update.span_visits:
             span_payloads.append(
-                visit_span(
-                    update.path, flow, visit, self.span_options, flow_names=flow_names
-                ).to_json()
+                encode_span(
+                    visit_span(update.path, flow, visit, self.span_options, flow_names=flow_names)
+                )
             )
         for _gap in update.new_gaps:
             self.metrics.record_gap(labels)
@@ -446,7 +447,7 @@ class Poller:
                 labels, update.final_widget, update.duration_seconds, trace_hex
             )
             span_payloads.append(
-                execution_span(_as_ended(update.path), flow, self.span_options).to_json()
+                encode_span(execution_span(_as_ended(update.path), flow, self.span_options))
             )
             report.executions_ended += 1
         report.steps_exported += len(update.new_steps)
