@@ -524,23 +524,28 @@ class Poller:
     async def backfill(
         self, since: datetime, progress: Callable[[int, int, int], None] | None = None
     ) -> CycleReport:
-        """Export every execution created since ``since``, flow by flow, then return.
+        """Export every execution created since ``since``, then return.
 
         Every flow's executions are listed first, so ``progress(done, total, steps)`` knows the
-        total; then they are read and exported chunk by chunk.
+        total, all flows at once (a flow's pages must follow one another, but flows need not);
+        then they are read and exported flow by flow.
         """
         report = CycleReport()
         await self.refresh_flows(force=True)
         report.flows = len(self.flows)
+        flows = list(self.flows.values())
         listings: list[tuple[Flow, list[Execution]]] = []
-        for flow in list(self.flows.values()):
-            try:
-                listed = await self._list_new(flow, since)
-            except ApiError as error:
-                self.health.poll_error(error.reason)
+        found = await asyncio.gather(
+            *(self._list_new(flow, since) for flow in flows), return_exceptions=True
+        )
+        for flow, listed in zip(flows, found, strict=True):
+            if isinstance(listed, ApiError):
+                self.health.poll_error(listed.reason)
                 report.failed_flows.append(flow.sid)
-                log.warning("listing executions of flow %s failed: %s", flow.sid, error)
+                log.warning("listing executions of flow %s failed: %s", flow.sid, listed)
                 continue
+            if isinstance(listed, BaseException):
+                raise listed
             report.executions_listed += len(listed)
             listings.append((flow, listed))
 
