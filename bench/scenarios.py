@@ -341,9 +341,9 @@ def push_latency(seconds: float) -> dict[str, Any]:
     ``studio-exporter run --mode push`` with default flags runs in its own process; the
     simulator's traffic (20 executions a second, ~110 steps a second) reaches it as signed
     Event Streams batches every 0.1 s. While a delivered step is not yet counted, /metrics is
-    scraped every 10 ms (and not at all otherwise: a scrape costs the exporter several ms of
-    CPU). The n-th step delivered counts as visible at the end of the first scrape whose steps
-    total reaches n.
+    scraped every ``SCRAPE_EVERY`` (and not at all otherwise: a scrape costs the exporter
+    several ms of CPU). The n-th step delivered counts as visible at the end of the first
+    scrape whose steps total reaches n.
     """
     start = datetime.now(UTC) + timedelta(seconds=3)
     config = SimulatorConfig(seed=5, history_executions=0, rate=20, speed=60, start=start)
@@ -425,6 +425,7 @@ def push_latency(seconds: float) -> dict[str, Any]:
         "p99_seconds": lags[int(len(lags) * 0.99)] if lags else float("nan"),
         "max_seconds": lags[-1] if lags else float("nan"),
         "scrape_median_seconds": scrape_seconds[len(scrape_seconds) // 2],
+        "scrape_every_seconds": SCRAPE_EVERY,
     }
 
 
