@@ -214,7 +214,8 @@ def _rows(results: dict[str, Any]) -> list[Row]:
         rows.append(
             (
                 "7 Push latency: webhook answered 200 -> step in /metrics, steady live traffic"
-                f" ({latency['steps']:,} steps; `run --mode push` at default flags)",
+                f" ({latency['steps']:,} steps, {latency['steps_not_seen']} still held at the"
+                " end; `run --mode push` at default flags)",
                 f"median {latency['median_seconds'] * 1000:.0f} ms,"
                 f" p99 {latency['p99_seconds'] * 1000:.0f} ms",
                 f"max {latency['max_seconds'] * 1000:.0f} ms; scraped every"

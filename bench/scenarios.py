@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import os
 import re
@@ -314,23 +315,38 @@ def simulator_rate(seconds: float) -> float:
     return throughput.measure(seconds=seconds)
 
 
+Series = tuple[str, str, str, str]  # flow_sid, widget, event, next_widget
+
+
 class _TimedDeliveries(httpx.Client):
-    """The webhook sender's client: notes when each delivery was answered 200 and how many
-    step events had been delivered by then."""
+    """The webhook sender's client: notes when each delivery was answered 200 and, for each
+    step in it, its ``twilio_studio_steps_total`` series and its rank within that series."""
 
     def __init__(self) -> None:
         super().__init__(timeout=10.0)
         self.steps_delivered = 0
-        self.answered: list[tuple[float, int]] = []
+        self.per_series: dict[Series, int] = {}
+        self.answered: list[tuple[float, Series, int]] = []
         self.new_delivery = threading.Event()
 
     def post(self, url: Any, **kwargs: Any) -> httpx.Response:
         response = super().post(url, **kwargs)
         if response.status_code == 200:
             answered = time.perf_counter()
-            events = json.loads(kwargs["content"])
-            self.steps_delivered += sum(1 for event in events if event["type"] == STEP_ENDED)
-            self.answered.append((answered, self.steps_delivered))
+            for event in json.loads(kwargs["content"]):
+                if event["type"] != STEP_ENDED:
+                    continue
+                data = event["data"]
+                series = (
+                    data["flow_sid"],
+                    data["transitioned_from"],
+                    data["name"],
+                    data["transitioned_to"],
+                )
+                rank = self.per_series.get(series, 0) + 1
+                self.per_series[series] = rank
+                self.answered.append((answered, series, rank))
+                self.steps_delivered += 1
             self.new_delivery.set()
         return response
 
@@ -342,8 +358,10 @@ def push_latency(seconds: float) -> dict[str, Any]:
     simulator's traffic (20 executions a second, ~110 steps a second) reaches it as signed
     Event Streams batches every 0.1 s. While a delivered step is not yet counted, /metrics is
     scraped every ``SCRAPE_EVERY`` (and not at all otherwise: a scrape costs the exporter
-    several ms of CPU). The n-th step delivered counts as visible at the end of the first
-    scrape whose steps total reaches n.
+    several ms of CPU). A step counts as visible at the end of the first scrape after its 200
+    where its own series of ``twilio_studio_steps_total`` (flow, widget, event, next widget)
+    reaches its rank in that series: a step the exporter holds back (a subflow's, until its
+    parent step arrives) delays only the steps of its series, not every later one.
     """
     start = datetime.now(UTC) + timedelta(seconds=3)
     config = SimulatorConfig(seed=5, history_executions=0, rate=20, speed=60, start=start)
@@ -376,7 +394,7 @@ def push_latency(seconds: float) -> dict[str, Any]:
                 client=timed,
             )
             pusher = EventStreamsPusher(feed, sender, time.time, interval=0.1)
-            scrapes: list[tuple[float, float]] = []
+            scrapes: list[tuple[float, dict[Series, float]]] = []
             scrape_seconds: list[float] = []
             pusher.start()
             deadline = time.perf_counter() + seconds
@@ -392,8 +410,9 @@ def push_latency(seconds: float) -> dict[str, Any]:
                     began = time.perf_counter()
                     text = client.get(f"{base}/metrics").text
                     done = time.perf_counter()
-                    seen = _steps_total(text)
-                    scrapes.append((done, seen))
+                    counts = _steps_by_series(text)
+                    seen = sum(counts.values())
+                    scrapes.append((done, counts))
                     scrape_seconds.append(done - began)
                     time.sleep(max(0.0, SCRAPE_EVERY - (done - began)))
             pusher.stop()
@@ -402,31 +421,49 @@ def push_latency(seconds: float) -> dict[str, Any]:
             child.wait(timeout=30)
     settle = timed.answered[0][0] + 2.0 if timed.answered else 0.0
     lags: list[float] = []
-    position = 0
-    previous = 0
-    for answered, delivered in timed.answered:
-        # Steps previous+1 .. delivered were answered at `answered`.
-        while position < len(scrapes) and scrapes[position][0] < answered:
-            position += 1
-        scan = position
-        for n in range(previous + 1, delivered + 1):
-            while scan < len(scrapes) and scrapes[scan][1] < n:
-                scan += 1
-            if scan < len(scrapes) and answered >= settle:
-                lags.append(scrapes[scan][0] - answered)
-        previous = delivered
+    not_seen = 0
+    times = [when for when, _ in scrapes]
+    for answered, series, rank in timed.answered:
+        if answered < settle:
+            continue
+        visible = next(
+            (
+                when
+                for when, counts in scrapes[bisect.bisect_left(times, answered) :]
+                if counts.get(series, 0) >= rank
+            ),
+            None,
+        )
+        if visible is None:
+            not_seen += 1
+        else:
+            lags.append(visible - answered)
     lags.sort()
     scrape_seconds.sort()
     return {
         "window_seconds": seconds,
         "steps": len(lags),
-        "deliveries": len(timed.answered),
+        "steps_not_seen": not_seen,
+        "deliveries": len({answered for answered, _, _ in timed.answered}),
         "median_seconds": lags[len(lags) // 2] if lags else float("nan"),
         "p99_seconds": lags[int(len(lags) * 0.99)] if lags else float("nan"),
         "max_seconds": lags[-1] if lags else float("nan"),
         "scrape_median_seconds": scrape_seconds[len(scrape_seconds) // 2],
         "scrape_every_seconds": SCRAPE_EVERY,
     }
+
+
+_STEPS_LINE = re.compile(r"^twilio_studio_steps_total\{(.*)\} (\S+)$", re.MULTILINE)
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def _steps_by_series(text: str) -> dict[Series, float]:
+    counts: dict[Series, float] = {}
+    for labels_text, value in _STEPS_LINE.findall(text):
+        labels = dict(_LABEL.findall(labels_text))
+        series = (labels["flow_sid"], labels["widget"], labels["event"], labels["next_widget"])
+        counts[series] = counts.get(series, 0.0) + float(value)
+    return counts
 
 
 def _served_url(child: subprocess.Popen[str]) -> str:
