@@ -1,7 +1,7 @@
 """Row 4 (run as ``python -m bench.memory STEPS``): RSS while the poller exports generated steps.
 
 The steps come from the simulator's traffic model through the poller's own chunk path
-(``Poller._export_chunk``: plan, metrics, SQLite batch, span outbox), with an in-memory stand-in
+(``Poller._export_items``: plan, metrics, SQLite batch, span outbox), with an in-memory stand-in
 for the HTTP API, because serving a million steps over HTTP would take longer than the whole
 benchmark may. The outbox is drained after each chunk by the real shipper to an encoder.
 Prints one JSON object.
@@ -78,7 +78,7 @@ def run(total_steps: int, checkpoint: int) -> dict[str, Any]:
                     by_flow.setdefault(flow.sid, []).append((execution, True))
                 serial += CHUNK_SIZE
                 for flow_sid, chunk in by_flow.items():
-                    await poller._export_chunk(poller.flows[flow_sid], chunk, report, cursor=None)
+                    await poller._export_items(poller.flows[flow_sid], chunk, report, cursor=None)
                 shipper.flush()
                 if at_checkpoint is None and report.steps_exported >= checkpoint:
                     at_checkpoint = rss_kib()

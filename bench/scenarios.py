@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
+import json
+import os
+import re
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -12,22 +18,28 @@ from typing import Any
 
 import httpx
 
+from studio_exporter.config import DEFAULT_BACKFILL_CONCURRENCY
+from studio_exporter.eventstreams import STEP_ENDED
 from studio_exporter.poller import CycleReport, utc_now
 from studio_exporter.simulator import (
     DeliveryOptions,
+    EventStreamsPusher,
     FakeClock,
     Simulator,
     SimulatorConfig,
     throughput,
 )
-from studio_exporter.simulator.eventstreams import EventFeed
+from studio_exporter.simulator.eventstreams import EventFeed, EventStreamSender
 from studio_exporter.state import Store
 
+from . import sdk
 from .exporters import our_exporter
 from .naive import NaiveExporter
-from .simproc import child_simulator, delta
+from .simproc import ChildSimulator, child_simulator, delta
 
 LOOKBACK = timedelta(days=3)
+#: How often the push latency row scrapes /metrics while a delivered step is not yet counted.
+SCRAPE_EVERY = 0.025
 
 
 def _run(coro_factory: Any, exporter: Any) -> CycleReport:
@@ -85,6 +97,11 @@ def backfill(
         result["throttled_429"] = truth["faults"].get("concurrency_429", 0)
         per_flow = [flow["executions_ended"] for flow in truth["flows"].values()]
         result["minimum_requests"] = _minimum(ours, per_flow)
+        # The same data read as a user would: the command with default flags, in its own process.
+        before = sim.requests_by_operation()
+        result["defaults_seconds"], result["defaults_steps"] = _cli_backfill(sim, LOOKBACK)
+        result["defaults_requests"] = sum(delta(sim.requests_by_operation(), before).values())
+        result["defaults_concurrency"] = DEFAULT_BACKFILL_CONCURRENCY
     with child_simulator(*args[:3], str(baseline_executions), *args[4:]) as sim:
         before = sim.requests_by_operation()
         naive = NaiveExporter(sim.url, sim.account_sid, sim.auth_token, lookback=LOOKBACK)
@@ -96,11 +113,53 @@ def backfill(
             delta(sim.requests_by_operation(), before).values()
         )
         result["baseline_steps"] = naive_report.steps_new
+        before = sim.requests_by_operation()
+        started = time.perf_counter()
+        sdk_report = sdk.read_all(sim.url, sim.account_sid, sim.auth_token, utc_now() - LOOKBACK)
+        result["sdk_seconds_measured"] = time.perf_counter() - started
+        result["sdk_requests_measured"] = sum(delta(sim.requests_by_operation(), before).values())
+        result["sdk_steps"] = sdk_report.steps
     scale = executions / baseline_executions
     result["baseline_extrapolated"] = baseline_executions != executions
     result["baseline_seconds"] = result["baseline_seconds_measured"] * scale
     result["baseline_requests"] = round(result["baseline_requests_measured"] * scale)
+    result["sdk_seconds"] = result["sdk_seconds_measured"] * scale
+    result["sdk_requests"] = round(result["sdk_requests_measured"] * scale)
+    result["floor_seconds"] = result["ours_requests"] * latency_ms / 1000 / concurrency
     return result
+
+
+def _cli_backfill(sim: ChildSimulator, since: timedelta) -> tuple[float, int]:
+    """``studio-exporter backfill --since`` with default flags: wall seconds, steps exported.
+
+    Only the API's address and a fresh state directory are given; no OTLP endpoint is set, so
+    spans go to the default file in the state directory, as for a user who has not set one.
+    """
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
+    env.update(TWILIO_ACCOUNT_SID=sim.account_sid, TWILIO_AUTH_TOKEN=sim.auth_token)
+    with tempfile.TemporaryDirectory() as directory:
+        command = [
+            sys.executable,
+            "-m",
+            "studio_exporter.cli",
+            "backfill",
+            "--since",
+            f"{since.days}d",
+            "--twilio-base-url",
+            sim.url,
+            "--state-dir",
+            directory,
+        ]
+        started = time.perf_counter()
+        done = subprocess.run(
+            command, check=False, env=env, capture_output=True, text=True, timeout=600
+        )
+        seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"backfill failed ({done.returncode}): {done.stderr[-2000:]}")
+    # "backfill: 5 flows, 10000 executions, 56217 steps exported"
+    steps = int(done.stdout.rsplit(" executions, ", 1)[1].split(" ", 1)[0])
+    return seconds, steps
 
 
 def _minimum(ours: dict[str, int], per_flow: list[int]) -> int:
@@ -283,3 +342,166 @@ def _steps_total(text: str) -> float:
 def simulator_rate(seconds: float) -> float:
     """Steps-page requests per second the simulator serves (its own probe)."""
     return throughput.measure(seconds=seconds)
+
+
+Series = tuple[str, str, str, str]  # flow_sid, widget, event, next_widget
+
+
+class _TimedDeliveries(httpx.Client):
+    """The webhook sender's client: notes when each delivery was answered 200 and, for each
+    step in it, its ``twilio_studio_steps_total`` series and its rank within that series."""
+
+    def __init__(self) -> None:
+        super().__init__(timeout=10.0)
+        self.steps_delivered = 0
+        self.per_series: dict[Series, int] = {}
+        self.answered: list[tuple[float, Series, int]] = []
+        self.new_delivery = threading.Event()
+
+    def post(self, url: Any, **kwargs: Any) -> httpx.Response:
+        response = super().post(url, **kwargs)
+        if response.status_code == 200:
+            answered = time.perf_counter()
+            for event in json.loads(kwargs["content"]):
+                if event["type"] != STEP_ENDED:
+                    continue
+                data = event["data"]
+                series = (
+                    data["flow_sid"],
+                    data["transitioned_from"],
+                    data["name"],
+                    data["transitioned_to"],
+                )
+                rank = self.per_series.get(series, 0) + 1
+                self.per_series[series] = rank
+                self.answered.append((answered, series, rank))
+                self.steps_delivered += 1
+            self.new_delivery.set()
+        return response
+
+
+def push_latency(seconds: float) -> dict[str, Any]:
+    """From the webhook's 200 to the step counted in /metrics, under steady live traffic.
+
+    ``studio-exporter run --mode push`` with default flags runs in its own process; the
+    simulator's traffic (20 executions a second, ~110 steps a second) reaches it as signed
+    Event Streams batches every 0.1 s. While a delivered step is not yet counted, /metrics is
+    scraped every ``SCRAPE_EVERY`` (and not at all otherwise: a scrape costs the exporter
+    several ms of CPU). A step counts as visible at the end of the first scrape after its 200
+    where its own series of ``twilio_studio_steps_total`` (flow, widget, event, next widget)
+    reaches its rank in that series: a step the exporter holds back (a subflow's, until its
+    parent step arrives) delays only the steps of its series, not every later one.
+    """
+    start = datetime.now(UTC) + timedelta(seconds=3)
+    config = SimulatorConfig(seed=5, history_executions=0, rate=20, speed=60, start=start)
+    with Simulator(config) as sim, tempfile.TemporaryDirectory() as directory:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
+        env.update(TWILIO_ACCOUNT_SID=sim.account_sid, TWILIO_AUTH_TOKEN=sim.auth_token)
+        command = [
+            sys.executable,
+            "-m",
+            "studio_exporter.cli",
+            "run",
+            "--mode",
+            "push",
+            "--twilio-base-url",
+            sim.url,
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--state-dir",
+            directory,
+        ]
+        child = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            base = _served_url(child)
+            timed = _TimedDeliveries()
+            feed = EventFeed(sim.traffic, sim.renderer, since=time.time())
+            sender = EventStreamSender(
+                f"{base}/webhooks/event-streams",
+                sim.auth_token,
+                DeliveryOptions(batch_size=50),
+                client=timed,
+            )
+            pusher = EventStreamsPusher(feed, sender, time.time, interval=0.1)
+            scrapes: list[tuple[float, dict[Series, float]]] = []
+            scrape_seconds: list[float] = []
+            pusher.start()
+            deadline = time.perf_counter() + seconds
+            seen = 0.0
+            with httpx.Client(timeout=5) as client:
+                while time.perf_counter() < deadline:
+                    if seen >= timed.steps_delivered:
+                        # Nothing outstanding: wait for the next delivery rather than scrape
+                        # an exporter with nothing to show (a scrape costs it CPU).
+                        timed.new_delivery.wait(timeout=0.5)
+                        timed.new_delivery.clear()
+                        continue
+                    began = time.perf_counter()
+                    text = client.get(f"{base}/metrics").text
+                    done = time.perf_counter()
+                    counts = _steps_by_series(text)
+                    seen = sum(counts.values())
+                    scrapes.append((done, counts))
+                    scrape_seconds.append(done - began)
+                    time.sleep(max(0.0, SCRAPE_EVERY - (done - began)))
+            pusher.stop()
+        finally:
+            child.terminate()
+            child.wait(timeout=30)
+    settle = timed.answered[0][0] + 2.0 if timed.answered else 0.0
+    lags: list[float] = []
+    not_seen = 0
+    times = [when for when, _ in scrapes]
+    for answered, series, rank in timed.answered:
+        if answered < settle:
+            continue
+        visible = next(
+            (
+                when
+                for when, counts in scrapes[bisect.bisect_left(times, answered) :]
+                if counts.get(series, 0) >= rank
+            ),
+            None,
+        )
+        if visible is None:
+            not_seen += 1
+        else:
+            lags.append(visible - answered)
+    lags.sort()
+    scrape_seconds.sort()
+    return {
+        "window_seconds": seconds,
+        "steps": len(lags),
+        "steps_not_seen": not_seen,
+        "deliveries": len({answered for answered, _, _ in timed.answered}),
+        "median_seconds": lags[len(lags) // 2] if lags else float("nan"),
+        "p99_seconds": lags[int(len(lags) * 0.99)] if lags else float("nan"),
+        "max_seconds": lags[-1] if lags else float("nan"),
+        "scrape_median_seconds": scrape_seconds[len(scrape_seconds) // 2],
+        "scrape_every_seconds": SCRAPE_EVERY,
+    }
+
+
+_STEPS_LINE = re.compile(r"^twilio_studio_steps_total\{(.*)\} (\S+)$", re.MULTILINE)
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def _steps_by_series(text: str) -> dict[Series, float]:
+    counts: dict[Series, float] = {}
+    for labels_text, value in _STEPS_LINE.findall(text):
+        labels = dict(_LABEL.findall(labels_text))
+        series = (labels["flow_sid"], labels["widget"], labels["event"], labels["next_widget"])
+        counts[series] = counts.get(series, 0.0) + float(value)
+    return counts
+
+
+def _served_url(child: subprocess.Popen[str]) -> str:
+    """The exporter's base URL, from its log line ``serving /metrics on URL/metrics``."""
+    assert child.stderr is not None
+    for line in child.stderr:
+        found = re.search(r"serving /metrics on (\S+)/metrics", line)
+        if found:
+            # Keep draining its log so that the child never blocks on a full pipe.
+            threading.Thread(target=child.stderr.read, daemon=True).start()
+            return found.group(1)
+    raise RuntimeError(f"the exporter did not start (exit code {child.wait()})")

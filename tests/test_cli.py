@@ -18,7 +18,13 @@ import httpx
 import pytest
 
 from studio_exporter.app import STOP_GRACE
-from studio_exporter.config import Credentials, Secret
+from studio_exporter.cli import build_parser, load_config
+from studio_exporter.config import (
+    DEFAULT_BACKFILL_CONCURRENCY,
+    DEFAULT_CONCURRENCY,
+    Credentials,
+    Secret,
+)
 from studio_exporter.shipper import STOP_TIMEOUT
 from studio_exporter.simulator import Simulator, SimulatorConfig
 from studio_exporter.state import Store, state_file
@@ -397,3 +403,16 @@ def test_secrets_mounted_as_files_reach_twilio_and_the_otlp_receiver(
         receiver.stop()
     assert receiver.headers[0]["x-api-key"] == "from-a-file"
     assert simulator.auth_token not in process.own_log()
+
+
+@pytest.mark.parametrize(
+    ("argv", "concurrency"),
+    [
+        pytest.param(["run"], DEFAULT_CONCURRENCY, id="run"),
+        pytest.param(["backfill", "--since", "30d"], DEFAULT_BACKFILL_CONCURRENCY, id="backfill"),
+        pytest.param(["backfill", "--concurrency", "3"], 3, id="backfill-flag"),
+    ],
+)
+def test_backfill_has_its_own_default_concurrency(argv: list[str], concurrency: int) -> None:
+    env = {"TWILIO_ACCOUNT_SID": "AC" + "1" * 32, "TWILIO_AUTH_TOKEN": "token"}
+    assert load_config(build_parser().parse_args(argv), env).concurrency == concurrency

@@ -69,6 +69,21 @@ def test_flag_beats_environment() -> None:
     assert config.state_dir == Path("/env")
 
 
+@pytest.mark.parametrize(
+    ("flags", "env", "concurrency"),
+    [
+        pytest.param({}, ENV, 32, id="command-default"),
+        pytest.param({}, {**ENV, "STUDIO_EXPORTER_CONCURRENCY": "4"}, 4, id="env-beats-it"),
+        pytest.param({"concurrency": "2"}, ENV, 2, id="flag-beats-it"),
+    ],
+)
+def test_a_command_default_loses_to_environment_and_flag(
+    flags: dict[str, str | None], env: dict[str, str], concurrency: int
+) -> None:
+    config = config_from_mapping(flags, env, defaults={"concurrency": 32})
+    assert config.concurrency == concurrency
+
+
 def test_api_key_credentials() -> None:
     key = "SK" + "2" * 32
     config = config_from_mapping(

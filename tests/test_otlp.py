@@ -39,6 +39,11 @@ RECORDS = [
         attributes={"text": "hi", "flag": True, "off": False, "count": 7, "big": 2**62, "x": 2.5},
     ),
     make_record(0x1, parent=None, name="Onboarding", attributes={"twilio.studio.gaps": 2}),
+    make_record(
+        0xA4,
+        name="réponse ✓",
+        attributes={"neg": -3, "min": -(2**63), "zero": 0, "empty": "", "unicode": "é✓", "f": -0.0},
+    ),
 ]
 
 
@@ -98,4 +103,10 @@ def test_ids_are_big_endian_and_full_width() -> None:
 def test_an_attribute_it_cannot_encode_is_refused() -> None:
     record = make_record(0x1, attributes={"bad": object()})
     with pytest.raises(TypeError, match="object"):
+        encode_request([record], RESOURCE)
+
+
+def test_an_integer_beyond_64_bits_is_refused() -> None:
+    record = make_record(0x1, attributes={"huge": 2**63})
+    with pytest.raises(ValueError, match="64 bits"):
         encode_request([record], RESOURCE)

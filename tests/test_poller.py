@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from studio_exporter.domain import Execution, Step
 from studio_exporter.poller import CycleReport
 from studio_exporter.simulator import FakeClock, Faults, Simulator, SimulatorConfig
 from studio_exporter.span_sink import JsonLinesSender
+from studio_exporter.studio_api import ApiError
 from studio_exporter.throttle import RetryPolicy
 from tests.truthcheck import metric_mismatches, samples
 from tests.twilio_sdk import twilio_client
@@ -378,3 +380,47 @@ def test_flow_definitions_are_read_once_per_revision(
     # A flow outside --flow is read for its widget types, never polled.
     assert set(poller.flows) == {main}
     exporter.close()
+
+
+def test_reads_failing_mid_export_hold_back_only_their_executions_and_lose_nothing(
+    simulator: Simulator, clock: FakeClock, tmp_path: Path
+) -> None:
+    exporter = make_exporter(simulator, clock, tmp_path)
+    exporter.api.retry = RetryPolicy(max_attempts=1)
+    left_running: list[int] = []
+    total: list[int] = []
+
+    async def scenario() -> tuple[CycleReport, CycleReport]:
+        try:
+            # Listing is done by then: only the executions' step reads fail, some of them.
+            listed = {
+                flow.sid: await exporter.api.list_executions(
+                    flow.sid, created_from=START - timedelta(days=2)
+                )
+                for flow in await exporter.api.list_flows()
+            }
+            assert sum(len(executions) for executions in listed.values()) >= 100
+            total.append(sum(len(executions) for executions in listed.values()))
+            simulator.set_faults(Faults(fail_5xx=0.004))
+            report = CycleReport()
+            await exporter.poller.refresh_flows(force=True)
+            for flow in exporter.poller.flows.values():
+                with contextlib.suppress(ApiError):
+                    await exporter.poller._poll_flow(flow, report, listed=listed[flow.sid])
+            left_running.append(len(asyncio.all_tasks()) - 1)
+            simulator.set_faults(Faults())
+            clock.advance(60)
+            return report, await exporter.poller.cycle()
+        finally:
+            await exporter.api.aclose()
+
+    try:
+        partial, recovered = asyncio.run(scenario())
+    finally:
+        exporter.close()
+    assert partial.failed_executions, "the scenario should fail some reads of steps"
+    # Every other execution was read and exported in the same pass; the failed ones wait.
+    assert partial.executions_read + len(partial.failed_executions) == total[0]
+    assert left_running == [0]  # no read ahead still running or waiting
+    assert recovered.ok
+    assert metric_mismatches(exporter.registry, simulator.truth()) == []

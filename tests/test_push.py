@@ -354,6 +354,16 @@ class FakeTarget:
             commit.upsert_execution(execution, done=done)
             commit.mark_steps_exported(execution.sid, [step.sid for step in steps])
 
+    async def apply_pushed_many(
+        self,
+        flow_sid: str,
+        executions: Sequence[tuple[Execution, Sequence[Step]]],
+        *,
+        refresh_gauges: bool = True,
+    ) -> None:
+        for execution, steps in executions:
+            await self.apply_pushed(flow_sid, execution, steps, refresh_gauges=refresh_gauges)
+
 
 class FakeApi:
     """Studio's REST view of the execution: what list_steps and fetch_step return."""
@@ -785,3 +795,38 @@ def test_apply_pushed_counts_each_step_once(store: Store) -> None:
     )
     assert steps == 3
     assert store.is_done(EXECUTION_SID)
+
+
+def test_apply_pushed_many_exports_each_execution_once(store: Store) -> None:
+    registry = CollectorRegistry()
+    poller = Poller(
+        cast(StudioApi, FlowsOnlyApi()),
+        store,
+        StudioMetrics(registry),
+        ExporterMetrics(CollectorRegistry()),
+    )
+    other_sid = "FN" + "2" * 32
+    other = make_execution(sid=other_sid, status="ended")
+    other_steps = [
+        make_step("Trigger", "ask", 1, number=11, execution_sid=other_sid, event="incomingMessage"),
+        make_step("ask", "Ended", 3, number=12, execution_sid=other_sid),
+    ]
+    batch = [(make_execution(status="ended"), [S1, S2, S3]), (other, other_steps)]
+
+    async def scenario() -> None:
+        await poller.apply_pushed_many(FLOW_SID, batch)
+        await poller.apply_pushed_many(FLOW_SID, batch)  # a redelivery of both
+
+    asyncio.run(scenario())
+    labels = {"flow_sid": FLOW_SID, "flow": "Survey"}
+    assert registry.get_sample_value("twilio_studio_executions_started_total", labels) == 2
+    steps = sum(
+        sample.value
+        for family in registry.collect()
+        if family.name == "twilio_studio_steps"
+        for sample in family.samples
+        if sample.name == "twilio_studio_steps_total"
+    )
+    assert steps == 5
+    assert store.is_done(EXECUTION_SID)
+    assert store.is_done(other_sid)

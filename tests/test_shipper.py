@@ -12,6 +12,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry
 
+from studio_exporter.otlp import encode_span
 from studio_exporter.selfmetrics import ExporterMetrics
 from studio_exporter.shipper import SpanShipper
 from studio_exporter.spans import SpanRecord
@@ -64,8 +65,9 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 def queue(store: Store, count: int) -> None:
+    """Spans queued as the poller queues them: encoded OTLP spans."""
     with store.batch() as batch:
-        batch.enqueue_spans(record(n).to_json() for n in range(1, count + 1))
+        batch.enqueue_spans(encode_span(record(n)) for n in range(1, count + 1))
 
 
 def make_shipper(store: Store, sender: Sender, registry: CollectorRegistry) -> SpanShipper:
@@ -170,3 +172,12 @@ def test_the_last_flush_gives_each_send_only_the_time_left(store: Store) -> None
     assert seen[0] is not None
     assert 0 < seen[0] <= 2.0
     assert store.count_pending_spans() == 3
+
+
+def test_spans_queued_as_json_records_before_an_upgrade_still_ship(store: Store) -> None:
+    sender = Sender()
+    with store.batch() as batch:
+        batch.enqueue_spans([record(1).to_json(), encode_span(record(2)), record(3).to_json()])
+    assert make_shipper(store, sender, CollectorRegistry()).flush()
+    assert sender.received == ["widget-1", "widget-2", "widget-3"]
+    assert store.count_pending_spans() == 0

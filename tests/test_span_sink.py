@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -21,6 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import (
     TraceServiceServicer,
     add_TraceServiceServicer_to_server,
 )
+from opentelemetry.sdk.resources import Resource
 
 from studio_exporter.domain import ENDED, Execution, ExecutionPath, Flow, Step, Visit
 from studio_exporter.otlp import encode_request
@@ -30,6 +34,7 @@ from studio_exporter.span_sink import (
     OtlpGrpcSender,
     OtlpHttpSender,
     make_span_sender,
+    otlp_json_line,
     otlp_secrets,
     read_otlp_json_lines,
     resource_from_env,
@@ -427,3 +432,30 @@ def test_resource_from_env(env: dict[str, str], expected: dict[str, str]) -> Non
 def test_resource_from_env_refuses_bad_input(env: dict[str, str], account: str) -> None:
     with pytest.raises(ValueError, match=r"OTEL_RESOURCE_ATTRIBUTES|account SID"):
         resource_from_env(env, account)
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        pytest.param({"text": "hi", "empty": "", "yes": True, "no": False}, id="str-bool"),
+        pytest.param({"n": 7, "zero": 0, "neg": -(2**63), "x": 2.5, "mz": -0.0}, id="numbers"),
+        pytest.param({"nan": float("nan"), "inf": float("inf")}, id="non-finite-falls-back"),
+    ],
+)
+def test_the_json_line_is_protobufs_json_mapping(
+    attributes: dict[str, str | bool | int | float],
+) -> None:
+    records = [
+        replace(record, attributes=attributes, status_error=index == 0)
+        for index, record in enumerate(make_records())
+    ]
+    resource = Resource({"service.name": "s", "list": ("a", "b"), "none": ()})
+    payload = encode_request(records, resource)
+    expected = json_format.MessageToDict(
+        ExportTraceServiceRequest.FromString(payload), use_integers_for_enums=True
+    )
+    for span in expected["resourceSpans"][0]["scopeSpans"][0]["spans"]:
+        for key in ("traceId", "spanId", "parentSpanId"):
+            if key in span:
+                span[key] = base64.b64decode(span[key]).hex()
+    assert json.loads(otlp_json_line(payload)) == expected

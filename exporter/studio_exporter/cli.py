@@ -14,6 +14,7 @@ from datetime import timedelta
 
 from studio_exporter import __version__
 from studio_exporter.config import (
+    DEFAULT_BACKFILL_CONCURRENCY,
     DEFAULT_CONCURRENCY,
     DEFAULT_FLOW_REFRESH_INTERVAL,
     DEFAULT_HASH_PHONE_NUMBERS,
@@ -88,8 +89,8 @@ def _add_exporter_flags(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--concurrency",
-        help=f"most API requests in flight (default {DEFAULT_CONCURRENCY}); lowered on 429"
-        + _env_help("concurrency"),
+        help=f"most API requests in flight (default {DEFAULT_CONCURRENCY}, backfill "
+        f"{DEFAULT_BACKFILL_CONCURRENCY}); lowered on 429" + _env_help("concurrency"),
     )
     add(
         "--request-timeout",
@@ -280,8 +281,14 @@ def _flag_values(args: argparse.Namespace) -> dict[str, str | None]:
     return values
 
 
+#: Defaults that differ by command.
+COMMAND_DEFAULTS: Mapping[str, Mapping[str, object]] = {
+    "backfill": {"concurrency": DEFAULT_BACKFILL_CONCURRENCY},
+}
+
+
 def load_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
-    return config_from_mapping(_flag_values(args), env)
+    return config_from_mapping(_flag_values(args), env, defaults=COMMAND_DEFAULTS.get(args.command))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

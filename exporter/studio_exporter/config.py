@@ -20,6 +20,10 @@ DEFAULT_LOOKBACK = timedelta(hours=1)
 DEFAULT_POLL_INTERVAL = timedelta(seconds=30)
 DEFAULT_FLOW_REFRESH_INTERVAL = timedelta(minutes=5)
 DEFAULT_CONCURRENCY = 8
+#: `backfill` reads thousands of executions once: more requests in flight by default. Twilio
+#: does not publish the account's concurrency limit; over it, it answers 429 (20429), which
+#: halves the limit and honours Retry-After (``throttle.AdaptiveLimiter``).
+DEFAULT_BACKFILL_CONCURRENCY = 32
 DEFAULT_REQUEST_TIMEOUT = timedelta(seconds=10)
 DEFAULT_STATE_DIR = Path("state")
 DEFAULT_MAX_SERIES = 10_000
@@ -231,11 +235,17 @@ def _list(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
-def config_from_mapping(flags: Mapping[str, str | None], env: Mapping[str, str]) -> Config:
+def config_from_mapping(
+    flags: Mapping[str, str | None],
+    env: Mapping[str, str],
+    *,
+    defaults: Mapping[str, object] | None = None,
+) -> Config:
     """Build a Config: an explicit flag wins, then the environment, then the default.
 
     ``flags`` maps the names of ``ENV_VARS`` to the raw text given on the command line (None or
-    absent when not given). Every mistake is collected and raised as one ConfigError.
+    absent when not given); ``defaults`` replaces named defaults for one command (`backfill`
+    has its own concurrency). Every mistake is collected and raised as one ConfigError.
     """
     env, problems = with_secret_files(env)
 
@@ -248,7 +258,7 @@ def config_from_mapping(flags: Mapping[str, str | None], env: Mapping[str, str])
                 return env[var]
         return None
 
-    values: dict[str, object] = {}
+    values: dict[str, object] = dict(defaults or {})
 
     def duration(name: str, flag: str, *, minimum: timedelta) -> None:
         text = raw(name)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import (
     AnyValue,
     ArrayValue,
@@ -13,13 +13,7 @@ from opentelemetry.proto.common.v1.common_pb2 import (
     KeyValue,
 )
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ProtoResource
-from opentelemetry.proto.trace.v1.trace_pb2 import (
-    ResourceSpans,
-    ScopeSpans,
-    Span,
-    SpanFlags,
-    Status,
-)
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, SpanFlags, Status
 from opentelemetry.sdk.resources import Resource
 
 from studio_exporter import __version__
@@ -43,36 +37,119 @@ def encode_request(
     """The serialized ExportTraceServiceRequest of ``records``: one resource, one scope.
 
     Field for field what the SDK's ``encode_spans`` writes for the same spans (kind INTERNAL,
-    local parents, status ERROR or UNSET), at about twice its speed: no ReadableSpan, no
-    grouping by resource and scope, since every record shares both.
+    local parents, status ERROR or UNSET). The spans are written in protobuf's wire format
+    directly: building a message object per span, attribute and value cost 18 us a span,
+    more than anything else a span goes through. The resource and scope, once per request,
+    go through the generated messages.
     """
-    scope_spans = ScopeSpans(scope=InstrumentationScope(name=scope_name, version=scope_version))
-    spans = scope_spans.spans
-    for record in records:
-        parent = record.parent_span_id
-        span = spans.add(
-            trace_id=record.trace_id.to_bytes(16, "big"),
-            span_id=record.span_id.to_bytes(8, "big"),
-            parent_span_id=b"" if parent is None else parent.to_bytes(8, "big"),
-            name=record.name,
-            kind=_INTERNAL,
-            start_time_unix_nano=record.start_ns,
-            end_time_unix_nano=record.end_ns,
-            flags=_LOCAL_FLAGS,
-        )
-        span.status.code = _ERROR if record.status_error else _UNSET
-        span.attributes.extend(_key_values(record.attributes))
-    request = ExportTraceServiceRequest(
-        resource_spans=[
-            ResourceSpans(
-                resource=ProtoResource(attributes=_key_values(resource.attributes)),
-                scope_spans=[scope_spans],
-                schema_url=resource.schema_url,
-            )
-        ]
+    return encode_spans_request(
+        [encode_span(record) for record in records], resource, scope_name, scope_version
     )
-    payload: bytes = request.SerializeToString()
-    return payload
+
+
+def encode_spans_request(
+    spans: Sequence[bytes],
+    resource: Resource,
+    scope_name: str = DEFAULT_SCOPE_NAME,
+    scope_version: str = __version__,
+) -> bytes:
+    """``encode_request`` of spans already encoded by :func:`encode_span` (the outbox's)."""
+    scope = InstrumentationScope(name=scope_name, version=scope_version).SerializeToString()
+    scope_spans = [_field(1, scope)]
+    scope_spans.extend(_field(2, span) for span in spans)
+    resource_spans = [
+        _field(1, ProtoResource(attributes=_key_values(resource.attributes)).SerializeToString()),
+        _field(2, b"".join(scope_spans)),
+    ]
+    if resource.schema_url:
+        resource_spans.append(_field(3, resource.schema_url.encode()))
+    return _field(1, b"".join(resource_spans))
+
+
+# Tags (field number << 3 | wire type) of the Span fields written, and of KeyValue/AnyValue.
+_TRACE_ID: Final = b"\x0a\x10"  # 1, 16 bytes
+_SPAN_ID: Final = b"\x12\x08"  # 2, 8 bytes
+_PARENT_SPAN_ID: Final = b"\x22\x08"  # 4, 8 bytes
+_NAME: Final = 5
+_KIND_INTERNAL: Final = bytes([6 << 3, _INTERNAL])
+_START: Final = b"\x39"  # 7, fixed64
+_END: Final = b"\x41"  # 8, fixed64
+_ATTRIBUTE: Final = 9
+_STATUS_ERROR: Final = bytes([15 << 3 | 2, 2, 3 << 3, _ERROR])
+_STATUS_UNSET: Final = bytes([15 << 3 | 2, 0])  # present, code left at its default
+_FLAGS: Final = b"\x85\x01" + struct.pack("<I", _LOCAL_FLAGS)  # 16, fixed32
+_INT64: Final = range(-(2**63), 2**63)
+#: Encoded attributes kept for reuse; emptied when full (unique values such as SIDs pass by).
+_ATTRIBUTE_CACHE_SIZE: Final = 4096
+_ATTRIBUTE_CACHE: dict[tuple[str, type, object], bytes] = {}
+
+
+def encode_span(record: SpanRecord) -> bytes:
+    """One serialized OTLP ``Span`` message."""
+    parent = record.parent_span_id
+    parts = [
+        _TRACE_ID,
+        record.trace_id.to_bytes(16, "big"),
+        _SPAN_ID,
+        record.span_id.to_bytes(8, "big"),
+    ]
+    if parent is not None:
+        parts += [_PARENT_SPAN_ID, parent.to_bytes(8, "big")]
+    parts += [
+        _field(_NAME, record.name.encode()),
+        _KIND_INTERNAL,
+        _START,
+        struct.pack("<Q", record.start_ns),
+        _END,
+        struct.pack("<Q", record.end_ns),
+    ]
+    cache = _ATTRIBUTE_CACHE
+    for key, value in record.attributes.items():
+        # Most attribute values repeat from span to span (flow, widget, event names): their
+        # bytes are kept. The type is part of the key: True == 1 to a dict.
+        cached = cache.get((key, type(value), value))
+        if cached is None:
+            cached = _field(_ATTRIBUTE, _key_value(key, value))
+            if len(cache) >= _ATTRIBUTE_CACHE_SIZE:
+                cache.clear()
+            cache[(key, type(value), value)] = cached
+        parts.append(cached)
+    parts.append(_STATUS_ERROR if record.status_error else _STATUS_UNSET)
+    parts.append(_FLAGS)
+    return b"".join(parts)
+
+
+def _key_value(key: str, value: object) -> bytes:
+    # bool before int: True is an int to isinstance, but OTLP has a kind of its own for it.
+    if isinstance(value, str):
+        encoded = _field(1, value.encode())
+    elif isinstance(value, bool):
+        encoded = b"\x10\x01" if value else b"\x10\x00"
+    elif isinstance(value, int):
+        if value not in _INT64:
+            raise ValueError(f"attribute {key!r}: {value} does not fit in 64 bits")
+        encoded = b"\x18" + _varint(value & 0xFFFFFFFFFFFFFFFF)
+    elif isinstance(value, float):
+        encoded = b"\x21" + struct.pack("<d", value)
+    else:
+        raise TypeError(f"cannot encode an attribute of type {type(value).__name__}")
+    return _field(1, key.encode()) + _field(2, encoded)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field: tag, length, payload."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return bytes((value,))
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def _key_values(attributes: Mapping[str, object]) -> list[KeyValue]:

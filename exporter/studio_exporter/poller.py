@@ -6,13 +6,16 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 
 from studio_exporter.config import RETENTION
 from studio_exporter.domain import Execution, ExecutionPath, Flow, Step
 from studio_exporter.metrics import FlowLabels, StudioMetrics
+from studio_exporter.otlp import encode_span
 from studio_exporter.pipeline import ExecutionUpdate, plan_update
 from studio_exporter.selfmetrics import ExporterMetrics
 from studio_exporter.spans import SpanOptions, execution_span, trace_id_hex, visit_span
@@ -25,8 +28,12 @@ log = logging.getLogger(__name__)
 CURSOR_OVERLAP = timedelta(seconds=5)
 #: How often state older than Studio's retention is deleted.
 PRUNE_EVERY = timedelta(hours=1)
-#: Executions handled in one transaction: bounds memory during a backfill of thousands.
+#: Executions read ahead of the apply, and most handled in one transaction: bounds memory
+#: during a backfill of thousands.
 CHUNK_SIZE = 500
+#: Reads answered before the first apply: one transaction per few executions would spend the
+#: CPU on commits and metric snapshots.
+APPLY_BATCH = 32
 
 
 def utc_now() -> datetime:
@@ -302,71 +309,114 @@ class Poller:
                     targets[execution.sid] = (current, False)
         newest = max((execution.date_created for execution in listed), default=None)
         items = list(targets.values())
-        # A new execution whose steps could not be read must be listed again next cycle: the
-        # cursor stays at or before it (the store does not know it yet, so only the listing
-        # can bring it back).
-        unread: datetime | None = None
-        for start in range(0, len(items), CHUNK_SIZE):
-            chunk = items[start : start + CHUNK_SIZE]
-            last = start + CHUNK_SIZE >= len(items)
-            unread = await self._export_chunk(
-                flow, chunk, report, cursor=newest if last else None, unread=unread
-            )
-            if progress is not None:
-                progress()
+        await self._export_items(flow, items, report, cursor=newest, progress=progress)
         if not items and newest is not None:
             with self.store.batch() as batch:
                 batch.set_cursor(flow.sid, newest)
 
-    async def _export_chunk(
+    async def _export_items(
         self,
         flow: Flow,
-        chunk: Sequence[tuple[Execution, bool]],
+        items: Sequence[tuple[Execution, bool]],
         report: CycleReport,
         *,
         cursor: datetime | None,
-        unread: datetime | None = None,
-    ) -> datetime | None:
-        """Read and export one chunk of executions; returns the oldest new one left unread.
+        progress: Callable[[], None] | None = None,
+    ) -> None:
+        """Read every execution's steps and export them, the reads running ahead of the applies.
+
+        Up to ``CHUNK_SIZE`` reads are outstanding (the limiter bounds those in flight). As soon
+        as the first ``APPLY_BATCH`` of them have answered, every read finished at the head of
+        the queue is applied in one transaction, while the next reads are already on the wire:
+        the CPU of an apply overlaps the network wait of the reads after it instead of
+        alternating with it. ``cursor`` is committed with the last apply.
 
         Each execution's read stands alone: one that Studio answers 404 for (deleted) is
         forgotten and counted, one that fails otherwise is retried next cycle, and neither
-        keeps the others of the chunk from being exported. ``unread`` is the oldest new
-        execution left unread by earlier chunks; the cursor is held at or before it.
+        keeps the others from being exported. A new execution left unread must be listed
+        again next cycle, so the cursor is held at or before the oldest of them.
         """
-        results = await asyncio.gather(
-            *(self.api.list_steps(flow.sid, execution.sid) for execution, _ in chunk),
-            return_exceptions=True,
+        pending: deque[tuple[Execution, bool, asyncio.Future[list[Step]]]] = deque()
+        queued = iter(items)
+        unread: datetime | None = None
+
+        def read_ahead() -> None:
+            while len(pending) < CHUNK_SIZE:
+                item = next(queued, None)
+                if item is None:
+                    return
+                execution, is_new = item
+                read = asyncio.ensure_future(self.api.list_steps(flow.sid, execution.sid))
+                pending.append((execution, is_new, read))
+
+        read_ahead()
+        try:
+            while pending:
+                await asyncio.wait([read for _, _, read in islice(pending, APPLY_BATCH)])
+                batch: list[tuple[Execution, list[Step]]] = []
+                vanished: list[str] = []
+                taken = 0
+                while pending and pending[0][2].done() and taken < CHUNK_SIZE:
+                    execution, is_new, read = pending.popleft()
+                    taken += 1
+                    error = read.exception()  # raises CancelledError: not this execution's
+                    if error is None:
+                        batch.append((execution, read.result()))
+                    elif not isinstance(error, Exception):
+                        raise error  # interpreter exit: not this execution's failure
+                    elif isinstance(error, ApiError) and error.reason == "not_found":
+                        vanished.append(execution.sid)
+                        log.info(
+                            "execution %s of flow %s is gone (404): forgotten",
+                            execution.sid,
+                            flow.sid,
+                        )
+                    else:
+                        self._read_failed(flow, execution, error, report)
+                        if is_new and (unread is None or execution.date_created < unread):
+                            unread = execution.date_created
+                read_ahead()
+                last = cursor if not pending else None
+                if last is not None and unread is not None:
+                    last = min(last, unread)
+                await self._export_read(flow, batch, vanished, report, cursor=last)
+                if progress is not None:
+                    progress()
+        finally:
+            # A failed apply (or a cancellation) ends the flow's export: reads ahead are dropped.
+            for _, _, read in pending:
+                read.cancel()
+            await asyncio.gather(*(read for _, _, read in pending), return_exceptions=True)
+
+    def _read_failed(
+        self, flow: Flow, execution: Execution, error: Exception, report: CycleReport
+    ) -> None:
+        reason = error.reason if isinstance(error, ApiError) else type(error).__name__
+        self.health.poll_error(reason)
+        report.failed_executions.append(execution.sid)
+        log.warning(
+            "reading execution %s of flow %s failed: %s",
+            execution.sid,
+            flow.sid,
+            error,
+            exc_info=error if not isinstance(error, ApiError) else None,
         )
-        read: list[tuple[Execution, list[Step]]] = []
-        vanished: list[str] = []
-        for (execution, is_new), result in zip(chunk, results, strict=True):
-            if not isinstance(result, BaseException):
-                read.append((execution, result))
-            elif not isinstance(result, Exception):
-                raise result  # cancellation, interpreter exit: not this execution's failure
-            elif isinstance(result, ApiError) and result.reason == "not_found":
-                vanished.append(execution.sid)
-                log.info(
-                    "execution %s of flow %s is gone (404): forgotten", execution.sid, flow.sid
-                )
-            else:
-                reason = result.reason if isinstance(result, ApiError) else type(result).__name__
-                self.health.poll_error(reason)
-                report.failed_executions.append(execution.sid)
-                log.warning(
-                    "reading execution %s of flow %s failed: %s",
-                    execution.sid,
-                    flow.sid,
-                    result,
-                    exc_info=not isinstance(result, ApiError),
-                )
-                if is_new and (unread is None or execution.date_created < unread):
-                    unread = execution.date_created
+
+    async def _export_read(
+        self,
+        flow: Flow,
+        read: Sequence[tuple[Execution, list[Step]]],
+        vanished: Sequence[str],
+        report: CycleReport,
+        *,
+        cursor: datetime | None,
+    ) -> None:
+        """Plan and apply executions whose steps have been read, in one transaction.
+
+        ``vanished`` executions (404) are forgotten in the same transaction.
+        """
         report.executions_read += len(read)
         report.executions_vanished += len(vanished)
-        if cursor is not None and unread is not None:
-            cursor = min(cursor, unread)
         # What is already exported is read again under the lock: in hybrid mode the push
         # processor may have exported some of these steps while the requests were in flight.
         async with self._export_lock:
@@ -382,7 +432,6 @@ class Poller:
         if vanished:
             self._drop_tracking(vanished)
             self.health.executions_vanished(len(vanished))
-        return unread
 
     def _plan(
         self, execution: Execution, steps: Sequence[Step], flow: Flow, *, first_seen: bool
@@ -435,7 +484,7 @@ class Poller:
         finished: list[str] = []
         try:
             with self.store.batch() as batch:
-                span_payloads: list[str] = []
+                span_payloads: list[bytes] = []
                 for update in updates:
                     self._record(update, labels, label_cache, span_payloads, now, report, anomalies)
                     batch.mark_steps_exported(
@@ -488,7 +537,7 @@ class Poller:
         update: ExecutionUpdate,
         labels: FlowLabels,
         label_cache: dict[str, FlowLabels],
-        span_payloads: list[str],
+        span_payloads: list[bytes],
         now: datetime,
         report: CycleReport,
         anomalies: list[_Anomaly],
@@ -511,9 +560,9 @@ class Poller:
             self.metrics.record_visit(label_cache.get(visit.flow_sid, labels), visit, trace_hex)
         for visit in update.span_visits:
             span_payloads.append(
-                visit_span(
-                    update.path, flow, visit, self.span_options, flow_names=flow_names
-                ).to_json()
+                encode_span(
+                    visit_span(update.path, flow, visit, self.span_options, flow_names=flow_names)
+                )
             )
         for _gap in update.new_gaps:
             self.metrics.record_gap(labels)
@@ -525,7 +574,7 @@ class Poller:
                 duration = None
             self.metrics.record_execution_ended(labels, update.final_widget, duration, trace_hex)
             span_payloads.append(
-                execution_span(_as_ended(update.path), flow, self.span_options).to_json()
+                encode_span(execution_span(_as_ended(update.path), flow, self.span_options))
             )
             report.executions_ended += 1
         report.steps_exported += len(update.new_steps)
@@ -602,23 +651,28 @@ class Poller:
     async def backfill(
         self, since: datetime, progress: Callable[[int, int, int], None] | None = None
     ) -> CycleReport:
-        """Export every execution created since ``since``, flow by flow, then return.
+        """Export every execution created since ``since``, then return.
 
         Every flow's executions are listed first, so ``progress(done, total, steps)`` knows the
-        total; then they are read and exported chunk by chunk.
+        total, all flows at once (a flow's pages must follow one another, but flows need not);
+        then they are read and exported flow by flow.
         """
         report = CycleReport()
         await self.refresh_flows(force=True)
         report.flows = len(self.flows)
+        flows = list(self.flows.values())
         listings: list[tuple[Flow, list[Execution]]] = []
-        for flow in list(self.flows.values()):
-            try:
-                listed = await self._list_new(flow, since)
-            except ApiError as error:
-                self.health.poll_error(error.reason)
+        found = await asyncio.gather(
+            *(self._list_new(flow, since) for flow in flows), return_exceptions=True
+        )
+        for flow, listed in zip(flows, found, strict=True):
+            if isinstance(listed, ApiError):
+                self.health.poll_error(listed.reason)
                 report.failed_flows.append(flow.sid)
-                log.warning("listing executions of flow %s failed: %s", flow.sid, error)
+                log.warning("listing executions of flow %s failed: %s", flow.sid, listed)
                 continue
+            if isinstance(listed, BaseException):
+                raise listed
             report.executions_listed += len(listed)
             listings.append((flow, listed))
 
@@ -656,6 +710,16 @@ class Poller:
         already done is left alone. Raises ``ApiError`` when the flow cannot be read (the
         caller keeps the events and retries) and ``StateError`` when the commit fails.
         """
+        await self.apply_pushed_many(flow_sid, [(execution, steps)], refresh_gauges=refresh_gauges)
+
+    async def apply_pushed_many(
+        self,
+        flow_sid: str,
+        executions: Sequence[tuple[Execution, Sequence[Step]]],
+        *,
+        refresh_gauges: bool = True,
+    ) -> None:
+        """``apply_pushed`` for several executions of one flow, in one transaction."""
         if self.flow_filter and flow_sid not in self.flow_filter:
             return
         try:
@@ -672,11 +736,14 @@ class Poller:
             self.flows[flow_sid] = flow
             self.metrics.set_flows((f.sid, f.name, f.revision) for f in self.flows.values())
         async with self._export_lock:
-            first_seen = not self.store.is_known(execution.sid)
-            if not first_seen and self.store.is_done(execution.sid):
-                return
-            update = self._plan(execution, steps, flow, first_seen=first_seen)
-            await self._apply(flow, [update], CycleReport(), cursor=None)
+            updates: list[ExecutionUpdate] = []
+            for execution, steps in executions:
+                first_seen = not self.store.is_known(execution.sid)
+                if not first_seen and self.store.is_done(execution.sid):
+                    continue
+                updates.append(self._plan(execution, steps, flow, first_seen=first_seen))
+            if updates:
+                await self._apply(flow, updates, CycleReport(), cursor=None)
         if refresh_gauges:
             self._refresh_gauges()
 

@@ -337,11 +337,10 @@ class PushApi(Protocol):
 class PushTarget(Protocol):
     """Where executions are exported (``Poller`` is one)."""
 
-    async def apply_pushed(
+    async def apply_pushed_many(
         self,
         flow_sid: str,
-        execution: Execution,
-        steps: Sequence[Step],
+        executions: Sequence[tuple[Execution, Sequence[Step]]],
         *,
         refresh_gauges: bool = True,
     ) -> None: ...
@@ -559,32 +558,46 @@ class PushProcessor:
             report.loaded += 1
             self._accept(row, now, to_ack, report)
         plans: list[_Plan] = []
-        for tracked in list(self._tracked.values()):
-            if tracked.retry_at > now or not self._has_work(tracked, now):
-                continue
-            try:
-                plan = await self._prepare(tracked, now)
-            except (ApiError, EventError, StateError) as error:
+        due = [
+            tracked
+            for tracked in list(self._tracked.values())
+            if tracked.retry_at <= now and self._has_work(tracked, now)
+        ]
+        # The executions' REST reads run side by side (the limiter bounds them), not one after
+        # another: every step of the pass waits for the slowest read, not for their sum.
+        prepared = await asyncio.gather(
+            *(self._prepare(tracked, now) for tracked in due), return_exceptions=True
+        )
+        for tracked, outcome in zip(due, prepared, strict=True):
+            if isinstance(outcome, ApiError | EventError | StateError):
                 report.failures += 1
-                self._failed(tracked, now, error, to_ack, report)
-                continue
-            if plan is not None:
-                plans.append(plan)
-        for index, plan in enumerate(plans):
+                self._failed(tracked, now, outcome, to_ack, report)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            elif outcome is not None:
+                plans.append(outcome)
+        # One apply (one commit) per flow and pass rather than per execution: every commit is
+        # an fsync and wakes the span shipper, and a step reaches /metrics only once the
+        # applies before it in the pass are done.
+        by_flow: dict[str, list[_Plan]] = {}
+        for plan in plans:
+            by_flow.setdefault(plan.tracked.flow_sid, []).append(plan)
+        for index, (flow_sid, group) in enumerate(by_flow.items()):
             try:
-                await self.target.apply_pushed(
-                    plan.tracked.flow_sid,
-                    plan.execution,
-                    plan.steps,
+                await self.target.apply_pushed_many(
+                    flow_sid,
+                    [(plan.execution, plan.steps) for plan in group],
                     # The gauges are recomputed from the store: once per pass is enough.
-                    refresh_gauges=index == len(plans) - 1,
+                    refresh_gauges=index == len(by_flow) - 1,
                 )
             except (ApiError, StateError) as error:
-                report.failures += 1
-                self._failed(plan.tracked, now, error, to_ack, report)
+                for plan in group:
+                    report.failures += 1
+                    self._failed(plan.tracked, now, error, to_ack, report)
                 continue
-            plan.tracked.failures = 0
-            self._applied(plan, now, to_ack, report)
+            for plan in group:
+                plan.tracked.failures = 0
+                self._applied(plan, now, to_ack, report)
         if to_ack:
             report.acked = self.store.ack_events(to_ack)
             self._loaded -= to_ack

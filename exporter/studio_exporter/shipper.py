@@ -8,7 +8,7 @@ import time
 
 from opentelemetry.sdk.resources import Resource
 
-from studio_exporter.otlp import encode_request
+from studio_exporter.otlp import encode_span, encode_spans_request
 from studio_exporter.selfmetrics import ExporterMetrics
 from studio_exporter.span_sink import SpanSender
 from studio_exporter.spans import SpanRecord
@@ -69,10 +69,10 @@ class SpanShipper:
                 self.health.set_spans_pending(0)
                 return 0, True
             ids = [row_id for row_id, _ in pending]
-            records = [SpanRecord.from_json(payload) for _, payload in pending]
-            payload = encode_request(records, self.resource)
+            spans = [_outbox_span(payload) for _, payload in pending]
+            payload = encode_spans_request(spans, self.resource)
             try:
-                ok = self.sender.send(payload, len(records), timeout)
+                ok = self.sender.send(payload, len(spans), timeout)
             except Exception:
                 log.exception("span sender raised")
                 ok = False
@@ -149,3 +149,14 @@ class SpanShipper:
             if sent == 0:
                 return True
         return self.store.count_pending_spans() == 0
+
+
+def _outbox_span(payload: bytes) -> bytes:
+    """The encoded OTLP span of an outbox row.
+
+    The poller queues encoded spans; a span queued as a JSON record (by an earlier version,
+    before an upgrade) is encoded here. An encoded Span starts with its trace id's tag, 0x0a.
+    """
+    if payload[:1] == b"{":
+        return encode_span(SpanRecord.from_json(payload))
+    return payload
