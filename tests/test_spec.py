@@ -238,7 +238,9 @@ def test_the_account_spec_is_valid_and_has_exactly_the_account_operations() -> N
     validate(spec)
     assert spec["servers"] == [{"url": "https://api.twilio.com"}]
     found = sorted(
-        (method, op["operationId"]) for item in spec["paths"].values() for method, op in item.items()
+        (method, op["operationId"])
+        for item in spec["paths"].values()
+        for method, op in item.items()
     )
     assert found == sorted(("get", operation_id) for operation_id in ACCOUNT_OPERATIONS)
 
