@@ -32,6 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-concurrency", type=int, default=0, metavar="N", help="0: no limit")
     parser.add_argument("--account-sid", default=DEFAULT_ACCOUNT_SID)
     parser.add_argument("--auth-token", default=DEFAULT_AUTH_TOKEN)
+    parser.add_argument(
+        "--subaccounts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N subaccounts of the main account, each with its own token, flows and traffic",
+    )
     return parser
 
 
@@ -56,6 +63,7 @@ def main(argv: Sequence[str]) -> int:
             auth_token=args.auth_token,
             host=args.host,
             port=args.port,
+            subaccounts=args.subaccounts,
         )
     except ValueError as error:
         parser.error(str(error))
@@ -69,6 +77,11 @@ def main(argv: Sequence[str]) -> int:
     print(f"  TWILIO_ACCOUNT_SID={simulator.account_sid}")
     print(f"  TWILIO_AUTH_TOKEN={simulator.auth_token}")
     print(f"  try: curl -u {simulator.account_sid}:{simulator.auth_token} {url}/v2/Flows")
+    if args.subaccounts:
+        print(
+            f"  {args.subaccounts} subaccounts, each with its own auth token: "
+            f"curl -u {simulator.account_sid}:{simulator.auth_token} {url}/2010-04-01/Accounts.json"
+        )
     print(f"  ground truth: {url}/_simulator/truth   (Ctrl-C to stop)", flush=True)
     try:
         threading.Event().wait()
