@@ -548,8 +548,13 @@ class FlowsOnlyApi:
 def test_apply_pushed_counts_each_step_once(store: Store) -> None:
     registry = CollectorRegistry()
     metrics = StudioMetrics(registry)
+    account_sid = "AC" + "1" * 32
     poller = Poller(
-        cast(StudioApi, FlowsOnlyApi()), store, metrics, ExporterMetrics(CollectorRegistry())
+        cast(StudioApi, FlowsOnlyApi()),
+        store,
+        metrics,
+        ExporterMetrics(CollectorRegistry()),
+        account_sid=account_sid,
     )
     ended = make_execution(status="ended")
 
@@ -561,7 +566,7 @@ def test_apply_pushed_counts_each_step_once(store: Store) -> None:
         await poller.apply_pushed(FLOW_SID, ended, [S1, S2, S3])  # done: left alone
 
     asyncio.run(scenario())
-    labels = {"flow_sid": FLOW_SID, "flow": "Survey"}
+    labels = {"account_sid": account_sid, "flow_sid": FLOW_SID, "flow": "Survey"}
     assert registry.get_sample_value("twilio_studio_executions_started_total", labels) == 1
     assert (
         registry.get_sample_value(

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from studio_exporter import __version__
 from studio_exporter.config import Config
-from studio_exporter.metrics import StudioMetrics
+from studio_exporter.metrics import AccountMetrics, StudioMetrics
 from studio_exporter.poller import PRUNE_EVERY, Poller, utc_now
 from studio_exporter.push import PushProcessor, WebhookReceiver
 from studio_exporter.selfmetrics import ExporterMetrics
@@ -123,10 +123,13 @@ def build_exporter(
     config.state_dir.mkdir(parents=True, exist_ok=True)
     store = Store.open(state_file(config.state_dir))
     registry = CollectorRegistry()
-    metrics = StudioMetrics(registry, max_series_per_metric=config.max_series_per_metric)
+    account_sid = config.credentials.account_sid
+    accounts = AccountMetrics(registry)
+    metrics = StudioMetrics(max_series_per_metric=config.max_series_per_metric)
+    accounts.add(account_sid, metrics)
     snapshot = store.metric_snapshot()
     if snapshot is not None:
-        metrics.restore(snapshot)
+        metrics.restore(snapshot, account_sid=account_sid)
     health = ExporterMetrics(registry, version=__version__)
     limiter = AdaptiveLimiter(config.concurrency)
     api = StudioApi(
@@ -154,6 +157,7 @@ def build_exporter(
         flow_refresh_interval=config.flow_refresh_interval,
         span_options=span_options,
         clock=clock,
+        account_sid=account_sid,
     )
     sender = span_sender or make_span_sender(env, default_file=config.state_dir / SPANS_FILE)
     resource = resource_from_env(env, config.credentials.account_sid)

@@ -43,6 +43,8 @@ class CycleReport:
     steps_exported: int = 0
     executions_ended: int = 0
     failed_flows: list[str] = field(default_factory=list)
+    #: The ``ApiError`` reason of each failure (``unauthorized``, ``timeout``, ...).
+    error_reasons: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -78,8 +80,11 @@ class Poller:
         flow_refresh_interval: timedelta = timedelta(minutes=5),
         span_options: SpanOptions | None = None,
         clock: Callable[[], datetime] = utc_now,
+        account_sid: str = "",
     ) -> None:
         self.api = api
+        #: The account whose flows these are: the first label of every series this poller adds.
+        self.account_sid = account_sid
         self.store = store
         self.metrics = metrics
         self.health = health
@@ -131,7 +136,7 @@ class Poller:
                 del self.flows[sid]
         for flow in self.flows.values():
             # Gaps start at 0 per flow, so the series exists before the first gap.
-            self.metrics.record_gap(FlowLabels(flow.sid, flow.name), 0)
+            self.metrics.record_gap(FlowLabels(flow.sid, flow.name, self.account_sid), 0)
         self._flows_refreshed_at = now
 
     async def _labels(self, flow_sid: str) -> FlowLabels:
@@ -141,9 +146,9 @@ class Poller:
             try:
                 flow = await self.api.fetch_flow(flow_sid)
             except ApiError:
-                return FlowLabels(flow_sid, flow_sid)
+                return FlowLabels(flow_sid, flow_sid, self.account_sid)
             self.flows.setdefault(flow_sid, flow)
-        return FlowLabels(flow.sid, flow.name)
+        return FlowLabels(flow.sid, flow.name, self.account_sid)
 
     # -- cycles -------------------------------------------------------------------------------
 
@@ -154,6 +159,7 @@ class Poller:
             await self.refresh_flows()
         except ApiError as error:
             self.health.poll_error(error.reason)
+            report.error_reasons.append(error.reason)
             log.warning("listing flows failed: %s", error)
             if not self.flows:
                 report.failed_flows.append("*")
@@ -173,6 +179,7 @@ class Poller:
                     raise result
                 reason = result.reason if isinstance(result, ApiError) else type(result).__name__
                 self.health.poll_error(reason)
+                report.error_reasons.append(reason)
                 report.failed_flows.append(flow_sid)
                 log.warning("polling flow %s failed: %s", flow_sid, result, exc_info=result)
         self._refresh_gauges()
@@ -328,7 +335,7 @@ class Poller:
         *,
         cursor: datetime | None,
     ) -> None:
-        labels = FlowLabels(flow.sid, flow.name)
+        labels = FlowLabels(flow.sid, flow.name, self.account_sid)
         label_cache: dict[str, FlowLabels] = {flow.sid: labels}
         updates = list(updates)
         for update in updates:
@@ -442,7 +449,7 @@ class Poller:
 
     def _flow_labels(self, flow_sid: str) -> FlowLabels:
         flow = self.flows.get(flow_sid)
-        return FlowLabels(flow_sid, flow.name if flow is not None else flow_sid)
+        return FlowLabels(flow_sid, flow.name if flow is not None else flow_sid, self.account_sid)
 
     def prune(self, now: datetime) -> PruneResult:
         """Forget executions (and their marks) that Studio itself no longer keeps."""
