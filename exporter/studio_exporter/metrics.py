@@ -170,8 +170,8 @@ class StudioMetrics(Collector):
     are account_sid, flow_sid and flow, those get ``__overflow__``. So a metric holds at most the
     cap plus one overflow series per flow. One StudioMetrics holds one account's series (see
     :class:`AccountMetrics`), so the cap is per account: a busy account cannot fold another's.
-    Every folded observation counts in ``twilio_studio_exporter_series_overflow_total{metric}``, which this collector exposes
-    itself (it owns the cap) and snapshots with the counters.
+    Every folded observation counts in ``twilio_studio_exporter_series_overflow_total{metric}``,
+    which this collector exposes itself (it owns the cap) and snapshots with the counters.
 
     A sample of the exposition (text format 0.0.4; the OpenMetrics format adds the exemplars)::
 
