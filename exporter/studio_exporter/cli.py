@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from studio_exporter import __version__
 from studio_exporter.config import (
+    DEFAULT_ACCOUNT_REFRESH_INTERVAL,
     DEFAULT_CONCURRENCY,
     DEFAULT_FLOW_REFRESH_INTERVAL,
     DEFAULT_LISTEN_ADDRESS,
@@ -21,6 +22,7 @@ from studio_exporter.config import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_STATE_DIR,
+    DEFAULT_TWILIO_API_BASE_URL,
     DEFAULT_TWILIO_BASE_URL,
     ENV_VARS,
     LOG_FORMATS,
@@ -50,6 +52,35 @@ def _add_exporter_flags(parser: argparse.ArgumentParser) -> None:
         dest="twilio_base_url",
         help=f"Studio API base URL (default {DEFAULT_TWILIO_BASE_URL})"
         + _env_help("twilio_base_url"),
+    )
+    add(
+        "--twilio-api-base-url",
+        dest="twilio_api_base_url",
+        help=f"Twilio v2010 API base URL, where accounts are listed (default "
+        f"{DEFAULT_TWILIO_API_BASE_URL}, or --twilio-base-url when given)"
+        + _env_help("twilio_api_base_url"),
+    )
+    add(
+        "--include-subaccounts",
+        dest="include_subaccounts",
+        nargs="?",
+        const="true",
+        help="follow every active subaccount of TWILIO_ACCOUNT_SID too, each with its own "
+        "credentials (read from the Accounts list)" + _env_help("include_subaccounts"),
+    )
+    add(
+        "--account",
+        dest="accounts",
+        action="append",
+        help="follow only this Account SID, the main account or a subaccount (repeatable; "
+        "default: every account)" + _env_help("accounts"),
+    )
+    add(
+        "--account-refresh-interval",
+        dest="account_refresh_interval",
+        help="time between re-reads of the Accounts list (default "
+        f"{format_duration(DEFAULT_ACCOUNT_REFRESH_INTERVAL)})"
+        + _env_help("account_refresh_interval"),
     )
     add(
         "--web.listen-address",
