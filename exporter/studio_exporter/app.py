@@ -121,9 +121,9 @@ def build_exporter(
     """Open the state, build every part and wire them; nothing runs until ``start()``."""
     env = os.environ if env is None else env
     config.state_dir.mkdir(parents=True, exist_ok=True)
-    store = Store.open(state_file(config.state_dir))
-    registry = CollectorRegistry()
     account_sid = config.credentials.account_sid
+    store = Store.open(state_file(config.state_dir), account_sid=account_sid)
+    registry = CollectorRegistry()
     accounts = AccountMetrics(registry)
     metrics = StudioMetrics(max_series_per_metric=config.max_series_per_metric)
     accounts.add(account_sid, metrics)
