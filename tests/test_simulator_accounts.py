@@ -170,3 +170,15 @@ def test_requests_to_v2010_are_counted_with_the_caller(simulator: Simulator) -> 
 
 def test_rfc2822_is_v2010s_format() -> None:
     assert rfc2822(1438286400) == "Thu, 30 Jul 2015 20:00:00 +0000"
+
+
+def test_a_rotated_token_replaces_the_old_one(simulator: Simulator) -> None:
+    sub = simulator.accounts[4]
+    old = sub.auth_token
+    new = simulator.rotate_auth_token(sub.sid)
+    assert new != old
+    with httpx.Client(base_url=simulator.url) as http:
+        assert http.get("/v2/Flows", auth=(sub.sid, old)).status_code == 401
+        assert http.get("/v2/Flows", auth=(sub.sid, new)).status_code == 200
+    main = sdk_client(simulator.url, simulator.account_sid, simulator.auth_token)
+    assert main.api.v2010.accounts(sub.sid).fetch().auth_token == new

@@ -16,6 +16,11 @@ import httpx
 from prometheus_client import CollectorRegistry
 
 from studio_exporter import __version__
+from studio_exporter.accounts import (
+    AccountSupervisor,
+    SharedSender,
+    build_account_parts,
+)
 from studio_exporter.config import Config
 from studio_exporter.metrics import AccountMetrics, StudioMetrics
 from studio_exporter.poller import PRUNE_EVERY, Poller, utc_now
@@ -25,19 +30,13 @@ from studio_exporter.shipper import SpanShipper
 from studio_exporter.span_sink import (
     JsonLinesSender,
     SpanSender,
-    make_span_sender,
-    resource_from_env,
 )
-from studio_exporter.spans import SpanOptions
-from studio_exporter.state import Store, state_file
+from studio_exporter.state import Store
 from studio_exporter.studio_api import StudioApi
-from studio_exporter.throttle import AdaptiveLimiter
 from studio_exporter.web import PostHook, Readiness, WebServer
 from studio_exporter.webconfig import BasicAuthChecker, WebConfig, load_web_config
 
 log = logging.getLogger(__name__)
-
-SPANS_FILE = "spans.otlp.jsonl"
 
 
 @dataclass
@@ -56,6 +55,8 @@ class Exporter:
     spans_file: Path | None
     post_hooks: dict[str, PostHook] = field(default_factory=dict)
     push: PushProcessor | None = None
+    #: Which accounts are followed; the parts above are the main account's.
+    accounts: AccountSupervisor | None = None
 
     def readiness(self) -> Readiness:
         reasons: dict[str, str] = {}
@@ -86,8 +87,15 @@ class Exporter:
     async def run(self, stop: asyncio.Event) -> None:
         """Poll, receive pushes, or both, by ``--mode``, until ``stop`` is set."""
         tasks = []
+        multi = self.accounts is not None and self.accounts.multi
         if self.config.mode in ("poll", "hybrid"):
-            tasks.append(self.poller.run(stop, self.config.poll_interval))
+            if multi:
+                assert self.accounts is not None
+                tasks.append(self.accounts.run(stop))
+            else:
+                tasks.append(self.poller.run(stop, self.config.poll_interval))
+        if self.accounts is not None and not (multi and self.config.mode != "push"):
+            tasks.append(self.accounts.refresh_loop(stop))
         if self.push is not None:
             tasks.append(self.push.run(stop))
         if self.config.mode == "push":
@@ -101,8 +109,17 @@ class Exporter:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=PRUNE_EVERY.total_seconds())
 
+    async def aclose_apis(self) -> None:
+        """Close every account's API clients (before ``close``)."""
+        if self.accounts is not None:
+            await self.accounts.aclose()
+        else:
+            await self.api.aclose()
+
     def close(self) -> None:
         """Flush spans, commit state, stop serving. Safe to call once everything has stopped."""
+        if self.accounts is not None:
+            self.accounts.close()
         self.shipper.stop(flush=True)
         if self.web is not None:
             self.web.stop()
@@ -122,47 +139,37 @@ def build_exporter(
     env = os.environ if env is None else env
     config.state_dir.mkdir(parents=True, exist_ok=True)
     account_sid = config.credentials.account_sid
-    store = Store.open(state_file(config.state_dir), account_sid=account_sid)
     registry = CollectorRegistry()
-    accounts = AccountMetrics(registry)
-    metrics = StudioMetrics(max_series_per_metric=config.max_series_per_metric)
-    accounts.add(account_sid, metrics)
-    snapshot = store.metric_snapshot()
-    if snapshot is not None:
-        metrics.restore(snapshot, account_sid=account_sid)
+    accounts_metrics = AccountMetrics(registry)
     health = ExporterMetrics(registry, version=__version__)
-    limiter = AdaptiveLimiter(config.concurrency)
-    api = StudioApi(
-        config.twilio_base_url,
+    main = build_account_parts(
+        config,
         config.credentials,
-        timeout=config.request_timeout.total_seconds(),
-        limiter=limiter,
         health=health,
+        env=env,
         transport=transport,
-        keep_context=bool(config.context_allowlist),
-    )
-    span_options = SpanOptions(
-        failure_events=config.failure_events,
-        context_allowlist=config.context_allowlist,
-        hash_phone_numbers=config.hash_phone_numbers,
-        phone_hash_salt=config.phone_hash_salt.reveal(),
-    )
-    poller = Poller(
-        api,
-        store,
-        metrics,
-        health,
-        flow_filter=config.flows,
-        lookback=config.lookback,
-        flow_refresh_interval=config.flow_refresh_interval,
-        span_options=span_options,
+        sender=None if span_sender is None else SharedSender(span_sender),
         clock=clock,
-        account_sid=account_sid,
     )
-    sender = span_sender or make_span_sender(env, default_file=config.state_dir / SPANS_FILE)
-    resource = resource_from_env(env, config.credentials.account_sid)
-    shipper = SpanShipper(store, sender, resource, health)
-    poller.on_spans_queued = shipper.wake
+    accounts_metrics.add(account_sid, main.metrics)
+    store, metrics, api, poller, shipper, sender = (
+        main.store,
+        main.metrics,
+        main.api,
+        main.poller,
+        main.shipper,
+        main.sender,
+    )
+    supervisor = AccountSupervisor(
+        config,
+        main,
+        accounts_metrics,
+        health,
+        env=env,
+        transport=transport,
+        shared_sender=span_sender,
+        clock=clock,
+    )
     built = Exporter(
         config=config,
         registry=registry,
@@ -174,6 +181,7 @@ def build_exporter(
         shipper=shipper,
         web=None,
         spans_file=sender.path if isinstance(sender, JsonLinesSender) else None,
+        accounts=supervisor,
     )
     if config.mode != "poll":
         assert config.webhook_auth_token is not None  # validated by config_from_mapping

@@ -343,7 +343,7 @@ async def _run(config: Config) -> int:
     try:
         await exporter.run(stop)
     finally:
-        await exporter.api.aclose()
+        await exporter.aclose_apis()
         exporter.close()
         log.info("stopped: state committed, spans flushed")
     return 0
@@ -358,10 +358,13 @@ async def _backfill(config: Config, since: timedelta) -> int:
     exporter.start()
     bar = ProgressBar(sys.stderr, label="backfill")
     try:
-        report = await exporter.poller.backfill(utc_now() - since, progress=bar.update)
+        if exporter.accounts is not None and exporter.accounts.multi:
+            report = await exporter.accounts.backfill(utc_now() - since, progress=bar.update)
+        else:
+            report = await exporter.poller.backfill(utc_now() - since, progress=bar.update)
     finally:
         bar.close()
-        await exporter.api.aclose()
+        await exporter.aclose_apis()
         exporter.close()
     print(
         f"backfill: {report.flows} flows, {report.executions_read} executions, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import dataclass, field
@@ -148,6 +149,17 @@ class Simulator:
         if found is None:
             raise KeyError(sid)
         return found
+
+    def rotate_auth_token(self, sid: str) -> str:
+        """Give a subaccount a new auth token (the old one stops working); returns it."""
+        account = self.account(sid)
+        if account is self.accounts_api.main:
+            raise ValueError("the main account's token is the configured one")
+        token = hashlib.blake2b(f"{account.auth_token}|rotated".encode(), digest_size=16)
+        account.auth_token = token.hexdigest()
+        account.api.add_credentials(sid, account.auth_token)
+        account.updated = self._now()
+        return account.auth_token
 
     def set_account_status(self, sid: str, status: str) -> None:
         """Suspend, close or reactivate a subaccount (the main account stays active)."""
