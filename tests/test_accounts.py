@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,7 +17,8 @@ from prometheus_client.registry import Collector
 from studio_exporter.accounts import AccountSupervisor
 from studio_exporter.app import Exporter, build_exporter
 from studio_exporter.config import config_from_mapping
-from studio_exporter.simulator import Simulator, SimulatorConfig
+from studio_exporter.poller import utc_now
+from studio_exporter.simulator import DeliveryOptions, FakeClock, Simulator, SimulatorConfig
 from studio_exporter.state import Store, state_file, subaccount_state_file
 from tests.otlp_receiver import OtlpReceiver, running_receiver
 from tests.truthcheck import expected_span_count, metric_mismatches, samples
@@ -65,7 +68,12 @@ def account_registry(registry: CollectorRegistry, account_sid: str) -> Collector
 
 
 def make_exporter(
-    sim: Simulator, state_dir: Path, receiver: OtlpReceiver, **flags: str
+    sim: Simulator,
+    state_dir: Path,
+    receiver: OtlpReceiver,
+    *,
+    clock: FakeClock | None = None,
+    **flags: str,
 ) -> Exporter:
     config = config_from_mapping(
         {
@@ -73,12 +81,16 @@ def make_exporter(
             "state_dir": str(state_dir),
             "lookback": "3d",
             "include_subaccounts": "true",
+            "listen_address": "127.0.0.1:0",
             **flags,
         },
         {"TWILIO_ACCOUNT_SID": sim.account_sid, "TWILIO_AUTH_TOKEN": sim.auth_token},
     )
     exporter = build_exporter(
-        config, env={"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint}, serve_web=False
+        config,
+        env={"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint},
+        serve_web=clock is not None,
+        clock=clock or utc_now,
     )
     exporter.start()
     return exporter
@@ -266,3 +278,79 @@ def test_a_single_account_exporter_carries_the_account_and_its_info(
         }
     finally:
         exporter.close()
+
+
+def test_push_gives_each_account_its_own_webhook_path(
+    receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    """Each account's sink posts to ``/webhooks/event-streams/{AccountSid}``, signed with that
+    account's token; the token is chosen by the path, so another account's path refuses it,
+    and the main account's single-account path keeps working."""
+    clock = FakeClock(datetime(2026, 5, 4, 8, 0, 0, tzinfo=UTC))
+    config = SimulatorConfig(
+        seed=19, history_executions=60, history_days=0.05, subaccounts=2, clock=clock
+    )
+    with Simulator(config) as sim:
+        exporter = make_exporter(sim, tmp_path, receiver, clock=clock, mode="push", lookback="1d")
+        exporter_config = exporter.config
+        assert exporter.web is not None
+        base = f"{exporter.web.url}{exporter_config.webhook_path}"
+        loop = asyncio.new_event_loop()
+        stop = asyncio.Event()
+
+        async def main() -> None:
+            try:
+                await exporter.run(stop)
+            finally:
+                await exporter.aclose_apis()
+
+        thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+        thread.start()
+        pushers = []
+        try:
+            accounts = exporter.accounts
+            assert accounts is not None
+            deadline = time.monotonic() + 30
+            while len(accounts.followed) < 3 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            main_sid, first, second = (a.sid for a in sim.accounts)
+            since = clock() - timedelta(days=1)
+            # The main account on the single-account path, the subaccounts on their own.
+            targets = ((main_sid, base), (first, f"{base}/{first}"), (second, f"{base}/{second}"))
+            for sid, url in targets:
+                options = DeliveryOptions(seed=3)
+                pushers.append(
+                    sim.push_events_to(url, options, interval=0.05, since=since, account_sid=sid)
+                )
+            deadline = time.monotonic() + 60
+            problems = ["not compared yet"]
+            while problems and time.monotonic() < deadline:
+                problems = [
+                    f"{a.sid}: {problem}"
+                    for a in sim.accounts
+                    for problem in metric_mismatches(
+                        account_registry(exporter.registry, a.sid), sim.truth(a.sid)
+                    )
+                ]
+                time.sleep(0.3)
+            assert problems == []
+            for pusher in pushers:
+                pusher.stop()
+            # A delivery signed with one subaccount's token, posted to another's path: refused.
+            misdirected = sim.push_events_to(
+                f"{base}/{second}",
+                DeliveryOptions(seed=4),
+                interval=0.05,
+                since=since,
+                account_sid=first,
+            )
+            deadline = time.monotonic() + 10
+            while not misdirected.sender.report.statuses.get(403) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            misdirected.stop()
+            assert misdirected.sender.report.statuses.get(403)
+        finally:
+            loop.call_soon_threadsafe(stop.set)
+            thread.join(timeout=30)
+            loop.close()
+            exporter.close()

@@ -30,6 +30,7 @@ from studio_exporter.accounts_api import Account, AccountsApi
 from studio_exporter.config import Config, Credentials
 from studio_exporter.metrics import AccountMetrics, StudioMetrics
 from studio_exporter.poller import CycleReport, Poller
+from studio_exporter.push import PushProcessor, WebhookReceiver
 from studio_exporter.selfmetrics import ExporterMetrics
 from studio_exporter.shipper import SpanShipper
 from studio_exporter.span_sink import SpanSender, make_span_sender, resource_from_env
@@ -37,6 +38,7 @@ from studio_exporter.spans import SpanOptions
 from studio_exporter.state import ACCOUNTS_DIR, Store, state_file, subaccount_state_file
 from studio_exporter.studio_api import ApiError, StudioApi
 from studio_exporter.throttle import AdaptiveLimiter
+from studio_exporter.web import PostHook
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,11 @@ class AccountParts:
     failures: int = 0
     retry_at: float = 0.0
     started: bool = False
+    #: Push and hybrid modes: the account's webhook receiver, processor and its task.
+    receiver: WebhookReceiver | None = None
+    push: PushProcessor | None = None
+    push_stop: asyncio.Event | None = None
+    push_task: asyncio.Task[None] | None = None
 
 
 class SharedSender:
@@ -189,6 +196,20 @@ class AccountSupervisor:
         #: Wall time of the last cycle over every account, for logs and the benchmark.
         self.last_cycle_seconds = 0.0
         self.last_reports: dict[str, CycleReport] = {}
+        #: The web server's POST routes (set by ``app``): per-account webhook paths go here.
+        self.hooks: dict[str, PostHook] | None = None
+        #: The main account's receiver and processor: the others count into their series.
+        self.main_receiver: WebhookReceiver | None = None
+        self.main_push: PushProcessor | None = None
+
+    def webhook_path(self, account_sid: str) -> str:
+        """Where an account's Event Streams deliveries arrive: its own path, so the token that
+        checks the signature is chosen by the URL before the body is read."""
+        return f"{self.config.webhook_path.rstrip('/')}/{account_sid}"
+
+    def webhook_public_url(self, account_sid: str) -> str | None:
+        public = self.config.webhook_public_url
+        return None if public is None else f"{public.rstrip('/')}/{account_sid}"
 
     @property
     def multi(self) -> bool:
@@ -273,7 +294,38 @@ class AccountSupervisor:
         parts.started = True
         self.followed[account.sid] = parts
         self.accounts_metrics.add(account.sid, parts.metrics)
+        if self.config.mode != "poll":
+            self._start_push(parts)
         log.info("following account %s (%s)", account.sid, account.friendly_name)
+
+    def _start_push(self, parts: AccountParts) -> None:
+        """The account's own webhook path, receiver (its token) and inbox processor."""
+        basic = self.config.webhook_basic_auth
+        processor = PushProcessor(parts.store, parts.api, parts.poller, counters_of=self.main_push)
+        parts.receiver = WebhookReceiver(
+            parts.store,
+            parts.credentials.password.reveal(),
+            public_url=self.webhook_public_url(parts.account_sid),
+            basic_auth=None if basic is None else (basic[0], basic[1].reveal()),
+            metrics=None,
+            on_accepted=processor.wake,
+            counters_of=self.main_receiver,
+        )
+        parts.push = processor
+        parts.push_stop = asyncio.Event()
+        parts.push_task = asyncio.create_task(processor.run(parts.push_stop))
+        if self.hooks is not None:
+            self.hooks[self.webhook_path(parts.account_sid)] = parts.receiver
+
+    async def _stop_push(self, parts: AccountParts) -> None:
+        if self.hooks is not None:
+            self.hooks.pop(self.webhook_path(parts.account_sid), None)
+        if parts.push_stop is not None and parts.push_task is not None:
+            parts.push_stop.set()
+            if parts.push is not None:
+                parts.push.wake()
+            await parts.push_task
+        parts.push_task = parts.push_stop = None
 
     async def _recredential(self, parts: AccountParts, credentials: Credentials) -> None:
         """The account's token changed (rotated): read it with the new one from now on."""
@@ -289,6 +341,10 @@ class AccountSupervisor:
             keep_context=bool(self.config.context_allowlist),
         )
         parts.poller.api = parts.api
+        if parts.push is not None:
+            parts.push.api = parts.api
+        if parts.receiver is not None:
+            parts.receiver.auth_token = credentials.password.reveal()
         parts.failures, parts.retry_at = 0, 0.0
         await old.aclose()
         log.info("account %s: new credentials", parts.account_sid)
@@ -299,6 +355,7 @@ class AccountSupervisor:
         log.info("account %s is %s: stopped following it", account_sid, why)
         if parts is self.main:
             return  # its state, API and shipper live as long as the exporter
+        await self._stop_push(parts)
         await asyncio.to_thread(self._close_parts, parts)
         await parts.api.aclose()
 
@@ -415,7 +472,10 @@ class AccountSupervisor:
     # -- shutting down --------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Close every API client (the main account's too)."""
+        """Stop the subaccounts' push processors; close every API client (the main's too)."""
+        for parts in list(self.followed.values()):
+            if parts is not self.main:
+                await self._stop_push(parts)
         await self.accounts_api.aclose()
         for parts in {id(p): p for p in [*self.followed.values(), self.main]}.values():
             await parts.api.aclose()

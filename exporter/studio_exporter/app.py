@@ -196,6 +196,13 @@ def build_exporter(
             metrics=registry,
             on_accepted=processor.wake,
         )
+    if config.mode != "poll" and config.include_subaccounts:
+        # Each account signs with its own token: the main account gets its own path too.
+        receiver = built.post_hooks[config.webhook_path]
+        assert isinstance(receiver, WebhookReceiver)
+        supervisor.main_receiver, supervisor.main_push = receiver, built.push
+        built.post_hooks[supervisor.webhook_path(account_sid)] = receiver
+        main.receiver, main.push = receiver, built.push
     if serve_web:
         web_config = (
             load_web_config(config.web_config_file)
@@ -213,4 +220,5 @@ def build_exporter(
             if web_config.basic_auth_users
             else None,
         )
+    supervisor.hooks = built.web.httpd.post_hooks if built.web is not None else built.post_hooks
     return built
