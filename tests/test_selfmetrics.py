@@ -103,3 +103,15 @@ def test_lives_beside_the_domain_metrics_in_one_registry(registry: CollectorRegi
     names = {f.name for f in text_string_to_metric_families(generate_latest(registry).decode())}
     assert "twilio_studio_exporter_series_overflow" in names  # from StudioMetrics
     assert "twilio_studio_exporter_poll_cycles" in names
+
+
+def test_account_errors_are_counted_by_account_and_reason(
+    registry: CollectorRegistry, health: ExporterMetrics
+) -> None:
+    account = "AC" + "3" * 32
+    health.account_error(account, "unauthorized")
+    health.account_error(account, "unauthorized")
+    health.account_error(account, "no_auth_token")
+    total = "twilio_studio_exporter_account_errors_total"
+    assert registry.get_sample_value(total, {"account_sid": account, "reason": "unauthorized"}) == 2
+    assert registry.get_sample_value(total, {"account_sid": account, "reason": "no_auth_token"}) == 1
