@@ -113,5 +113,7 @@ def test_account_errors_are_counted_by_account_and_reason(
     health.account_error(account, "unauthorized")
     health.account_error(account, "no_auth_token")
     total = "twilio_studio_exporter_account_errors_total"
-    assert registry.get_sample_value(total, {"account_sid": account, "reason": "unauthorized"}) == 2
-    assert registry.get_sample_value(total, {"account_sid": account, "reason": "no_auth_token"}) == 1
+    refused = {"account_sid": account, "reason": "unauthorized"}
+    missing = {"account_sid": account, "reason": "no_auth_token"}
+    assert registry.get_sample_value(total, refused) == 2
+    assert registry.get_sample_value(total, missing) == 1
