@@ -259,6 +259,8 @@ def test_account_restricts_to_the_named_accounts(
         assert set(info(exporter.registry)) == {chosen}
         started = samples(exporter.registry, "twilio_studio_executions_started_total")
         assert {labels["account_sid"] for labels, value in started if value} == {chosen}
+        # Ready although the main account (not named) is never polled.
+        assert exporter.readiness().ready, exporter.readiness().reasons
     finally:
         exporter.close()
 

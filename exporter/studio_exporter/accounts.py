@@ -196,6 +196,11 @@ class AccountSupervisor:
         #: Wall time of the last cycle over every account, for logs and the benchmark.
         self.last_cycle_seconds = 0.0
         self.last_reports: dict[str, CycleReport] = {}
+        #: When a cycle last had an account that polled well, and cycles in a row where none
+        #: did: what /health/ready judges with many accounts (one failing account is counted
+        #: in account_errors_total, not made a reason to take the exporter out of service).
+        self.last_success: datetime | None = None
+        self.consecutive_failures = 0
         #: The web server's POST routes (set by ``app``): per-account webhook paths go here.
         self.hooks: dict[str, PostHook] | None = None
         #: The main account's receiver and processor: the others count into their series.
@@ -254,7 +259,13 @@ class AccountSupervisor:
         for sid in list(self.followed):
             entry = seen.get(sid)
             if entry is None or not entry.is_active:
-                await self._stop(sid, "no longer listed" if entry is None else entry.status)
+                if entry is not None:
+                    why = entry.status
+                elif self._wanted(sid):
+                    why = "no longer listed"
+                else:
+                    why = "not named by --account"
+                await self._stop(sid, why)
         for account in seen.values():
             if account.is_active:
                 await self._follow(account)
@@ -412,6 +423,11 @@ class AccountSupervisor:
                 await self._after_failure(parts, report)
         self.last_cycle_seconds = time.monotonic() - started
         self.last_reports = reports
+        if any(report.ok for report in reports.values()):
+            self.last_success = self.clock()
+            self.consecutive_failures = 0
+        elif reports:
+            self.consecutive_failures += 1
         return reports
 
     async def run(self, stop: asyncio.Event) -> None:

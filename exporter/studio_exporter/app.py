@@ -60,7 +60,10 @@ class Exporter:
 
     def readiness(self) -> Readiness:
         reasons: dict[str, str] = {}
-        poller = self.poller
+        # With many accounts, polling is judged over all of them (the supervisor's record).
+        poller: Poller | AccountSupervisor = self.poller
+        if self.accounts is not None and self.accounts.multi:
+            poller = self.accounts
         if self.push is not None and self.push.consecutive_failures:
             reasons["push"] = f"{self.push.consecutive_failures} failed passes over the inbox"
         if self.config.mode == "push":
@@ -68,7 +71,7 @@ class Exporter:
         elif poller.last_success is None:
             reasons["poll"] = "no successful poll yet"
         else:
-            age = (poller.clock() - poller.last_success).total_seconds()
+            age = (self.poller.clock() - poller.last_success).total_seconds()
             limit = 3 * self.config.poll_interval.total_seconds() + 30
             if age > limit:
                 reasons["poll"] = f"last successful poll {age:.0f}s ago"
