@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -20,6 +22,7 @@ from studio_exporter.config import config_from_mapping
 from studio_exporter.poller import utc_now
 from studio_exporter.simulator import DeliveryOptions, FakeClock, Simulator, SimulatorConfig
 from studio_exporter.state import Store, state_file, subaccount_state_file
+from tests.exporter_process import exporter_command
 from tests.otlp_receiver import OtlpReceiver, running_receiver
 from tests.truthcheck import expected_span_count, metric_mismatches, samples
 from tests.twilio_sdk import sdk_client
@@ -356,3 +359,41 @@ def test_push_gives_each_account_its_own_webhook_path(
             thread.join(timeout=30)
             loop.close()
             exporter.close()
+
+
+def test_backfill_takes_the_account_flags(simulator: Simulator, tmp_path: Path) -> None:
+    chosen = [a.sid for a in simulator.accounts[1:]]
+    env = {
+        **os.environ,
+        "TWILIO_ACCOUNT_SID": simulator.account_sid,
+        "TWILIO_AUTH_TOKEN": simulator.auth_token,
+        "OTEL_SDK_DISABLED": "true",
+    }
+    done = subprocess.run(
+        [
+            *exporter_command("backfill"),
+            "--include-subaccounts",
+            *(flag for sid in chosen for flag in ("--account", sid)),
+            "--twilio-base-url",
+            simulator.url,
+            "--state-dir",
+            str(tmp_path),
+            "--since",
+            "3d",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    started = sum(
+        flow["executions_started"]
+        for sid in chosen
+        for flow in simulator.truth(sid)["flows"].values()
+    )
+    assert f", {started} executions," in done.stdout
+    for sid in chosen:
+        with Store.open(subaccount_state_file(tmp_path, sid)) as store:
+            assert store.account_sid() == sid
