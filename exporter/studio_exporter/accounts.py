@@ -81,7 +81,7 @@ class SharedSender:
         return self.inner.send(payload, count)
 
     def shutdown(self) -> None:
-        """Left to the owner (``AccountSupervisor.close``)."""
+        """Left to the owner (``app.Exporter.close``, once every shipper has stopped)."""
 
 
 def spans_file(state_dir: Path, account_sid: str, main_sid: str) -> Path:
@@ -498,10 +498,8 @@ class AccountSupervisor:
 
     def close(self) -> None:
         """Stop the subaccounts' shippers (flushing) and close their state; the main account's
-        parts are closed by the exporter itself."""
+        parts, and a shared sender, are closed by the exporter itself."""
         for sid in list(self.followed):
             parts = self.followed[sid]
             if parts is not self.main:
                 self._close_parts(parts)
-        if self.shared_sender is not None:
-            self.shared_sender.shutdown()

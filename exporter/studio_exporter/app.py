@@ -124,6 +124,8 @@ class Exporter:
         if self.accounts is not None:
             self.accounts.close()
         self.shipper.stop(flush=True)
+        if self.accounts is not None and self.accounts.shared_sender is not None:
+            self.accounts.shared_sender.shutdown()  # every shipper that used it has stopped
         if self.web is not None:
             self.web.stop()
         self.store.close()
