@@ -306,8 +306,9 @@ def freshness(seconds: float, poll_interval: float, mode: str = "poll") -> dict[
     }
 
 
-#: Requests about flows rather than executions: made once per flow and revision.
-FLOW_OPERATIONS = frozenset({"ListFlow", "FetchFlow"})
+#: Requests about flows or the account rather than executions: once per flow and revision,
+#: and once per account refresh (the account's name for twilio_studio_account_info).
+FLOW_OPERATIONS = frozenset({"ListFlow", "FetchFlow", "FetchAccount", "ListAccount"})
 
 
 def _push_rest_per_execution(sim: Simulator, store: Store, feed: EventFeed) -> dict[str, Any]:

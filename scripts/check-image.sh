@@ -28,10 +28,11 @@ python - <<'PY'
 import importlib
 import pkgutil
 
+import accounts_client
 import studio_client
 import studio_exporter
 
-for package in (studio_exporter, studio_client):
+for package in (studio_exporter, studio_client, accounts_client):
     for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
         importlib.import_module(module.name)
 import grpc  # noqa: F401  (OTEL_EXPORTER_OTLP_PROTOCOL=grpc)

@@ -193,6 +193,35 @@ def test_web_flags() -> None:
     assert defaults.webhook_max_body_size == 1024 * 1024
 
 
+SUBACCOUNT = "AC" + "2" * 32
+
+
+def test_account_flags_default_to_one_account_and_twilios_api() -> None:
+    config = config_from_mapping({}, ENV)
+    assert (config.include_subaccounts, config.accounts) == (False, ())
+    assert config.account_refresh_interval == timedelta(minutes=10)
+    assert config.api_base_url == "https://api.twilio.com"
+
+
+def test_account_flags_from_flags_and_environment() -> None:
+    env = {
+        **ENV,
+        "STUDIO_EXPORTER_INCLUDE_SUBACCOUNTS": "true",
+        "STUDIO_EXPORTER_ACCOUNTS": f"{ACCOUNT},{SUBACCOUNT},{SUBACCOUNT}",
+        "STUDIO_EXPORTER_ACCOUNT_REFRESH_INTERVAL": "1m",
+    }
+    config = config_from_mapping({"twilio_api_base_url": "http://127.0.0.1:1/"}, env)
+    assert config.include_subaccounts is True
+    assert config.accounts == (ACCOUNT, SUBACCOUNT)
+    assert config.account_refresh_interval == timedelta(minutes=1)
+    assert config.api_base_url == "http://127.0.0.1:1"
+
+
+def test_the_api_base_url_follows_a_given_studio_base_url() -> None:
+    config = config_from_mapping({"twilio_base_url": "http://127.0.0.1:9/"}, ENV)
+    assert config.api_base_url == "http://127.0.0.1:9"
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
@@ -303,3 +332,19 @@ def test_secret_files_are_read_once_and_their_variables_dropped(tmp_path: Path) 
     assert problems == []
     assert resolved == {"OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer abc", "OTHER": "kept"}
     assert with_secret_files(resolved) == (resolved, [])
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        pytest.param({"include_subaccounts": "maybe"}, "--include-subaccounts", id="bool"),
+        pytest.param({"accounts": "AC123"}, "--account: 'AC123'", id="account-sid"),
+        pytest.param({"accounts": SUBACCOUNT}, "needs --include-subaccounts", id="sub-alone"),
+        pytest.param({"account_refresh_interval": "0s"}, "--account-refresh", id="refresh"),
+        pytest.param({"twilio_api_base_url": "ftp://x"}, "--twilio-api-base-url", id="url"),
+    ],
+)
+def test_account_flag_mistakes(flags: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_from_mapping(flags, ENV)
+    assert any(message in problem for problem in caught.value.problems), caught.value.problems

@@ -1,4 +1,4 @@
-"""openapi/ agrees with Twilio's published Studio spec for every operation the exporter uses."""
+"""openapi/ agrees with Twilio's published specs for every operation the exporter uses."""
 
 from __future__ import annotations
 
@@ -12,27 +12,48 @@ import pytest
 import yaml
 
 from studio_exporter.conformance import conforms, disagreements
-from studio_exporter.specdiff import USED_OPERATIONS, TypeShape, operation_shapes
+from studio_exporter.specdiff import (
+    ACCOUNT_OPERATIONS,
+    STUDIO_OPERATIONS,
+    TypeShape,
+    operation_shapes,
+)
 from tests.reference import reference_path
 
 ROOT = Path(__file__).resolve().parents[1]
 OURS_PATH = ROOT / "openapi" / "studio_v2.yaml"
 REFERENCE_NAME = "twilio_studio_v2.json"
+ACCOUNTS_OURS_PATH = ROOT / "openapi" / "api_v2010.yaml"
+ACCOUNTS_REFERENCE_NAME = "twilio_api_v2010.json"
 
 Spec = dict[str, Any]
 
 
-def load_ours() -> Spec:
-    document = yaml.safe_load(OURS_PATH.read_text(encoding="utf-8"))
+def load_ours(path: Path = OURS_PATH) -> Spec:
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(document, dict)
+    return document
+
+
+def load_reference(path: Path) -> Spec:
+    if not path.is_file():
+        pytest.skip(
+            f"Twilio's reference spec is not at {path} (it lives outside the project; "
+            "a fresh clone has no ../shared): nothing to compare against"
+        )
+    document = json.loads(path.read_text(encoding="utf-8"))
     assert isinstance(document, dict)
     return document
 
 
 @pytest.fixture(scope="module")
 def reference() -> Spec:
-    document = json.loads(reference_path(REFERENCE_NAME).read_text(encoding="utf-8"))
-    assert isinstance(document, dict)
-    return document
+    return load_reference(reference_path(REFERENCE_NAME))
+
+
+@pytest.fixture(scope="module")
+def accounts_reference() -> Spec:
+    return load_reference(reference_path(ACCOUNTS_REFERENCE_NAME))
 
 
 def test_openapi_agrees_with_twilio(reference: Spec) -> None:
@@ -42,11 +63,59 @@ def test_openapi_agrees_with_twilio(reference: Spec) -> None:
 
 def test_the_comparison_sees_every_operation_and_field(reference: Spec) -> None:
     # Guards against a vacuous pass: both sides must yield the same non-trivial surface.
-    shapes = operation_shapes(load_ours())
-    assert set(shapes) == set(USED_OPERATIONS)
+    shapes = operation_shapes(load_ours(), STUDIO_OPERATIONS)
+    assert set(shapes) == set(STUDIO_OPERATIONS)
     assert "steps[].transitioned_from" in shapes["ListExecutionStep"].fields
     assert ("query", "DateCreatedFrom") in shapes["ListExecution"].parameters
-    assert set(operation_shapes(reference)) == set(USED_OPERATIONS)
+    assert set(operation_shapes(reference, STUDIO_OPERATIONS)) == set(STUDIO_OPERATIONS)
+
+
+def test_the_account_spec_agrees_with_twilios_v2010(accounts_reference: Spec) -> None:
+    ours = load_ours(ACCOUNTS_OURS_PATH)
+    problems = disagreements(accounts_reference, ours, ACCOUNT_OPERATIONS)
+    assert not problems, "openapi/api_v2010.yaml disagrees with Twilio's:\n" + "\n".join(problems)
+    shapes = operation_shapes(ours, ACCOUNT_OPERATIONS)
+    assert set(shapes) == set(ACCOUNT_OPERATIONS)
+    assert "accounts[].auth_token" in shapes["ListAccount"].fields
+    assert shapes["ListAccount"].fields["next_page_uri"].nullable
+    assert ("query", "Status") in shapes["ListAccount"].parameters
+    assert set(operation_shapes(accounts_reference, ACCOUNT_OPERATIONS)) == set(ACCOUNT_OPERATIONS)
+
+
+def _account_status_values(spec: Spec) -> None:
+    status = spec["components"]["schemas"]["api.v2010.account"]["properties"]["status"]
+    status["x-known-values"] = ["active", "closed"]
+
+
+def _account_sid_pattern(spec: Spec) -> None:
+    account = spec["components"]["schemas"]["api.v2010.account"]["properties"]
+    account["owner_account_sid"]["pattern"] = "^AC[0-9a-f]{32}$"
+
+
+def _account_page_uri(spec: Spec) -> None:
+    del spec["components"]["schemas"]["ListAccountResponse"]["properties"]["next_page_uri"]
+
+
+def _account_server(spec: Spec) -> None:
+    spec["servers"] = [{"url": "https://studio.twilio.com"}]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        pytest.param(_account_status_values, "values=[active,closed]", id="status-values"),
+        pytest.param(_account_sid_pattern, "owner_account_sid", id="sid-pattern"),
+        pytest.param(_account_page_uri, "next_page_uri missing", id="paging"),
+        pytest.param(_account_server, "servers", id="server"),
+    ],
+)
+def test_a_seeded_account_disagreement_is_detected(
+    accounts_reference: Spec, mutate: Callable[[Spec], None], expected: str
+) -> None:
+    ours = copy.deepcopy(load_ours(ACCOUNTS_OURS_PATH))
+    mutate(ours)
+    problems = disagreements(accounts_reference, ours, ACCOUNT_OPERATIONS)
+    assert any(expected in problem for problem in problems), problems
 
 
 # Each mutation breaks our spec in one way Twilio's does not: the comparison must notice.

@@ -35,7 +35,7 @@ def _imported_distributions() -> set[str]:
                     modules.update(alias.name for alias in node.names)
                 elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                     modules.add(node.module)
-    local = {"studio_exporter", "studio_client"}
+    local = {"studio_exporter", "studio_client", "accounts_client"}
     distributions = packages_distributions()
     found: set[str] = set()
     for module in modules:

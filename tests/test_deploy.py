@@ -35,7 +35,7 @@ def imported_top_level_modules() -> set[str]:
                     found.update(alias.name.split(".")[0] for alias in node.names)
                 elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                     found.add(node.module.split(".")[0])
-    ours = {"studio_exporter", "studio_client"}
+    ours = {"studio_exporter", "studio_client", "accounts_client"}
     return {name for name in found if name not in ours and name not in sys.stdlib_module_names}
 
 

@@ -12,10 +12,11 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.parser import text_string_to_metric_families
 
 from studio_exporter.domain import Step, Visit
-from studio_exporter.metrics import OVERFLOW, FlowLabels, StudioMetrics
+from studio_exporter.metrics import OVERFLOW, AccountMetrics, FlowLabels, StudioMetrics
 
-FLOW = FlowLabels("FW" + "a" * 32, "Onboarding")
-OTHER_FLOW = FlowLabels("FW" + "b" * 32, "Reminders")
+ACCOUNT = "AC" + "d" * 32
+FLOW = FlowLabels("FW" + "a" * 32, "Onboarding", ACCOUNT)
+OTHER_FLOW = FlowLabels("FW" + "b" * 32, "Reminders", ACCOUNT)
 TRACE = "c" * 32
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
 
@@ -60,6 +61,7 @@ def step_labels(
     widget_type: str = "send-message",
 ) -> dict[str, str]:
     return {
+        "account_sid": flow.account_sid,
         "flow_sid": flow.flow_sid,
         "flow": flow.flow_name,
         "widget": widget,
@@ -71,6 +73,7 @@ def step_labels(
 
 def duration_labels(widget: str = "send_welcome") -> dict[str, str]:
     return {
+        "account_sid": ACCOUNT,
         "flow_sid": FLOW.flow_sid,
         "flow": FLOW.flow_name,
         "widget": widget,
@@ -79,7 +82,7 @@ def duration_labels(widget: str = "send_welcome") -> dict[str, str]:
 
 
 def flow_labels(flow: FlowLabels = FLOW) -> dict[str, str]:
-    return {"flow_sid": flow.flow_sid, "flow": flow.flow_name}
+    return {"account_sid": flow.account_sid, "flow_sid": flow.flow_sid, "flow": flow.flow_name}
 
 
 def openmetrics(registry: CollectorRegistry) -> str:
@@ -242,12 +245,12 @@ def test_a_flow_of_thousands_of_widgets_is_capped(registry: CollectorRegistry) -
 
 def test_metrics_with_only_flow_labels_fold_the_flow_labels(registry: CollectorRegistry) -> None:
     metrics = StudioMetrics(registry, max_series_per_metric=2)
-    flows = [FlowLabels(f"FW{n:032x}", f"flow {n}") for n in range(5)]
+    flows = [FlowLabels(f"FW{n:032x}", f"flow {n}", ACCOUNT) for n in range(5)]
     for flow in flows:
         metrics.record_execution_started(flow)
     started = "twilio_studio_executions_started_total"
     assert registry.get_sample_value(started, flow_labels(flows[1])) == 1
-    overflow = {"flow_sid": OVERFLOW, "flow": OVERFLOW}
+    overflow = {"account_sid": OVERFLOW, "flow_sid": OVERFLOW, "flow": OVERFLOW}
     assert registry.get_sample_value(started, overflow) == 3
 
 
@@ -344,7 +347,7 @@ def test_restore_rejects_what_is_not_a_snapshot(metrics: StudioMetrics, data: by
 def test_snapshot_is_compact_json(metrics: StudioMetrics) -> None:
     fill(metrics)
     decoded = json.loads(metrics.snapshot())
-    assert decoded["version"] == 1
+    assert decoded["version"] == 2
     assert set(decoded["counters"]) == {
         "twilio_studio_steps_total",
         "twilio_studio_executions_started_total",
@@ -421,18 +424,78 @@ def test_collect_while_recording_sees_consistent_totals(registry: CollectorRegis
 def test_flow_info_names_each_followed_flow_and_its_revision(
     registry: CollectorRegistry, metrics: StudioMetrics
 ) -> None:
-    metrics.set_flows([("FW1", "Survey", 3), ("FW2", "IVR", 12)])
-    info = "twilio_studio_flow_info"
-    assert registry.get_sample_value(info, {"flow_sid": "FW1", "flow": "Survey", "revision": "3"})
+    metrics.set_flows([("FW1", "Survey", 3), ("FW2", "IVR", 12)], ACCOUNT)
+
+    def info(sid: str, name: str, revision: str) -> float | None:
+        labels = {"account_sid": ACCOUNT, "flow_sid": sid, "flow": name, "revision": revision}
+        return registry.get_sample_value("twilio_studio_flow_info", labels)
+
+    assert info("FW1", "Survey", "3") == 1
     # A new revision replaces the old series (dashboards annotate the change); a flow no longer
     # followed disappears.
-    metrics.set_flows([("FW1", "Survey", 4)])
-    assert registry.get_sample_value(info, {"flow_sid": "FW1", "flow": "Survey", "revision": "4"})
-    assert (
-        registry.get_sample_value(info, {"flow_sid": "FW1", "flow": "Survey", "revision": "3"})
-        is None
-    )
-    assert (
-        registry.get_sample_value(info, {"flow_sid": "FW2", "flow": "IVR", "revision": "12"})
-        is None
-    )
+    metrics.set_flows([("FW1", "Survey", 4)], ACCOUNT)
+    assert info("FW1", "Survey", "4") == 1
+    assert info("FW1", "Survey", "3") is None
+    assert info("FW2", "IVR", "12") is None
+
+
+def _without_account(snapshot: bytes) -> bytes:
+    """The snapshot as a single-account exporter (version 1, no account label) wrote it."""
+    decoded = json.loads(snapshot)
+    decoded["version"] = 1
+    for rows in decoded["counters"].values():
+        for row in rows:
+            del row[0]
+    for body in decoded["histograms"].values():
+        for series in body["series"]:
+            del series[0][0]
+    return json.dumps(decoded).encode()
+
+
+def test_a_version_1_snapshot_is_restored_under_its_account(metrics: StudioMetrics) -> None:
+    fill(metrics)
+    legacy = _without_account(metrics.snapshot())
+    restored = StudioMetrics()
+    restored.restore(legacy, account_sid=ACCOUNT)
+    assert restored.snapshot() == metrics.snapshot()
+
+
+def _info(registry: CollectorRegistry, sid: str, name: str, status: str) -> float | None:
+    labels = {"account_sid": sid, "account": name, "status": status}
+    return registry.get_sample_value("twilio_studio_account_info", labels)
+
+
+def test_account_metrics_merge_accounts_and_carry_their_info() -> None:
+    registry = CollectorRegistry()
+    group = AccountMetrics(registry)
+    other_account = "AC" + "e" * 32
+    first, second = StudioMetrics(max_series_per_metric=1), StudioMetrics(max_series_per_metric=1)
+    group.add(ACCOUNT, first)
+    group.add(other_account, second)
+    group.set_info(ACCOUNT, "Main", "active")
+    group.set_info(other_account, "Customer 7", "active")
+    first.record_step(FLOW, make_step())
+    first.record_step(FLOW, make_step(event="failed"))  # folded: the cap is per account
+    second_flow = FlowLabels(FLOW.flow_sid, "Onboarding", other_account)
+    second.record_step(second_flow, make_step())
+    assert registry.get_sample_value("twilio_studio_steps_total", step_labels()) == 1
+    assert registry.get_sample_value("twilio_studio_steps_total", step_labels(second_flow)) == 1
+    overflow = {"metric": "twilio_studio_steps_total"}
+    assert registry.get_sample_value("twilio_studio_exporter_series_overflow_total", overflow) == 1
+    assert _info(registry, other_account, "Customer 7", "active") == 1
+    group.remove(other_account)
+    group.set_info(other_account, "Customer 7", "suspended")
+    assert registry.get_sample_value("twilio_studio_steps_total", step_labels(second_flow)) is None
+    assert _info(registry, other_account, "Customer 7", "suspended") == 1
+    group.drop_info(other_account)
+    assert _info(registry, other_account, "Customer 7", "suspended") is None
+    exposition = generate_latest(registry).decode()
+    assert exposition.count("# TYPE twilio_studio_steps_total counter") == 1
+
+
+def test_account_metrics_without_accounts_still_describe_every_family() -> None:
+    registry = CollectorRegistry()
+    AccountMetrics(registry)
+    exposition = generate_latest(registry).decode()
+    for name in ("twilio_studio_steps_total", "twilio_studio_account_info"):
+        assert f"# TYPE {name}" in exposition

@@ -765,8 +765,13 @@ class FlowsOnlyApi:
 def test_apply_pushed_counts_each_step_once(store: Store) -> None:
     registry = CollectorRegistry()
     metrics = StudioMetrics(registry)
+    account_sid = "AC" + "1" * 32
     poller = Poller(
-        cast(StudioApi, FlowsOnlyApi()), store, metrics, ExporterMetrics(CollectorRegistry())
+        cast(StudioApi, FlowsOnlyApi()),
+        store,
+        metrics,
+        ExporterMetrics(CollectorRegistry()),
+        account_sid=account_sid,
     )
     ended = make_execution(status="ended")
 
@@ -778,7 +783,7 @@ def test_apply_pushed_counts_each_step_once(store: Store) -> None:
         await poller.apply_pushed(FLOW_SID, ended, [S1, S2, S3])  # done: left alone
 
     asyncio.run(scenario())
-    labels = {"flow_sid": FLOW_SID, "flow": "Survey"}
+    labels = {"account_sid": account_sid, "flow_sid": FLOW_SID, "flow": "Survey"}
     assert registry.get_sample_value("twilio_studio_executions_started_total", labels) == 1
     assert (
         registry.get_sample_value(
@@ -804,6 +809,7 @@ def test_apply_pushed_many_exports_each_execution_once(store: Store) -> None:
         store,
         StudioMetrics(registry),
         ExporterMetrics(CollectorRegistry()),
+        account_sid=ACCOUNT_SID,
     )
     other_sid = "FN" + "2" * 32
     other = make_execution(sid=other_sid, status="ended")
@@ -818,7 +824,7 @@ def test_apply_pushed_many_exports_each_execution_once(store: Store) -> None:
         await poller.apply_pushed_many(FLOW_SID, batch)  # a redelivery of both
 
     asyncio.run(scenario())
-    labels = {"flow_sid": FLOW_SID, "flow": "Survey"}
+    labels = {"account_sid": ACCOUNT_SID, "flow_sid": FLOW_SID, "flow": "Survey"}
     assert registry.get_sample_value("twilio_studio_executions_started_total", labels) == 2
     steps = sum(
         sample.value

@@ -150,8 +150,9 @@ def run_scenario(
     return exporter, sim, {"truth": truth, "sent": report}, problems
 
 
-#: Requests about flows, not executions: read once per flow (and revision), not per execution.
-FLOW_OPERATIONS = frozenset({"ListFlow", "FetchFlow"})
+#: Requests about flows or the account, not executions: once per flow (and revision) and per
+#: account refresh (the account's name for twilio_studio_account_info), not per execution.
+FLOW_OPERATIONS = frozenset({"ListFlow", "FetchFlow", "FetchAccount", "ListAccount"})
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from studio_exporter.config import config_from_mapping
 from studio_exporter.simulator import Simulator, SimulatorConfig
 from tests.exporter_process import ExporterProcess, exporter_command, scrape
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan, running_receiver
+from tests.test_accounts import account_registry, exported, sdk_reading
 from tests.truthcheck import expected_span_count, metric_mismatches
 
 pytestmark = pytest.mark.integration
@@ -139,6 +140,65 @@ def test_a_full_run_leaks_no_credential(
     for path in (tmp_path / "state").rglob("*"):
         if path.is_file():
             assert_absent(str(path), path.read_bytes().decode("latin-1"), secrets)
+
+
+def test_a_run_with_subaccounts_exports_what_each_reads_and_leaks_no_token(
+    receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    """The acceptance run: ``run --include-subaccounts`` exports for every account exactly
+    what its own credentials read through Twilio's SDK, picks up a subaccount added while it
+    runs at the next account refresh, and no account's token shows anywhere."""
+    config = SimulatorConfig(
+        seed=23, history_executions=30, history_days=1, auth_token=AUTH_TOKEN, subaccounts=2
+    )
+    with Simulator(config) as sim:
+        env = {
+            **os.environ,
+            "TWILIO_ACCOUNT_SID": sim.account_sid,
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint,
+            "STUDIO_EXPORTER_INCLUDE_SUBACCOUNTS": "true",
+        }
+        args = [*run_args(sim, tmp_path / "state"), "--account-refresh-interval", "2s"]
+        process = ExporterProcess(args, env, tmp_path / "exporter.log").start()
+        try:
+            url = process.web_url()
+
+            def settled() -> bool:
+                registry = scrape(url)[1]
+                return all(
+                    exported(registry, a.sid) == sdk_reading(sim, a.sid, a.auth_token)
+                    for a in sim.accounts
+                )
+
+            deadline = time.monotonic() + 60
+            while not settled() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert settled(), "the accounts' metrics did not reach what the SDK reads"
+            added = sim.add_subaccount("Added while running")
+            deadline = time.monotonic() + 60
+            while not settled() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert settled(), "the subaccount added while running was not picked up"
+            metrics_text, registry = scrape(url)
+            assert added.sid in metrics_text
+            for account in sim.accounts:
+                view = account_registry(registry, account.sid)
+                assert metric_mismatches(view, sim.truth(account.sid)) == [], account.sid
+            spans = sum(expected_span_count(sim.truth(a.sid)) for a in sim.accounts)
+            receiver.wait_for_spans(spans, timeout=60)
+        finally:
+            assert process.terminate() == 0
+        secrets = [secret for a in sim.accounts for secret in forbidden(a.sid, a.auth_token)]
+    log = process.own_log()
+    assert "DEBUG" in log
+    assert_absent("the log", log, secrets)
+    assert_absent("/metrics", metrics_text, secrets)
+    assert_absent("the spans", spans_text(receiver.spans), secrets)
+    state_files = [path for path in (tmp_path / "state").rglob("*") if path.is_file()]
+    assert any(added.sid in path.name for path in state_files)
+    for path in state_files:
+        assert_absent(str(path), path.read_bytes().decode("latin-1"), secrets)
 
 
 def test_a_rejected_token_is_not_in_the_error(simulator: Simulator, tmp_path: Path) -> None:

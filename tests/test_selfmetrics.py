@@ -175,3 +175,17 @@ def test_process_start_time_is_exposed_for_restart_annotations(
     started = registry.get_sample_value("process_start_time_seconds")
     assert started is not None
     assert started > 1.6e9
+
+
+def test_account_errors_are_counted_by_account_and_reason(
+    registry: CollectorRegistry, health: ExporterMetrics
+) -> None:
+    account = "AC" + "3" * 32
+    health.account_error(account, "unauthorized")
+    health.account_error(account, "unauthorized")
+    health.account_error(account, "no_auth_token")
+    total = "twilio_studio_exporter_account_errors_total"
+    refused = {"account_sid": account, "reason": "unauthorized"}
+    missing = {"account_sid": account, "reason": "no_auth_token"}
+    assert registry.get_sample_value(total, refused) == 2
+    assert registry.get_sample_value(total, missing) == 1

@@ -17,6 +17,9 @@ from openapi_core.datatypes import RequestParameters
 from openapi_core.validation.response.exceptions import InvalidData
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
+from accounts_client import AuthenticatedClient as AccountsClient
+from accounts_client.api.api_20100401_account import fetch_account, list_account
+from accounts_client.models import ListAccountResponse
 from studio_client import AuthenticatedClient
 from studio_client.api.studio_v2_execution import fetch_execution, list_execution
 from studio_client.api.studio_v2_execution_context import fetch_execution_context
@@ -34,6 +37,7 @@ from studio_exporter.simulator import FakeClock, Faults, Simulator, SimulatorCon
 pytestmark = pytest.mark.integration
 
 SPEC_PATH = Path(__file__).resolve().parents[1] / "openapi" / "studio_v2.yaml"
+ACCOUNTS_SPEC_PATH = SPEC_PATH.parent / "api_v2010.yaml"
 START = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 HISTORY = 600  # about 3,400 steps: thousands of records, paged
 
@@ -66,8 +70,8 @@ class _Response:
 class Validator:
     """Validates every response a client receives, counting them by operation path and status."""
 
-    def __init__(self, base_url: str) -> None:
-        spec = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))
+    def __init__(self, base_url: str, spec_path: Path = SPEC_PATH) -> None:
+        spec = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
         spec["servers"] = [{"url": base_url}]
         self._openapi = OpenAPI.from_dict(spec)
         self.validated: Counter[int] = Counter()
@@ -80,7 +84,9 @@ class Validator:
 
 @pytest.fixture(scope="module")
 def simulator() -> Iterator[Simulator]:
-    config = SimulatorConfig(seed=21, history_executions=HISTORY, clock=FakeClock(START))
+    config = SimulatorConfig(
+        seed=21, history_executions=HISTORY, clock=FakeClock(START), subaccounts=3
+    )
     with Simulator(config) as running:
         yield running
 
@@ -204,3 +210,44 @@ def test_the_validator_rejects_a_response_that_breaks_the_spec(simulator: Simula
     broken = httpx.Response(200, json={"meta": {"page": "first"}, "flows": "none"}, request=request)
     with pytest.raises(InvalidData):
         validator(broken)
+
+
+def test_the_accounts_api_validates_against_api_v2010(simulator: Simulator) -> None:
+    validator = Validator(simulator.url, ACCOUNTS_SPEC_PATH)
+    simulator.set_account_status(simulator.accounts[2].sid, "suspended")
+    try:
+        client = AccountsClient(
+            base_url=simulator.url,
+            token="",
+            httpx_args={
+                "auth": httpx.BasicAuth(simulator.account_sid, simulator.auth_token),
+                "event_hooks": {"response": [validator]},
+            },
+        )
+        seen: list[str] = []
+        page_token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"page_size": 1}
+            if page_token is not None:
+                kwargs["page_token"] = page_token
+            page = list_account.sync(client=client, **kwargs)
+            assert isinstance(page, ListAccountResponse)
+            assert isinstance(page.accounts, list)
+            seen += [str(account.sid) for account in page.accounts]
+            next_uri = page.next_page_uri
+            if not isinstance(next_uri, str):
+                break
+            assert next_uri.startswith("/2010-04-01/Accounts.json?")  # relative, as v2010's
+            page_token = parse_qs(urlsplit(next_uri).query)["PageToken"][0]
+        assert sorted(seen) == sorted(a.sid for a in simulator.accounts)
+        suspended = list_account.sync(client=client, status="suspended")
+        assert isinstance(suspended, ListAccountResponse)
+        assert [a.status for a in suspended.accounts or []] == ["suspended"]
+        for account in simulator.accounts:
+            fetch_account.sync(account.sid, client=client)
+        fetch_account.sync("AC" + "0" * 32, client=client)  # 404
+        with httpx.Client(event_hooks={"response": [validator]}) as http:
+            http.get(f"{simulator.url}/2010-04-01/Accounts.json", auth=("AC" + "0" * 32, "x"))
+    finally:
+        simulator.set_account_status(simulator.accounts[2].sid, "active")
+    assert validator.validated == {200: len(seen) + 1 + len(simulator.accounts), 404: 1, 401: 1}

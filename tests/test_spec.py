@@ -11,7 +11,7 @@ import yaml
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
-from studio_exporter.specdiff import USED_OPERATIONS
+from studio_exporter.specdiff import ACCOUNT_OPERATIONS, STUDIO_OPERATIONS
 
 SPEC_PATH = Path(__file__).resolve().parents[1] / "openapi" / "studio_v2.yaml"
 ERROR_STATUSES = ("401", "404", "429", "5XX")
@@ -84,7 +84,7 @@ def test_spec_is_valid_openapi_30() -> None:
 
 
 def test_spec_has_exactly_the_operations_we_use() -> None:
-    assert sorted(op["operationId"] for _, _, op in operations()) == sorted(USED_OPERATIONS)
+    assert sorted(op["operationId"] for _, _, op in operations()) == sorted(STUDIO_OPERATIONS)
     assert {method for _, method, _ in operations()} == {"get"}
 
 
@@ -98,7 +98,7 @@ def test_server_and_http_basic_security() -> None:
         assert op["security"] == [{"accountSid_authToken": []}]
 
 
-@pytest.mark.parametrize("operation_id", USED_OPERATIONS)
+@pytest.mark.parametrize("operation_id", STUDIO_OPERATIONS)
 def test_every_operation_documents_the_error_body(operation_id: str) -> None:
     responses = operation(operation_id)["responses"]
     for status in ERROR_STATUSES:
@@ -138,7 +138,7 @@ def test_next_page_url_is_a_nullable_uri() -> None:
     assert next_page_url == {"type": "string", "format": "uri", "nullable": True}
 
 
-@pytest.mark.parametrize("operation_id", USED_OPERATIONS)
+@pytest.mark.parametrize("operation_id", STUDIO_OPERATIONS)
 def test_response_schemas_tolerate_change(operation_id: str) -> None:
     # The generated client raises on unknown enum values and on missing required fields, and
     # drops fields when additionalProperties is false: none of the three may appear.
@@ -222,3 +222,57 @@ def test_seed_payloads_are_the_step_examples() -> None:
     assert (step["transitioned_from"], step["transitioned_to"]) == ("Trigger", "Ended")
     assert "type" not in step  # the seed has no type: a missing field must parse
     assert examples["ListExecutionStepEmpty"]["value"]["steps"] == []
+
+
+ACCOUNTS_SPEC_PATH = SPEC_PATH.parent / "api_v2010.yaml"
+
+
+def load_accounts_spec() -> dict[str, Any]:
+    document = yaml.safe_load(ACCOUNTS_SPEC_PATH.read_text(encoding="utf-8"))
+    assert isinstance(document, dict)
+    return document
+
+
+def test_the_account_spec_is_valid_and_has_exactly_the_account_operations() -> None:
+    spec = load_accounts_spec()
+    validate(spec)
+    assert spec["servers"] == [{"url": "https://api.twilio.com"}]
+    found = sorted(
+        (method, op["operationId"])
+        for item in spec["paths"].values()
+        for method, op in item.items()
+    )
+    assert found == sorted(("get", operation_id) for operation_id in ACCOUNT_OPERATIONS)
+
+
+def test_the_account_spec_tolerates_change_and_documents_errors() -> None:
+    spec = load_accounts_spec()
+
+    def inline_accounts(node: Any) -> Any:
+        while isinstance(node, Mapping) and "$ref" in node:
+            target: Any = spec
+            for part in str(node["$ref"]).removeprefix("#/").split("/"):
+                target = target[part]
+            node = target
+        if isinstance(node, Mapping):
+            return {key: inline_accounts(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline_accounts(value) for value in node]
+        return node
+
+    for item in spec["paths"].values():
+        op = inline_accounts(item["get"])
+        for status in ERROR_STATUSES:
+            body = op["responses"][status]["content"]["application/json"]["schema"]
+            assert set(body["properties"]) == {"code", "message", "more_info", "status"}
+        media = op["responses"]["200"]["content"]["application/json"]
+        for node in schema_nodes(media["schema"]):
+            assert "enum" not in node, node
+            assert "required" not in node, node
+            if node.get("type") == "object":
+                assert node.get("additionalProperties", True) is not False, node
+        for example in media["examples"].values():
+            OAS30Validator(media["schema"]).validate(example["value"])
+    status = spec["components"]["schemas"]["api.v2010.account"]["properties"]["status"]
+    assert (status["type"], status["nullable"]) == ("string", True)
+    assert set(status["x-known-values"]) == {"active", "suspended", "closed"}

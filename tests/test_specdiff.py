@@ -1,4 +1,4 @@
-"""specdiff: what changed between two versions of Twilio's Studio spec, in the operations we use."""
+"""specdiff: what changed between two versions of a Twilio spec, in the operations we use."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from studio_exporter.specdiff import (
-    USED_OPERATIONS,
+    ACCOUNT_OPERATIONS,
+    STUDIO_OPERATIONS,
     Change,
     TypeShape,
     diff_specs,
@@ -24,6 +25,8 @@ from tests.reference import reference_path
 
 ROOT = Path(__file__).resolve().parents[1]
 OURS_PATH = ROOT / "openapi" / "studio_v2.yaml"
+ACCOUNTS_REFERENCE_PATH = ROOT.parent / "shared" / "reference" / "twilio_api_v2010.json"
+ACCOUNTS_OURS_PATH = ROOT / "openapi" / "api_v2010.yaml"
 STEPS = "/v2/Flows/{FlowSid}/Executions/{ExecutionSid}/Steps"
 STEP = "/v2/Flows/{FlowSid}/Executions/{ExecutionSid}/Steps/{Sid}"
 EXECUTIONS = "/v2/Flows/{FlowSid}/Executions"
@@ -226,7 +229,7 @@ def test_identical_specs_and_unrelated_edits_report_nothing(base: Spec) -> None:
 
 def test_shapes_cover_every_operation_we_use(base: Spec) -> None:
     shapes = operation_shapes(base)
-    assert set(shapes) == set(USED_OPERATIONS)
+    assert set(shapes) == set(STUDIO_OPERATIONS)
     step = shapes["FetchExecutionStep"]
     assert (step.method, step.path) == ("GET", STEP)
     assert step.servers == ("https://studio.twilio.com",)
@@ -338,3 +341,31 @@ def test_main_usage(argv: list[str], code: int, capsys: pytest.CaptureFixture[st
     assert main(argv) == code
     captured = capsys.readouterr()
     assert "usage: spec-diff OLD NEW" in captured.out + captured.err
+
+
+@pytest.fixture(params=["reference", "project"])
+def accounts_base(request: pytest.FixtureRequest) -> Spec:
+    """Twilio's v2010 spec (when present) or the project's api_v2010.yaml."""
+    if request.param == "reference":
+        if not ACCOUNTS_REFERENCE_PATH.is_file():
+            pytest.skip(f"Twilio's v2010 spec is not at {ACCOUNTS_REFERENCE_PATH}")
+        document = json.loads(ACCOUNTS_REFERENCE_PATH.read_text(encoding="utf-8"))
+    else:
+        document = yaml.safe_load(ACCOUNTS_OURS_PATH.read_text(encoding="utf-8"))
+    assert isinstance(document, dict)
+    return document
+
+
+def test_the_account_operations_are_diffed_too(accounts_base: Spec) -> None:
+    assert set(operation_shapes(accounts_base)) == set(ACCOUNT_OPERATIONS)
+    new = copy.deepcopy(accounts_base)
+    account = new["components"]["schemas"]["api.v2010.account"]["properties"]
+    del account["owner_account_sid"]
+    account["region"] = {"type": "string", "nullable": True}
+    changes = diff_specs(accounts_base, new)
+    assert {(change.operation_id, change.kind, change.subject) for change in changes} == {
+        ("ListAccount", "field removed", "accounts[].owner_account_sid"),
+        ("ListAccount", "field added", "accounts[].region"),
+        ("FetchAccount", "field removed", "owner_account_sid"),
+        ("FetchAccount", "field added", "region"),
+    }

@@ -28,6 +28,7 @@ from studio_exporter.state import (
     Store,
     StoredFlow,
     state_file,
+    subaccount_state_file,
 )
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -114,6 +115,48 @@ def test_files_left_readable_by_an_older_version_are_made_private(path: Path) ->
         file.chmod(0o644)
     with Store.open(path):
         assert {file.stat().st_mode & 0o777 for file in path.parent.iterdir()} == {0o600}
+
+
+def _single_account_file(path: Path) -> str:
+    """A state file as the single-account exporter wrote it (schema 1: no account table)."""
+    followed = execution()
+    with Store.open(path) as store, store.batch() as b:
+        b.upsert_execution(followed)
+        b.save_metric_snapshot(b"{}")
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE account")
+        db.execute("PRAGMA user_version = 1")
+    db.close()
+    return followed.sid
+
+
+def test_a_single_account_file_is_migrated_and_claimed(path: Path) -> None:
+    followed = _single_account_file(path)
+    with Store.open(path, account_sid=ACCOUNT) as store:
+        assert store.account_sid() == ACCOUNT
+        assert store.is_known(followed)  # nothing lost
+        assert store.metric_snapshot() == b"{}"
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    db.close()
+    with Store.open(path) as unnamed:  # an opener that names no account takes the file as is
+        assert unnamed.account_sid() == ACCOUNT
+
+
+def test_a_file_of_another_account_is_refused(path: Path) -> None:
+    Store.open(path, account_sid=ACCOUNT).close()
+    other = "AC" + "f" * 32
+    with pytest.raises(StateError, match=f"the state of account {ACCOUNT}, not of {other}"):
+        Store.open(path, account_sid=other)
+    with Store.open(path, account_sid=ACCOUNT) as again:  # the refusal left it usable
+        assert again.account_sid() == ACCOUNT
+
+
+def test_subaccounts_get_their_own_files(tmp_path: Path) -> None:
+    sub = "AC" + "e" * 32
+    assert subaccount_state_file(tmp_path, sub) == tmp_path / "accounts" / f"{sub}.sqlite3"
+    with Store.open(subaccount_state_file(tmp_path, sub), account_sid=sub) as store:
+        assert store.account_sid() == sub
 
 
 def test_data_survives_close_and_reopen(path: Path) -> None:

@@ -633,19 +633,28 @@ class _Walker:
         return entered
 
 
-def _graph(draw: Any, names: list[str], targets: list[str]) -> Graph:
+def _graph(draw: Any, names: list[str], targets: list[str], *, acyclic: bool = False) -> Graph:
+    """Each widget's events and where they lead; ``acyclic``: only to widgets after it.
+
+    ``targets`` lists the widgets of ``names[1:]`` in the same order, then the ends.
+    """
     return {
         name: [
-            (f"e{index}", draw(st.sampled_from(targets)))
+            (f"e{index}", draw(st.sampled_from(targets[position:] if acyclic else targets)))
             for index in range(draw(st.integers(1, 3)))
         ]
-        for name in names
+        for position, name in enumerate(names)
     }
 
 
 @st.composite
 def generated(
-    draw: Any, *, min_duration: int = 0, subflows: bool = True, reading: str | None = None
+    draw: Any,
+    *,
+    min_duration: int = 0,
+    subflows: bool = True,
+    reading: str | None = None,
+    acyclic: bool = False,
 ) -> Generated:
     """A random walk; ``reading`` (drawn when None) is what a subflow's parent_step_sid names.
 
@@ -658,8 +667,8 @@ def generated(
     widgets = [f"w{index}" for index in range(draw(st.integers(1, 4)))]
     if subflows and draw(st.booleans()):
         widgets.append(SUBFLOW_WIDGET)
-    graph = _graph(draw, [TRIGGER, *widgets], [*widgets, ENDED, ENDED])
-    subgraph = _graph(draw, [TRIGGER, "s0", "s1"], ["s0", "s1", ENDED])
+    graph = _graph(draw, [TRIGGER, *widgets], [*widgets, ENDED, ENDED], acyclic=acyclic)
+    subgraph = _graph(draw, [TRIGGER, "s0", "s1"], ["s0", "s1", ENDED], acyclic=acyclic)
     execution_sid = f"FN{draw(st.integers(0, 2**128 - 1)):032x}"
     reading = reading or draw(st.sampled_from(["into", "out"]))
     types = {TRIGGER: "trigger"} | {
@@ -997,25 +1006,54 @@ def test_ready_subflow_steps_wait_for_their_parent_step() -> None:
     }
 
 
+def test_ready_steps_hold_a_second_whose_order_is_not_forced() -> None:
+    # One second: from w0 either w0 -> w0 or w0 -> w1 could come first. A loop still in
+    # transit could make either order the right one, so nothing of that second is exported.
+    looping = make_chain(["Trigger", "w0", "w0", "w1"], [1, 1, 1], first_number=1)
+    assert ready_steps(make_execution(), looping, set()) == set()
+    # Without a choice the same second is exported at once.
+    forced = make_chain(["Trigger", "a", "b"], [1, 1], first_number=1)
+    assert ready_steps(make_execution(), forced, set()) == {step_sid(1), step_sid(2)}
+
+
+def test_a_loop_still_in_transit_cannot_be_seen() -> None:
+    # The limit the property below excludes: w0 -> w1 -> w0 (steps 2 and 3) arrives after
+    # step 4, which continues the chain from w0 as if there had been no loop. Step 4 is
+    # exported; when steps 2 and 3 arrive they show as a gap (counted in step_gaps_total).
+    chain = make_chain(["Trigger", "w0", "w1", "w0", "w1"], [1, 2, 3, 4], first_number=1)
+    early = [chain[0], chain[3]]
+    assert ready_steps(make_execution(), early, set()) == {step_sid(1), step_sid(4)}
+
+
 @PROPERTY_SETTINGS
-@given(generated(), st.randoms(use_true_random=False), st.sampled_from([0.0, 0.1, 0.3]))
+@given(
+    generated(acyclic=True),
+    st.randoms(use_true_random=False),
+    st.sampled_from([0.0, 0.1, 0.3]),
+)
 def test_ready_subset_never_creates_a_gap_the_full_set_lacks(
     run: Generated, rng: random.Random, loss: float
 ) -> None:
     # ``full`` is everything that will ever arrive (lost steps are holes for good); it arrives
     # in a random order, a few steps at a time, and each time the ready steps are applied.
+    # Walks without loops: a loop whose steps arrive late is undetectable until they do (see
+    # the next test), as a loop lost for good is for any reader of the steps.
     full = [step for step in run.steps if rng.random() >= loss]
-    full_gaps = {gap.after.sid for gap in build_path(run.execution, full).gaps}
+    full_gaps = {gap.after.sid for gap in build_path(run.execution, full, run.flow).gaps}
     arrival = _shuffled(full, rng)
     known: list[Step] = []
     applied: set[str] = set()
     while arrival:
         size = rng.randint(1, 3)
         known, arrival = known + arrival[:size], arrival[size:]
-        applied |= ready_steps(run.execution, known, applied)
+        applied |= ready_steps(run.execution, known, applied, run.flow)
         exported = [step for step in full if step.sid in applied]
-        gaps = {gap.after.sid for gap in build_path(run.execution, exported).gaps}
+        gaps = {gap.after.sid for gap in build_path(run.execution, exported, run.flow).gaps}
         assert gaps <= full_gaps
     if not full_gaps:
-        # Nothing waits for ever: once all arrived, a chain without holes is applied whole.
-        assert applied == {step.sid for step in full}
+        # Nothing waits for ever: once all arrived, a chain without holes is applied whole,
+        # except a subflow whose parent step does not exist yet (the "out" reading names the
+        # step out of run-subflow, which comes when the subflow has ended).
+        sids = {step.sid for step in full}
+        waiting = {s.sid for s in full if s.parent_step_sid and s.parent_step_sid not in sids}
+        assert applied == sids - waiting

@@ -16,8 +16,13 @@ import httpx
 from prometheus_client import CollectorRegistry
 
 from studio_exporter import __version__
+from studio_exporter.accounts import (
+    AccountSupervisor,
+    SharedSender,
+    build_account_parts,
+)
 from studio_exporter.config import Config
-from studio_exporter.metrics import StudioMetrics
+from studio_exporter.metrics import AccountMetrics, StudioMetrics
 from studio_exporter.poller import PRUNE_EVERY, Poller, utc_now
 from studio_exporter.push import PushProcessor, WebhookReceiver
 from studio_exporter.selfmetrics import ExporterMetrics
@@ -25,19 +30,14 @@ from studio_exporter.shipper import SpanShipper
 from studio_exporter.span_sink import (
     JsonLinesSender,
     SpanSender,
-    make_span_sender,
-    resource_from_env,
 )
-from studio_exporter.spans import SpanOptions
-from studio_exporter.state import Store, state_file
+from studio_exporter.state import Store
 from studio_exporter.studio_api import StudioApi
-from studio_exporter.throttle import AdaptiveLimiter
 from studio_exporter.web import PostHook, Readiness, WebServer
 from studio_exporter.webconfig import WebConfigWatcher
 
 log = logging.getLogger(__name__)
 
-SPANS_FILE = "spans.otlp.jsonl"
 #: Seconds the poll cycle or push pass in progress gets to commit once a stop is asked for;
 #: then it is cancelled (its transaction rolls back and the next start redoes it). With the
 #: shipper's STOP_TIMEOUT this bounds a graceful stop well inside a 10 s grace period.
@@ -61,6 +61,8 @@ class Exporter:
     post_hooks: dict[str, PostHook] = field(default_factory=dict)
     push: PushProcessor | None = None
     web_config: WebConfigWatcher | None = None
+    #: Which accounts are followed; the parts above are the main account's.
+    accounts: AccountSupervisor | None = None
 
     def readiness(self) -> Readiness:
         """Ready while the exporter does its job: fresh metrics, and webhooks in push modes.
@@ -70,10 +72,13 @@ class Exporter:
         wait in the outbox; the span metrics and alerts show it), and in push and hybrid mode
         REST reads that fail (the receiver still takes every delivery, and an unready pod
         would be taken out of its Service, losing the deliveries it could still take).
+        With many accounts, polling is judged over all of them (the supervisor's record).
         """
         blocking: dict[str, str] = {}
         notes: dict[str, str] = {}
-        poller = self.poller
+        poller: Poller | AccountSupervisor = self.poller
+        if self.accounts is not None and self.accounts.multi:
+            poller = self.accounts
         polling = notes if self.config.mode == "hybrid" else blocking
         if self.push is not None and self.push.consecutive_failures:
             notes["push"] = f"{self.push.consecutive_failures} failed passes over the inbox"
@@ -82,7 +87,7 @@ class Exporter:
         elif poller.last_success is None:
             polling["poll"] = "no successful poll yet"
         else:
-            age = (poller.clock() - poller.last_success).total_seconds()
+            age = (self.poller.clock() - poller.last_success).total_seconds()
             limit = 3 * self.config.poll_interval.total_seconds() + 30
             if age > limit:
                 polling["poll"] = f"last successful poll {age:.0f}s ago"
@@ -101,8 +106,15 @@ class Exporter:
     async def run(self, stop: asyncio.Event) -> None:
         """Poll, receive pushes, or both, by ``--mode``, until ``stop`` is set."""
         tasks = []
+        multi = self.accounts is not None and self.accounts.multi
         if self.config.mode in ("poll", "hybrid"):
-            tasks.append(self.poller.run(stop, self.config.poll_interval))
+            if multi:
+                assert self.accounts is not None
+                tasks.append(self.accounts.run(stop))
+            else:
+                tasks.append(self.poller.run(stop, self.config.poll_interval))
+        if self.accounts is not None and not (multi and self.config.mode != "push"):
+            tasks.append(self.accounts.refresh_loop(stop))
         if self.push is not None:
             tasks.append(self.push.run(stop))
         if self.config.mode == "push":
@@ -135,12 +147,23 @@ class Exporter:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=PRUNE_EVERY.total_seconds())
 
+    async def aclose_apis(self) -> None:
+        """Close every account's API clients (before ``close``)."""
+        if self.accounts is not None:
+            await self.accounts.aclose()
+        else:
+            await self.api.aclose()
+
     def close(self) -> None:
         """Flush spans (for at most the shipper's STOP_TIMEOUT), stop serving, close the state.
 
         Safe to call once everything has stopped.
         """
+        if self.accounts is not None:
+            self.accounts.close()
         self.shipper.stop(flush=True)
+        if self.accounts is not None and self.accounts.shared_sender is not None:
+            self.accounts.shared_sender.shutdown()  # every shipper that used it has stopped
         if self.web is not None:
             self.web.stop()
         self.store.close()
@@ -158,47 +181,41 @@ def build_exporter(
     """Open the state, build every part and wire them; nothing runs until ``start()``."""
     env = os.environ if env is None else env
     config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    store = Store.open(state_file(config.state_dir))
+    account_sid = config.credentials.account_sid
     registry = CollectorRegistry()
-    metrics = StudioMetrics(registry, max_series_per_metric=config.max_series_per_metric)
-    snapshot = store.metric_snapshot()
-    if snapshot is not None:
-        metrics.restore(snapshot)
+    accounts_metrics = AccountMetrics(registry)
     sources = {"poll": ("poll",), "push": ("push",), "hybrid": ("poll", "push")}[config.mode]
     health = ExporterMetrics(registry, version=__version__, sources=sources)
-    for source in sources:
-        health.restore_last_success(source, store.last_success(source))
-    limiter = AdaptiveLimiter(config.concurrency)
-    api = StudioApi(
-        config.twilio_base_url,
+    main = build_account_parts(
+        config,
         config.credentials,
-        timeout=config.request_timeout.total_seconds(),
-        limiter=limiter,
         health=health,
+        env=env,
         transport=transport,
-        keep_context=bool(config.context_allowlist),
-    )
-    span_options = SpanOptions(
-        failure_events=config.failure_events,
-        context_allowlist=config.context_allowlist,
-        hash_phone_numbers=config.hash_phone_numbers,
-        phone_hash_salt=config.phone_hash_salt.reveal(),
-    )
-    poller = Poller(
-        api,
-        store,
-        metrics,
-        health,
-        flow_filter=config.flows,
-        lookback=config.lookback,
-        flow_refresh_interval=config.flow_refresh_interval,
-        span_options=span_options,
+        sender=None if span_sender is None else SharedSender(span_sender),
         clock=clock,
     )
-    sender = span_sender or make_span_sender(env, default_file=config.state_dir / SPANS_FILE)
-    resource = resource_from_env(env, config.credentials.account_sid)
-    shipper = SpanShipper(store, sender, resource, health)
-    poller.on_spans_queued = shipper.wake
+    accounts_metrics.add(account_sid, main.metrics)
+    for source in sources:
+        health.restore_last_success(source, main.store.last_success(source))
+    store, metrics, api, poller, shipper, sender = (
+        main.store,
+        main.metrics,
+        main.api,
+        main.poller,
+        main.shipper,
+        main.sender,
+    )
+    supervisor = AccountSupervisor(
+        config,
+        main,
+        accounts_metrics,
+        health,
+        env=env,
+        transport=transport,
+        shared_sender=span_sender,
+        clock=clock,
+    )
     built = Exporter(
         config=config,
         registry=registry,
@@ -210,6 +227,7 @@ def build_exporter(
         shipper=shipper,
         web=None,
         spans_file=sender.path if isinstance(sender, JsonLinesSender) else None,
+        accounts=supervisor,
     )
     if config.mode != "poll":
         assert config.webhook_auth_token is not None  # validated by config_from_mapping
@@ -233,6 +251,13 @@ def build_exporter(
             metrics=registry,
             on_accepted=processor.wake,
         )
+    if config.mode != "poll" and config.include_subaccounts:
+        # Each account signs with its own token: the main account gets its own path too.
+        receiver = built.post_hooks[config.webhook_path]
+        assert isinstance(receiver, WebhookReceiver)
+        supervisor.main_receiver, supervisor.main_push = receiver, built.push
+        built.post_hooks[supervisor.webhook_path(account_sid)] = receiver
+        main.receiver, main.push = receiver, built.push
     if serve_web:
         if config.web_config_file is not None:
             built.web_config = WebConfigWatcher(config.web_config_file)
@@ -248,4 +273,5 @@ def build_exporter(
             max_body_bytes=config.webhook_max_body_size,
             on_refused=health.http_refused,
         )
+    supervisor.hooks = built.web.post_hooks if built.web is not None else built.post_hooks
     return built

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 from studio_exporter import __version__
 from studio_exporter.config import (
+    DEFAULT_ACCOUNT_REFRESH_INTERVAL,
     DEFAULT_BACKFILL_CONCURRENCY,
     DEFAULT_CONCURRENCY,
     DEFAULT_FLOW_REFRESH_INTERVAL,
@@ -26,6 +27,7 @@ from studio_exporter.config import (
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_STATE_DIR,
     DEFAULT_TELEMETRY_PATH,
+    DEFAULT_TWILIO_API_BASE_URL,
     DEFAULT_TWILIO_BASE_URL,
     DEMO_LISTEN_ADDRESS,
     ENV_VARS,
@@ -57,6 +59,35 @@ def _add_exporter_flags(parser: argparse.ArgumentParser) -> None:
         dest="twilio_base_url",
         help=f"Studio API base URL (default {DEFAULT_TWILIO_BASE_URL})"
         + _env_help("twilio_base_url"),
+    )
+    add(
+        "--twilio-api-base-url",
+        dest="twilio_api_base_url",
+        help=f"Twilio v2010 API base URL, where accounts are listed (default "
+        f"{DEFAULT_TWILIO_API_BASE_URL}, or --twilio-base-url when given)"
+        + _env_help("twilio_api_base_url"),
+    )
+    add(
+        "--include-subaccounts",
+        dest="include_subaccounts",
+        nargs="?",
+        const="true",
+        help="follow every active subaccount of TWILIO_ACCOUNT_SID too, each with its own "
+        "credentials (read from the Accounts list)" + _env_help("include_subaccounts"),
+    )
+    add(
+        "--account",
+        dest="accounts",
+        action="append",
+        help="follow only this Account SID, the main account or a subaccount (repeatable; "
+        "default: every account)" + _env_help("accounts"),
+    )
+    add(
+        "--account-refresh-interval",
+        dest="account_refresh_interval",
+        help="time between re-reads of the Accounts list (default "
+        f"{format_duration(DEFAULT_ACCOUNT_REFRESH_INTERVAL)})"
+        + _env_help("account_refresh_interval"),
     )
     add(
         "--web.listen-address",
@@ -388,7 +419,7 @@ async def _run(config: Config, env: Mapping[str, str]) -> int:
     try:
         await exporter.serve(stop)
     finally:
-        await exporter.api.aclose()
+        await exporter.aclose_apis()
         exporter.close()
         log.info("stopped: state committed, span outbox closed")
     return 0
@@ -405,8 +436,11 @@ async def _backfill(config: Config, since: timedelta, env: Mapping[str, str]) ->
     exporter = build_exporter(config, env=env, serve_web=False)
     exporter.start()
     bar = ProgressBar(sys.stderr, label="backfill")
+    accounts = exporter.accounts
     backfill = asyncio.ensure_future(
-        exporter.poller.backfill(utc_now() - since, progress=bar.update)
+        accounts.backfill(utc_now() - since, progress=bar.update)
+        if accounts is not None and accounts.multi
+        else exporter.poller.backfill(utc_now() - since, progress=bar.update)
     )
     stopping = asyncio.ensure_future(stop.wait())
     try:
@@ -421,7 +455,7 @@ async def _backfill(config: Config, since: timedelta, env: Mapping[str, str]) ->
     finally:
         stopping.cancel()
         bar.close()
-        await exporter.api.aclose()
+        await exporter.aclose_apis()
         exporter.close()
     print(
         f"backfill: {report.flows} flows, {report.executions_read} executions, "

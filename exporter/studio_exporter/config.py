@@ -13,6 +13,9 @@ from urllib.parse import urlsplit
 from studio_exporter.sids import ACCOUNT_SID, API_KEY_SID, FLOW_SID, is_sid
 
 DEFAULT_TWILIO_BASE_URL = "https://studio.twilio.com"
+#: Twilio's v2010 API, where accounts and subaccounts are listed.
+DEFAULT_TWILIO_API_BASE_URL = "https://api.twilio.com"
+DEFAULT_ACCOUNT_REFRESH_INTERVAL = timedelta(minutes=10)
 DEFAULT_LISTEN_ADDRESS = "0.0.0.0:9911"
 #: The demo serves this machine only unless told otherwise (a container sets 0.0.0.0:9911).
 DEMO_LISTEN_ADDRESS = "127.0.0.1:9911"
@@ -154,6 +157,24 @@ class Config:
     webhook_auth_token: Secret | None = None
     #: Basic auth Twilio must send with webhooks (user, password), if the sink URL carries it.
     webhook_basic_auth: tuple[str, Secret] | None = None
+    #: Follow every active subaccount of the account too (their credentials come from the
+    #: v2010 Accounts list, read with the main account's credentials).
+    include_subaccounts: bool = False
+    #: Follow only these accounts (the main account and/or subaccounts); empty: all of them.
+    accounts: tuple[str, ...] = ()
+    account_refresh_interval: timedelta = DEFAULT_ACCOUNT_REFRESH_INTERVAL
+    #: The v2010 API (accounts). None: https://api.twilio.com, or ``twilio_base_url`` when that
+    #: was given, since a proxy or the simulator serves both APIs at one address.
+    twilio_api_base_url: str | None = None
+
+    @property
+    def api_base_url(self) -> str:
+        """Where the v2010 accounts API is read."""
+        if self.twilio_api_base_url is not None:
+            return self.twilio_api_base_url
+        if self.twilio_base_url != DEFAULT_TWILIO_BASE_URL:
+            return self.twilio_base_url
+        return DEFAULT_TWILIO_API_BASE_URL
 
     @property
     def listen_host(self) -> str:
@@ -191,6 +212,10 @@ ENV_VARS: Mapping[str, tuple[str, ...]] = {
     "api_key": ("TWILIO_API_KEY",),
     "api_secret": ("TWILIO_API_SECRET",),
     "twilio_base_url": ("STUDIO_EXPORTER_TWILIO_BASE_URL",),
+    "twilio_api_base_url": ("STUDIO_EXPORTER_TWILIO_API_BASE_URL",),
+    "include_subaccounts": ("STUDIO_EXPORTER_INCLUDE_SUBACCOUNTS",),
+    "accounts": ("STUDIO_EXPORTER_ACCOUNTS",),
+    "account_refresh_interval": ("STUDIO_EXPORTER_ACCOUNT_REFRESH_INTERVAL",),
     "listen_address": ("STUDIO_EXPORTER_WEB_LISTEN_ADDRESS",),
     "flows": ("STUDIO_EXPORTER_FLOWS",),
     "lookback": ("STUDIO_EXPORTER_LOOKBACK",),
@@ -299,18 +324,43 @@ def config_from_mapping(
 
     credentials = _credentials(raw, problems)
 
-    base_url = raw("twilio_base_url")
-    if base_url is not None:
+    for name, flag in (
+        ("twilio_base_url", "twilio-base-url"),
+        ("twilio_api_base_url", "twilio-api-base-url"),
+    ):
+        base_url = raw(name)
+        if base_url is None:
+            continue
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            problems.append(f"--twilio-base-url: {base_url!r} is not an http(s) URL")
+            problems.append(f"--{flag}: {base_url!r} is not an http(s) URL")
         elif parts.query or parts.fragment or parts.username or parts.password:
             problems.append(
-                "--twilio-base-url: give scheme://host[:port][/path] only, "
+                f"--{flag}: give scheme://host[:port][/path] only, "
                 "without credentials, query or fragment"
             )
         else:
-            values["twilio_base_url"] = base_url.rstrip("/")
+            values[name] = base_url.rstrip("/")
+
+    include_subaccounts = raw("include_subaccounts")
+    if include_subaccounts is not None:
+        if include_subaccounts.lower() in _TRUE:
+            values["include_subaccounts"] = True
+        elif include_subaccounts.lower() in _FALSE:
+            values["include_subaccounts"] = False
+        else:
+            problems.append(f"--include-subaccounts: {include_subaccounts!r} is not true or false")
+    accounts_text = raw("accounts")
+    if accounts_text is not None:
+        accounts = _list(accounts_text)
+        bad_accounts = [sid for sid in accounts if not is_sid(sid, ACCOUNT_SID)]
+        if bad_accounts:
+            problems.append(
+                f"--account: {', '.join(repr(sid) for sid in bad_accounts)} is not an "
+                "Account SID (AC + 32 hex)"
+            )
+        values["accounts"] = tuple(dict.fromkeys(accounts))
+    duration("account_refresh_interval", "account-refresh-interval", minimum=timedelta(seconds=1))
 
     address = raw("listen_address")
     if address is not None:
@@ -430,6 +480,16 @@ def config_from_mapping(
         else:
             values["webhook_basic_auth"] = (user, Secret(password))
 
+    if (
+        credentials is not None
+        and values.get("accounts")
+        and not values.get("include_subaccounts")
+        and values["accounts"] != (credentials.account_sid,)
+    ):
+        problems.append(
+            "--account: naming subaccounts needs --include-subaccounts "
+            "(without it only TWILIO_ACCOUNT_SID is followed)"
+        )
     if problems or credentials is None:
         raise ConfigError(problems)
     return Config(credentials=credentials, **values)  # type: ignore[arg-type]

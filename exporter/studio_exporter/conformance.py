@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from studio_exporter.specdiff import USED_OPERATIONS, TypeShape, operation_shapes
+from studio_exporter.specdiff import STUDIO_OPERATIONS, TypeShape, operation_shapes
 
 #: The wording of a problem where Twilio has something openapi/ lacks: an additive change.
 MISSING_FROM_OURS = "missing from openapi/"
@@ -63,12 +63,20 @@ def _keyed_problems(
     return problems
 
 
-def disagreements(reference: Mapping[str, Any], ours: Mapping[str, Any]) -> list[str]:
-    """Every way ``ours`` departs from ``reference`` in the operations we use."""
-    theirs_shapes = operation_shapes(reference)
-    our_shapes = operation_shapes(ours)
+def disagreements(
+    reference: Mapping[str, Any],
+    ours: Mapping[str, Any],
+    operation_ids: tuple[str, ...] = STUDIO_OPERATIONS,
+) -> list[str]:
+    """Every way ``ours`` departs from ``reference`` in the operations we use.
+
+    ``operation_ids``: the Studio operations by default; ``specdiff.ACCOUNT_OPERATIONS`` with
+    the v2010 specs.
+    """
+    theirs_shapes = operation_shapes(reference, operation_ids)
+    our_shapes = operation_shapes(ours, operation_ids)
     problems: list[str] = []
-    for operation_id in USED_OPERATIONS:
+    for operation_id in operation_ids:
         theirs, mine = theirs_shapes.get(operation_id), our_shapes.get(operation_id)
         if theirs is None or mine is None:
             where = "Twilio's spec" if theirs is None else "openapi/"

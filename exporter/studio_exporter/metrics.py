@@ -38,7 +38,9 @@ DEFAULT_EXECUTION_BUCKETS: Final[tuple[float, ...]] = (
 
 DEFAULT_MAX_SERIES_PER_METRIC: Final = 10_000
 
-_SNAPSHOT_VERSION: Final = 1
+#: 2: every key starts with the account SID. A version 1 snapshot (one account, no account
+#: label) is restored under the account it is restored for.
+_SNAPSHOT_VERSION: Final = 2
 
 # Metric keys: the short names used in the snapshot and in series_overflow_total{metric}.
 STEPS: Final = "twilio_studio_steps_total"
@@ -51,16 +53,20 @@ VISITS_IN_PROGRESS: Final = "twilio_studio_widget_visits_in_progress"
 STEP_GAPS: Final = "twilio_studio_step_gaps_total"
 SERIES_OVERFLOW: Final = "twilio_studio_exporter_series_overflow_total"
 FLOW_INFO: Final = "twilio_studio_flow_info"
+ACCOUNT_INFO: Final = "twilio_studio_account_info"
 
-_FLOW_LABELS: Final = ("flow_sid", "flow")
+_FLOW_LABELS: Final = ("account_sid", "flow_sid", "flow")
 
 
 @dataclass(frozen=True, slots=True)
 class FlowLabels:
-    """The two labels every domain metric carries: a flow's SID and its (human) name."""
+    """The labels every domain metric starts with: the account that owns the flow, the flow's
+    SID and its (human) name. The account's name is not a label: it is joined from
+    ``twilio_studio_account_info``, so renaming an account does not split series."""
 
     flow_sid: str
     flow_name: str
+    account_sid: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,27 +168,29 @@ class StudioMetrics(Collector):
     Cardinality: each metric holds at most ``max_series_per_metric`` series. A new series beyond
     that is folded into its flow's overflow series, whose variable labels (widget, widget_type,
     event, next_widget, final_widget) are all ``__overflow__``; for the metrics whose only labels
-    are flow_sid and flow, those get ``__overflow__``. So a metric holds at most the cap plus one
-    overflow series per flow. Every folded observation counts in
-    ``twilio_studio_exporter_series_overflow_total{metric}``, which this collector exposes
-    itself (it owns the cap) and snapshots with the counters.
+    are account_sid, flow_sid and flow, those get ``__overflow__``. So a metric holds at most the
+    cap plus one overflow series per flow. One StudioMetrics holds one account's series (see
+    :class:`AccountMetrics`), so the cap is per account: a busy account cannot fold another's.
+    Every folded observation counts in ``twilio_studio_exporter_series_overflow_total{metric}``,
+    which this collector exposes itself (it owns the cap) and snapshots with the counters.
 
     A sample of the exposition (text format 0.0.4; the OpenMetrics format adds the exemplars)::
 
         # HELP twilio_studio_steps_total Steps (transitions out of a widget) recorded by Studio.
         # TYPE twilio_studio_steps_total counter
-        twilio_studio_steps_total{event="sent",flow="Onboarding",flow_sid="FW0f...",\
-next_widget="wait_reply",widget="send_welcome",widget_type="send-message"} 41.0
+        twilio_studio_steps_total{account_sid="AC51...",event="sent",flow="Onboarding",\
+flow_sid="FW0f...",next_widget="wait_reply",widget="send_welcome",widget_type="send-message"} 41.0
         # HELP twilio_studio_step_duration_seconds Time an execution spent in a widget ...
         # TYPE twilio_studio_step_duration_seconds histogram
-        twilio_studio_step_duration_seconds_bucket{flow="Onboarding",flow_sid="FW0f...",\
-le="0.5",widget="send_welcome",widget_type="send-message"} 39.0
+        twilio_studio_step_duration_seconds_bucket{account_sid="AC51...",flow="Onboarding",\
+flow_sid="FW0f...",le="0.5",widget="send_welcome",widget_type="send-message"} 39.0
         ...
         twilio_studio_step_duration_seconds_bucket{...,le="+Inf",...} 41.0
         twilio_studio_step_duration_seconds_count{...} 41.0
         twilio_studio_step_duration_seconds_sum{...} 3.0
         # TYPE twilio_studio_executions_active gauge
-        twilio_studio_executions_active{flow="Onboarding",flow_sid="FW0f..."} 7.0
+        twilio_studio_executions_active{account_sid="AC51...",flow="Onboarding",\
+flow_sid="FW0f..."} 7.0
         # TYPE twilio_studio_exporter_series_overflow_total counter
         twilio_studio_exporter_series_overflow_total{metric="twilio_studio_steps_total"} 0.0
 
@@ -211,7 +219,7 @@ le="0.5",widget="send_welcome",widget_type="send-message"} 39.0
         self._histograms: dict[str, dict[_Key, _Histogram]] = {name: {} for name in _HISTOGRAMS}
         self._gauges: dict[str, dict[_Key, int]] = {EXECUTIONS_ACTIVE: {}, VISITS_IN_PROGRESS: {}}
         self._overflow: dict[str, int] = dict.fromkeys(_SPECS, 0)
-        self._flow_info: frozenset[tuple[str, str, str]] = frozenset()
+        self._flow_info: frozenset[tuple[str, str, str, str]] = frozenset()
         # Direct references for the hot path: one attribute load instead of two dict lookups.
         self._steps = self._counters[STEPS]
         self._step_durations = self._histograms[STEP_DURATION]
@@ -225,20 +233,21 @@ le="0.5",widget="send_welcome",widget_type="send-message"} 39.0
 
     # -- recording (the poller's thread) -----------------------------------------------------
 
-    def set_flows(self, flows: Iterable[tuple[str, str, int]]) -> None:
-        """The flows followed now as (sid, name, revision): ``twilio_studio_flow_info`` = 1.
+    def set_flows(self, flows: Iterable[tuple[str, str, int]], account_sid: str = "") -> None:
+        """The account's flows followed now as (sid, name, revision): ``twilio_studio_flow_info``.
 
         The revision is a label, so a new revision is a new series: dashboards annotate it,
         and ``group_left`` joins it onto any other metric by ``flow_sid``. Not snapshotted: the
         next flow refresh sets it again.
         """
-        info = frozenset((sid, name, str(revision)) for sid, name, revision in flows)
+        info = frozenset((account_sid, sid, name, str(revision)) for sid, name, revision in flows)
         with self._lock:
             self._flow_info = info
 
     def record_step(self, flow: FlowLabels, step: Step) -> None:
         """Count one step: the transition out of ``step.transitioned_from``."""
         key: _Key = (
+            flow.account_sid,
             flow.flow_sid,
             flow.flow_name,
             step.transitioned_from,
@@ -264,12 +273,12 @@ le="0.5",widget="send_welcome",widget_type="send-message"} 39.0
         duration = visit.duration_seconds
         if duration is None:
             return
-        key = (flow.flow_sid, flow.flow_name, visit.widget, visit.widget_type)
+        key = (flow.account_sid, flow.flow_sid, flow.flow_name, visit.widget, visit.widget_type)
         with self._lock:
             self._observe(STEP_DURATION, key, duration, trace_id_hex)
 
     def record_execution_started(self, flow: FlowLabels) -> None:
-        self._add(EXECUTIONS_STARTED, (flow.flow_sid, flow.flow_name))
+        self._add(EXECUTIONS_STARTED, (flow.account_sid, flow.flow_sid, flow.flow_name))
 
     def record_execution_ended(
         self,
@@ -279,7 +288,7 @@ le="0.5",widget="send_welcome",widget_type="send-message"} 39.0
         trace_id_hex: str | None,
     ) -> None:
         """Count an ended execution; ``final_widget`` None (end step unknown) is the empty label."""
-        key = (flow.flow_sid, flow.flow_name)
+        key = (flow.account_sid, flow.flow_sid, flow.flow_name)
         if duration_seconds is not None:
             _check_duration(EXECUTION_DURATION, duration_seconds)
         with self._lock:
@@ -288,19 +297,23 @@ le="0.5",widget="send_welcome",widget_type="send-message"} 39.0
                 self._observe(EXECUTION_DURATION, key, duration_seconds, trace_id_hex)
 
     def record_gap(self, flow: FlowLabels, count: int = 1) -> None:
-        self._add(STEP_GAPS, (flow.flow_sid, flow.flow_name), count)
+        self._add(STEP_GAPS, (flow.account_sid, flow.flow_sid, flow.flow_name), count)
 
     def set_active(self, counts: Mapping[FlowLabels, int]) -> None:
         """Replace every ``executions_active`` series: flows absent from ``counts`` disappear."""
         self._set_gauge(
-            EXECUTIONS_ACTIVE, [((flow.flow_sid, flow.flow_name), n) for flow, n in counts.items()]
+            EXECUTIONS_ACTIVE,
+            [((flow.account_sid, flow.flow_sid, flow.flow_name), n) for flow, n in counts.items()],
         )
 
     def set_in_progress(self, counts: Mapping[tuple[FlowLabels, str], int]) -> None:
         """Replace every ``widget_visits_in_progress`` series, keyed by (flow, widget)."""
         self._set_gauge(
             VISITS_IN_PROGRESS,
-            [((flow.flow_sid, flow.flow_name, widget), n) for (flow, widget), n in counts.items()],
+            [
+                ((flow.account_sid, flow.flow_sid, flow.flow_name, widget), n)
+                for (flow, widget), n in counts.items()
+            ],
         )
 
     def _add(self, metric: str, key: _Key, amount: int = 1) -> None:
@@ -371,7 +384,7 @@ le="0.5",widget="send_welcome",widget_type="send-message"} 39.0
         histograms: Mapping[str, list[_HistogramCopy]],
         gauges: Mapping[str, list[tuple[_Key, int]]],
         overflow: Mapping[str, int],
-        flow_info: Iterable[tuple[str, str, str]] = (),
+        flow_info: Iterable[tuple[str, str, str, str]] = (),
     ) -> Iterator[Metric]:
         for name in _SPECS:
             spec = _SPECS[name]
@@ -457,19 +470,22 @@ le="0.5",widget="send_welcome",widget_type="send-message"} 39.0
             }
             return json.dumps(data, separators=(",", ":")).encode()
 
-    def restore(self, data: bytes) -> None:
+    def restore(self, data: bytes, *, account_sid: str = "") -> None:
         """Replace the counters and histograms with a :meth:`snapshot`; gauges are left alone.
 
         A snapshot taken with other bucket bounds is re-binned: each old bucket's count moves
         to the first new bucket whose bound is at least as large, so counts and sums stay exact
-        and only resolution is lost. Series beyond the current cap are folded as usual.
+        and only resolution is lost. Series beyond the current cap are folded as usual. A
+        snapshot written before series carried the account (version 1) gets ``account_sid``.
         """
         try:
             decoded = json.loads(data)
-            if decoded.get("version") != _SNAPSHOT_VERSION:
-                raise ValueError(f"unsupported snapshot version {decoded.get('version')!r}")
-            counters = self._decode_counters(decoded["counters"])
-            histograms = self._decode_histograms(decoded["histograms"])
+            version = decoded.get("version")
+            if version not in (1, _SNAPSHOT_VERSION):
+                raise ValueError(f"unsupported snapshot version {version!r}")
+            prefix: _Key = (account_sid,) if version == 1 else ()
+            counters = self._decode_counters(decoded["counters"], prefix)
+            histograms = self._decode_histograms(decoded["histograms"], prefix)
             overflow = {str(k): int(v) for k, v in decoded.get("overflow", {}).items()}
         except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as error:
             raise ValueError(f"not a metrics snapshot: {error!r}") from error
@@ -501,22 +517,24 @@ le="0.5",widget="send_welcome",widget_type="send-message"} 39.0
             self._step_durations = self._histograms[STEP_DURATION]
 
     @staticmethod
-    def _decode_counters(raw: Mapping[str, Any]) -> dict[str, list[tuple[_Key, int]]]:
+    def _decode_counters(
+        raw: Mapping[str, Any], prefix: _Key = ()
+    ) -> dict[str, list[tuple[_Key, int]]]:
         decoded: dict[str, list[tuple[_Key, int]]] = {}
         for name, rows in raw.items():
             if name not in _COUNTERS:
                 raise ValueError(f"unknown counter {name!r} in snapshot")
-            width = len(_SPECS[name].labelnames)
+            width = len(_SPECS[name].labelnames) - len(prefix)
             entries = []
             for row in rows:
                 if len(row) != width + 1 or not all(isinstance(v, str) for v in row[:width]):
                     raise ValueError(f"malformed {name} series {row!r}")
-                entries.append((tuple(row[:width]), int(row[width])))
+                entries.append(((*prefix, *row[:width]), int(row[width])))
             decoded[name] = entries
         return decoded
 
     def _decode_histograms(
-        self, raw: Mapping[str, Any]
+        self, raw: Mapping[str, Any], prefix: _Key = ()
     ) -> dict[str, list[tuple[_Key, _Histogram]]]:
         decoded: dict[str, list[tuple[_Key, _Histogram]]] = {}
         for name, body in raw.items():
@@ -527,7 +545,7 @@ le="0.5",widget="send_welcome",widget_type="send-message"} 39.0
             # Old bucket i (bound old_bounds[i], or +Inf) -> first new bucket with bound >= it.
             mapping = [bisect_left(new_bounds, bound) for bound in old_bounds]
             mapping.append(len(new_bounds))
-            width = len(_SPECS[name].labelnames)
+            width = len(_SPECS[name].labelnames) - len(prefix)
             entries = []
             for labels, counts, total, exemplars in body["series"]:
                 if len(labels) != width or len(counts) != len(mapping):
@@ -538,7 +556,7 @@ le="0.5",widget="send_welcome",widget_type="send-message"} 39.0
                 for old_index, (trace_id, value) in exemplars.items():
                     histogram.exemplars[mapping[int(old_index)]] = (str(trace_id), float(value))
                 histogram.total = float(total)
-                entries.append((tuple(str(label) for label in labels), histogram))
+                entries.append(((*prefix, *(str(label) for label in labels)), histogram))
             decoded[name] = entries
         return decoded
 
@@ -547,3 +565,88 @@ def _check_duration(metric: str, value: float) -> None:
     if value < 0:
         # Skewed input: the caller counts it as an anomaly rather than hide it in a bucket.
         raise ValueError(f"negative duration {value} for {metric}")
+
+
+class AccountMetrics(Collector):
+    """The domain metrics of every followed account, exposed as one set of families, and
+    ``twilio_studio_account_info{account_sid, account, status}`` = 1 for each account.
+
+    Each account has its own :class:`StudioMetrics` (snapshotted with that account's state and
+    dropped with it); this collector merges their families at scrape time, summing the
+    overflow counters by metric. The info metric is Prometheus' info pattern: join on
+    ``account_sid`` to show the account's name, which is not a label of the other series, so a
+    renamed account keeps its series. A sample::
+
+        # TYPE twilio_studio_account_info gauge
+        twilio_studio_account_info{account="Customer 7",account_sid="AC3f...",status="active"} 1.0
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self._lock = threading.Lock()
+        self._members: dict[str, StudioMetrics] = {}
+        self._info: dict[str, tuple[str, str]] = {}
+        if registry is not None:
+            registry.register(self)
+
+    def add(self, account_sid: str, metrics: StudioMetrics) -> None:
+        with self._lock:
+            self._members[account_sid] = metrics
+
+    def remove(self, account_sid: str) -> None:
+        """Stop exposing the account's domain series (its info series stays until dropped)."""
+        with self._lock:
+            self._members.pop(account_sid, None)
+
+    def set_info(self, account_sid: str, name: str, status: str) -> None:
+        with self._lock:
+            self._info[account_sid] = (name, status)
+
+    def drop_info(self, account_sid: str) -> None:
+        with self._lock:
+            self._info.pop(account_sid, None)
+
+    def describe(self) -> Iterable[Metric]:
+        return [*StudioMetrics().describe(), self._info_family({})]
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            members = list(self._members.values())
+            info = dict(self._info)
+        merged: dict[str, Metric] = {}
+        overflow: dict[str, float] = {}
+        for member in members:
+            for family in member.collect():
+                if family.name == SERIES_OVERFLOW.removesuffix("_total"):
+                    for sample in family.samples:
+                        if sample.name.endswith("_total"):
+                            metric = sample.labels["metric"]
+                            overflow[metric] = overflow.get(metric, 0.0) + sample.value
+                    continue
+                if family.name in merged:
+                    merged[family.name].samples.extend(family.samples)
+                else:
+                    merged[family.name] = family
+        if not members:
+            overflow_name = SERIES_OVERFLOW.removesuffix("_total")
+            merged = {f.name: f for f in StudioMetrics().collect() if f.name != overflow_name}
+        families = list(merged.values())
+        overflow_family = CounterMetricFamily(
+            SERIES_OVERFLOW.removesuffix("_total"),
+            "Observations folded into an __overflow__ series because their metric reached the "
+            "series cap.",
+            labels=("metric",),
+        )
+        for name in _SPECS:
+            overflow_family.add_metric((name,), overflow.get(name, 0.0))
+        return [*families, overflow_family, self._info_family(info)]
+
+    @staticmethod
+    def _info_family(info: Mapping[str, tuple[str, str]]) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(
+            ACCOUNT_INFO,
+            "The Twilio accounts the exporter follows: 1 per account, with its name and status.",
+            labels=("account_sid", "account", "status"),
+        )
+        for account_sid, (name, status) in sorted(info.items()):
+            family.add_metric((account_sid, name, status), 1)
+        return family

@@ -54,6 +54,8 @@ class CycleReport:
     #: Executions whose steps could not be read this cycle (retried next cycle); the others of
     #: their flow were exported all the same.
     failed_executions: list[str] = field(default_factory=list)
+    #: The ``ApiError`` reason of each failure (``unauthorized``, ``timeout``, ...).
+    error_reasons: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -89,8 +91,11 @@ class Poller:
         flow_refresh_interval: timedelta = timedelta(minutes=5),
         span_options: SpanOptions | None = None,
         clock: Callable[[], datetime] = utc_now,
+        account_sid: str = "",
     ) -> None:
         self.api = api
+        #: The account whose flows these are: the first label of every series this poller adds.
+        self.account_sid = account_sid
         self.store = store
         self.metrics = metrics
         self.health = health
@@ -149,8 +154,11 @@ class Poller:
                     self._forget_flow(sid)
         for flow in self.flows.values():
             # Gaps start at 0 per flow, so the series exists before the first gap.
-            self.metrics.record_gap(FlowLabels(flow.sid, flow.name), 0)
-        self.metrics.set_flows((flow.sid, flow.name, flow.revision) for flow in self.flows.values())
+            self.metrics.record_gap(FlowLabels(flow.sid, flow.name, self.account_sid), 0)
+        self.metrics.set_flows(
+            ((flow.sid, flow.name, flow.revision) for flow in self.flows.values()),
+            self.account_sid,
+        )
         self._flows_refreshed_at = now
 
     def _forget_flow(self, flow_sid: str) -> None:
@@ -187,9 +195,9 @@ class Poller:
             try:
                 flow = await self.api.fetch_flow(flow_sid)
             except ApiError:
-                return FlowLabels(flow_sid, flow_sid)
+                return FlowLabels(flow_sid, flow_sid, self.account_sid)
             self.flows.setdefault(flow_sid, flow)
-        return FlowLabels(flow.sid, flow.name)
+        return FlowLabels(flow.sid, flow.name, self.account_sid)
 
     # -- cycles -------------------------------------------------------------------------------
 
@@ -200,6 +208,7 @@ class Poller:
             await self.refresh_flows()
         except ApiError as error:
             self.health.poll_error(error.reason)
+            report.error_reasons.append(error.reason)
             log.warning("listing flows failed: %s", error)
             if not self.flows:
                 report.failed_flows.append("*")
@@ -219,6 +228,7 @@ class Poller:
                     raise result
                 reason = result.reason if isinstance(result, ApiError) else type(result).__name__
                 self.health.poll_error(reason)
+                report.error_reasons.append(reason)
                 report.failed_flows.append(flow_sid)
                 if reason == "not_found":
                     # The flow itself may be gone: the next cycle lists flows again to see.
@@ -471,7 +481,7 @@ class Poller:
         cursor: datetime | None,
         forget: Sequence[str] = (),
     ) -> None:
-        labels = FlowLabels(flow.sid, flow.name)
+        labels = FlowLabels(flow.sid, flow.name, self.account_sid)
         label_cache: dict[str, FlowLabels] = {flow.sid: labels}
         updates = list(updates)
         for update in updates:
@@ -616,7 +626,7 @@ class Poller:
 
     def _flow_labels(self, flow_sid: str) -> FlowLabels:
         flow = self.flows.get(flow_sid)
-        return FlowLabels(flow_sid, flow.name if flow is not None else flow_sid)
+        return FlowLabels(flow_sid, flow.name if flow is not None else flow_sid, self.account_sid)
 
     def prune(self, now: datetime) -> PruneResult:
         """Forget executions (and their marks) that Studio itself no longer keeps."""
@@ -734,7 +744,9 @@ class Poller:
             # Created since the last refresh; it will be listed by the next one.
             flow = await self.api.fetch_flow(flow_sid)
             self.flows[flow_sid] = flow
-            self.metrics.set_flows((f.sid, f.name, f.revision) for f in self.flows.values())
+            self.metrics.set_flows(
+                ((f.sid, f.name, f.revision) for f in self.flows.values()), self.account_sid
+            )
         async with self._export_lock:
             updates: list[ExecutionUpdate] = []
             for execution, steps in executions:

@@ -167,6 +167,9 @@ class WebhookReceiver:
     were committed: ``PushProcessor.wake``.
     """
 
+    events_received: PromCounter
+    requests: PromCounter
+
     def __init__(
         self,
         store: Store,
@@ -174,9 +177,12 @@ class WebhookReceiver:
         *,
         public_url: str | None = None,
         basic_auth: tuple[str, str] | None = None,
-        metrics: CollectorRegistry,
+        metrics: CollectorRegistry | None,
         on_accepted: Callable[[], None] | None = None,
+        counters_of: WebhookReceiver | None = None,
     ) -> None:
+        """``counters_of``: another account's receiver whose counters this one adds to (one
+        set of series however many accounts have a webhook path)."""
         if not auth_token:
             raise ValueError("the webhook receiver needs the account's auth token")
         self.store = store
@@ -189,6 +195,10 @@ class WebhookReceiver:
             if basic_auth is None
             else base64.b64encode(f"{basic_auth[0]}:{basic_auth[1]}".encode())
         )
+        if counters_of is not None:
+            self.events_received = counters_of.events_received
+            self.requests = counters_of.requests
+            return
         self.events_received = PromCounter(
             "twilio_studio_exporter_events_received",
             "Event Streams events received, by CloudEvent type (other: not a Studio type) and "
@@ -456,6 +466,11 @@ def differing_fields(pushed: Step, rest: Step) -> list[str]:
 class PushProcessor:
     """Drains the event inbox into ``target.apply_pushed``; see the module docstring."""
 
+    rest_reads: PromCounter
+    events_dropped: PromCounter
+    events_pending: Gauge
+    disagreements: EventRestDisagreements
+
     def __init__(
         self,
         store: Store,
@@ -473,6 +488,7 @@ class PushProcessor:
         health: ExporterMetrics | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
+        counters_of: PushProcessor | None = None,
     ) -> None:
         self.store = store
         self.api = api
@@ -494,6 +510,13 @@ class PushProcessor:
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Passes in a row that failed; /health/ready reports push as degraded while > 0.
         self.consecutive_failures = 0
+        if counters_of is not None:
+            # Another account's processor: count into its series.
+            self.rest_reads = counters_of.rest_reads
+            self.events_dropped = counters_of.events_dropped
+            self.events_pending = counters_of.events_pending
+            self.disagreements = counters_of.disagreements
+            return
         self.rest_reads = PromCounter(
             "twilio_studio_exporter_push_rest_reads",
             "REST reads made in push mode, by reason (step_fetch: a step event lacked a "

@@ -177,6 +177,14 @@ class ExporterMetrics:
         )
         for kind in ANOMALY_KINDS:
             self._anomalies.labels(kind=kind)
+        self._account_errors = Counter(
+            "twilio_studio_exporter_account_errors",
+            "Failures of one followed account that the others do not share: its credentials "
+            "refused (unauthorized), its Studio or Accounts entry unreadable, or no auth token "
+            "listed for it (no_auth_token). The account is retried at the next account refresh.",
+            ("account_sid", "reason"),
+            registry=registry,
+        )
         self._build_info = Gauge(
             "twilio_studio_exporter_build_info",
             "Always 1; the version label says which build runs.",
@@ -207,6 +215,9 @@ class ExporterMetrics:
 
     def poll_cycle(self, ok: bool) -> None:
         self._poll_cycles.labels(result="ok" if ok else "error").inc()
+
+    def account_error(self, account_sid: str, reason: str) -> None:
+        self._account_errors.labels(account_sid, reason).inc()
 
     def poll_error(self, reason: str) -> None:
         self._poll_errors.labels(reason=reason).inc()

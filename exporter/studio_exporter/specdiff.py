@@ -1,4 +1,4 @@
-"""Report what changed between two versions of Twilio's Studio spec in the operations we use."""
+"""Report what changed between two versions of a Twilio spec in the operations we use."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: The Studio v2 operations the exporter calls; changes elsewhere in the spec do not concern us.
-USED_OPERATIONS: tuple[str, ...] = (
+#: The Studio v2 operations the exporter calls (openapi/studio_v2.yaml, Twilio's
+#: twilio_studio_v2.json); changes elsewhere in the spec do not concern us.
+STUDIO_OPERATIONS: tuple[str, ...] = (
     "ListFlow",
     "FetchFlow",
     "ListExecution",
@@ -20,6 +21,12 @@ USED_OPERATIONS: tuple[str, ...] = (
     "FetchExecutionStep",
     "FetchExecutionStepContext",
 )
+#: The v2010 operations the exporter calls to follow subaccounts (openapi/api_v2010.yaml,
+#: Twilio's twilio_api_v2010.json).
+ACCOUNT_OPERATIONS: tuple[str, ...] = ("ListAccount", "FetchAccount")
+#: Every operation the exporter calls. A spec holds some of them: the diff of two versions of
+#: one Twilio document reports the ones that document has.
+USED_OPERATIONS: tuple[str, ...] = STUDIO_OPERATIONS + ACCOUNT_OPERATIONS
 
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _COMPOSITES = ("allOf", "oneOf", "anyOf")
@@ -426,8 +433,8 @@ def load_spec(path: Path) -> dict[str, Any]:
 
 _USAGE = (
     "usage: spec-diff OLD NEW\n"
-    "Report what changed between two versions of Twilio's Studio spec (JSON or YAML) in the\n"
-    f"operations the exporter uses: {', '.join(USED_OPERATIONS)}.\n"
+    "Report what changed between two versions of a Twilio spec (JSON or YAML: Studio v2 or\n"
+    f"API v2010) in the operations the exporter uses: {', '.join(USED_OPERATIONS)}.\n"
     "Exit status: 0 no changes, 1 changes, 2 error.\n"
 )
 

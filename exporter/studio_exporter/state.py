@@ -10,6 +10,13 @@ What lives here, and why it is enough for exactly-once export across restarts:
 - the span outbox (spans leave it only when the sink acknowledges them) and, for push mode, the
   event inbox (webhook events are acknowledged to Twilio only after they are committed here).
 
+State is keyed by account: one file per followed account (the account given by
+``TWILIO_ACCOUNT_SID`` keeps ``state_file(state_dir)``, a subaccount gets
+``subaccount_state_file``), and the file records its account, so adding or removing an account
+never touches another's file and a file is never read for the wrong account. A file written
+before it recorded its account (schema 1, one account per exporter) is migrated in place on
+open: it is taken to be the opener's account.
+
 Durability: WAL with ``synchronous=FULL``. NORMAL would survive a killed process but may lose
 the last commits on power loss; here a lost commit is not harmless, because Twilio never
 re-sends a webhook batch we acknowledged, and spans the sink already sent would be re-sent.
@@ -42,8 +49,12 @@ from studio_exporter.domain import Execution
 STATE_FILENAME = "studio-exporter.sqlite3"
 #: Written to the SQLite header (``PRAGMA application_id``): "TSEX" marks the file as ours.
 APPLICATION_ID = 0x54534558
-#: ``PRAGMA user_version``; bump it together with a migration.
-SCHEMA_VERSION = 1
+#: ``PRAGMA user_version``; bump it together with a migration. 2: the ``account`` table.
+SCHEMA_VERSION = 2
+#: Schema versions this exporter migrates from (in ``_connect``), to SCHEMA_VERSION.
+_MIGRATES_FROM = frozenset({1})
+#: Subaccounts' state files live in this folder of ``--state-dir``, one per Account SID.
+ACCOUNTS_DIR = "accounts"
 #: Studio keeps executions for 30 days after they started; nothing older can be re-read.
 DEFAULT_RETENTION = timedelta(days=30)
 #: Bounds of the outbox and the inbox (rows). Beyond them spans are dropped (and counted) and
@@ -125,7 +136,22 @@ CREATE TABLE counters (
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
 INSERT INTO counters (name, value) VALUES ('pending_spans', 0), ('pending_events', 0);
+
+-- The account this file belongs to (set by the first opener that names one).
+CREATE TABLE account (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    sid TEXT NOT NULL
+);
 """
+_MIGRATIONS = {
+    # 1 -> 2: a file from the single-account exporter gets its account recorded on open.
+    1: """
+CREATE TABLE account (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    sid TEXT NOT NULL
+);
+""",
+}
 _TABLES = frozenset(
     {
         "flows",
@@ -137,6 +163,7 @@ _TABLES = frozenset(
         "event_inbox",
         "seen_events",
         "counters",
+        "account",
     }
 )
 
@@ -184,8 +211,13 @@ class PruneResult:
 
 
 def state_file(state_dir: Path) -> Path:
-    """The state database's path inside ``--state-dir``."""
+    """The state database's path inside ``--state-dir`` (the main account's)."""
     return state_dir / STATE_FILENAME
+
+
+def subaccount_state_file(state_dir: Path, account_sid: str) -> Path:
+    """A subaccount's own state database inside ``--state-dir``."""
+    return state_dir / ACCOUNTS_DIR / f"{account_sid}.sqlite3"
 
 
 def _to_us(moment: datetime) -> int:
@@ -390,19 +422,24 @@ class Store:
         *,
         max_pending_spans: int = DEFAULT_MAX_PENDING_SPANS,
         max_pending_events: int = DEFAULT_MAX_PENDING_EVENTS,
+        account_sid: str | None = None,
     ) -> Store:
-        """Open (or create) the state file at ``path``.
+        """Open (or create) the state file at ``path``, for ``account_sid`` when given.
 
         Raises ``StateError`` for a file that is not ours (not SQLite, another application's
-        database, a newer schema) or that another process has open; such a file is left as it is.
+        database, a newer schema), that another process has open, or that belongs to another
+        account; such a file is left as it is. A file that records no account yet (new, or
+        migrated from the single-account schema) is given ``account_sid``.
         """
         if max_pending_spans < 1 or max_pending_events < 1:
             raise ValueError("max_pending_spans and max_pending_events must be at least 1")
         _inspect(path)  # refuse a foreign file before leaving anything (a lock file) next to it
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         lock_file = _lock(path)
         try:
             connection = _connect(path)
+            if account_sid is not None:
+                _claim(connection, path, account_sid)
         except BaseException:
             lock_file.close()
             raise
@@ -567,6 +604,12 @@ class Store:
         return candidates & exported
 
     # ---- metric snapshot -----------------------------------------------------------------
+
+    def account_sid(self) -> str | None:
+        """The account this file belongs to, if one has claimed it."""
+        with self._connection() as db:
+            row = db.execute("SELECT sid FROM account WHERE id = 1").fetchone()
+        return None if row is None else str(row[0])
 
     def metric_snapshot(self) -> bytes | None:
         with self._connection() as db:
@@ -744,12 +787,14 @@ def _inspect(path: Path) -> bool:
             f"{path}: state schema version {version} is newer than this exporter's "
             f"({SCHEMA_VERSION}); refusing to use it: run a newer exporter"
         )
-    if version != SCHEMA_VERSION:
+    if version != SCHEMA_VERSION and version not in _MIGRATES_FROM:
         raise StateError(
             f"{path}: state schema version {version}, expected {SCHEMA_VERSION}, "
             "and no migration exists from it; refusing to use it"
         )
-    missing = _TABLES - tables
+    # Tables a migration adds are not missing from a file the migration has not run on yet.
+    added = {"account"} if version in _MIGRATES_FROM else set()
+    missing = _TABLES - added - tables
     if missing:
         raise StateError(
             f"{path}: damaged state database (missing tables: {', '.join(sorted(missing))}); "
@@ -811,10 +856,43 @@ def _connect(path: Path) -> sqlite3.Connection:
             db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.execute("COMMIT")
+        else:
+            _migrate(db)
     except BaseException:
         db.close()
         raise
     return db
+
+
+def _claim(db: sqlite3.Connection, path: Path, account_sid: str) -> None:
+    """Record the file's account, or refuse a file that belongs to another one."""
+    row = db.execute("SELECT sid FROM account WHERE id = 1").fetchone()
+    if row is None:
+        db.execute("INSERT INTO account (id, sid) VALUES (1, ?)", (account_sid,))
+        return
+    if row[0] != account_sid:
+        db.close()
+        raise StateError(
+            f"{path}: the state of account {row[0]}, not of {account_sid}; refusing to use it: "
+            "choose another --state-dir"
+        )
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring an older file to SCHEMA_VERSION, one version a transaction, in place."""
+    while True:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(_MIGRATIONS[version]):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {version + 1}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
 
 def _statements(script: str) -> list[str]:

@@ -119,6 +119,7 @@ class StudioApi:
         rng: random.Random | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.account_sid = credentials.account_sid
         self.limiter = limiter or AdaptiveLimiter(8)
         self.retry = retry or RetryPolicy()
         self.health = health

@@ -124,6 +124,18 @@ class StudioApi:
                 "by_status": dict(sorted(self.by_status.items())),
             }
 
+    def add_credentials(self, user: str, password: str) -> None:
+        """Accept another credential pair for this account (an API key and its secret)."""
+        self._credentials[user] = password
+
+    def set_truth(self, truth: Callable[[], dict[str, Any]]) -> None:
+        """What ``GET /_simulator/truth`` answers (set once the account exists)."""
+        self._truth = truth
+
+    def count(self, operation: str, status: str) -> None:
+        """Count a request served for this account outside this API (the v2010 accounts)."""
+        self._record(operation, status)
+
     def _record(self, operation: str, status: str) -> None:
         with self._lock:
             self.by_operation[operation] += 1

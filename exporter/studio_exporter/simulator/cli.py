@@ -40,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--account-sid", default=DEFAULT_ACCOUNT_SID)
     parser.add_argument("--auth-token", default=DEFAULT_AUTH_TOKEN)
+    parser.add_argument(
+        "--subaccounts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N subaccounts of the main account, each with its own token, flows and traffic",
+    )
     return parser
 
 
@@ -65,6 +72,7 @@ def main(argv: Sequence[str]) -> int:
             host=args.host,
             port=args.port,
             subflow_parent=args.subflow_parent,
+            subaccounts=args.subaccounts,
         )
     except ValueError as error:
         parser.error(str(error))
@@ -78,6 +86,11 @@ def main(argv: Sequence[str]) -> int:
     print(f"  TWILIO_ACCOUNT_SID={simulator.account_sid}")
     print(f"  TWILIO_AUTH_TOKEN={simulator.auth_token}")
     print(f"  try: curl -u {simulator.account_sid}:{simulator.auth_token} {url}/v2/Flows")
+    if args.subaccounts:
+        print(
+            f"  {args.subaccounts} subaccounts, each with its own auth token: "
+            f"curl -u {simulator.account_sid}:{simulator.auth_token} {url}/2010-04-01/Accounts.json"
+        )
     print(f"  ground truth: {url}/_simulator/truth   (Ctrl-C to stop)", flush=True)
     try:
         threading.Event().wait()

@@ -1,6 +1,7 @@
 """Ground truth: what the simulator has served, summed the way the exporter must sum it.
 
-Schema (``GET /_simulator/truth`` and ``Simulator.truth()``)::
+One account's truth: the caller's (``GET /_simulator/truth``; the main account's credentials
+may name a subaccount with ``?AccountSid=``), or ``Simulator.truth(account_sid)``. Schema::
 
     {
       "now": "2024-05-01T12:00:00Z",
