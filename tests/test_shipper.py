@@ -181,3 +181,36 @@ def test_spans_queued_as_json_records_before_an_upgrade_still_ship(store: Store)
     assert make_shipper(store, sender, CollectorRegistry()).flush()
     assert sender.received == ["widget-1", "widget-2", "widget-3"]
     assert store.count_pending_spans() == 0
+
+
+def test_shippers_told_together_stop_by_one_shared_deadline(tmp_path: Path) -> None:
+    """Many accounts' shippers, every send stuck: the stop takes one timeout, not one each."""
+    senders = [StuckSender() for _ in range(4)]
+    stores = [Store.open(tmp_path / f"{n}.sqlite3") for n in range(len(senders))]
+    shippers = [
+        make_shipper(store, sender, CollectorRegistry())
+        for store, sender in zip(stores, senders, strict=True)
+    ]
+    try:
+        for store, shipper in zip(stores, shippers, strict=True):
+            queue(store, 2)
+            shipper.start()
+        for _ in range(200):
+            if all(sender.attempts for sender in senders):
+                break
+            time.sleep(0.01)
+        started = time.monotonic()
+        deadline = started + 0.5
+        for shipper in shippers:
+            shipper.request_stop()
+        for shipper in shippers:
+            shipper.stop(flush=True, deadline=deadline)
+        took = time.monotonic() - started
+    finally:
+        for sender in senders:
+            sender.release.set()
+        for store in stores:
+            store.close()
+    # Each alone would wait 0.5 s for its stuck batch; told together they wait once.
+    assert took < 1.5, f"stopping four stuck shippers took {took:.1f}s"
+    assert [sender.attempts for sender in senders] == [1, 1, 1, 1]

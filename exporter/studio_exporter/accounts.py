@@ -32,7 +32,7 @@ from studio_exporter.metrics import AccountMetrics, StudioMetrics
 from studio_exporter.poller import CycleReport, Poller
 from studio_exporter.push import PushProcessor, WebhookReceiver
 from studio_exporter.selfmetrics import ExporterMetrics
-from studio_exporter.shipper import SpanShipper
+from studio_exporter.shipper import STOP_TIMEOUT, SpanShipper
 from studio_exporter.span_sink import SpanSender, make_span_sender, resource_from_env
 from studio_exporter.spans import SpanOptions
 from studio_exporter.state import ACCOUNTS_DIR, Store, state_file, subaccount_state_file
@@ -380,9 +380,9 @@ class AccountSupervisor:
         await parts.api.aclose()
 
     @staticmethod
-    def _close_parts(parts: AccountParts) -> None:
+    def _close_parts(parts: AccountParts, deadline: float | None = None) -> None:
         if parts.started:
-            parts.shipper.stop(flush=True)
+            parts.shipper.stop(flush=True, deadline=deadline)
         parts.store.close()
 
     async def _after_failure(self, parts: AccountParts, report: CycleReport) -> None:
@@ -505,10 +505,25 @@ class AccountSupervisor:
         for parts in {id(p): p for p in [*self.followed.values(), self.main]}.values():
             await parts.api.aclose()
 
-    def close(self) -> None:
+    def close(self, deadline: float | None = None) -> None:
         """Stop the subaccounts' shippers (flushing) and close their state; the main account's
-        parts, and a shared sender, are closed by the exporter itself."""
-        for sid in list(self.followed):
-            parts = self.followed[sid]
-            if parts is not self.main:
-                self._close_parts(parts)
+        parts, and a shared sender, are closed by the exporter itself.
+
+        Every shipper is told to stop first, then each flushes until one shared ``deadline``
+        (``time.monotonic()``; default: the shippers' STOP_TIMEOUT from now), so a stop with
+        the tracing backend down takes that long however many accounts are followed.
+        """
+        if deadline is None:
+            deadline = time.monotonic() + STOP_TIMEOUT
+        self.request_stop()
+        for parts in self._others():
+            self._close_parts(parts, deadline)
+
+    def request_stop(self) -> None:
+        """Tell every subaccount's shipper to stop, without waiting (``close`` waits)."""
+        for parts in self._others():
+            if parts.started:
+                parts.shipper.request_stop()
+
+    def _others(self) -> list[AccountParts]:
+        return [parts for parts in self.followed.values() if parts is not self.main]

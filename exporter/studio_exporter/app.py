@@ -26,7 +26,7 @@ from studio_exporter.metrics import AccountMetrics, StudioMetrics
 from studio_exporter.poller import PRUNE_EVERY, Poller, utc_now
 from studio_exporter.push import PushProcessor, WebhookReceiver
 from studio_exporter.selfmetrics import ExporterMetrics
-from studio_exporter.shipper import SpanShipper
+from studio_exporter.shipper import STOP_TIMEOUT, SpanShipper
 from studio_exporter.span_sink import (
     JsonLinesSender,
     SpanSender,
@@ -159,9 +159,14 @@ class Exporter:
 
         Safe to call once everything has stopped.
         """
+        # One deadline for every account's shipper: the stop stays within STOP_TIMEOUT however
+        # many accounts are followed and whatever the tracing backend does.
+        deadline = time.monotonic() + STOP_TIMEOUT
         if self.accounts is not None:
-            self.accounts.close()
-        self.shipper.stop(flush=True)
+            self.accounts.request_stop()
+        self.shipper.stop(flush=True, deadline=deadline)
+        if self.accounts is not None:
+            self.accounts.close(deadline)
         if self.accounts is not None and self.accounts.shared_sender is not None:
             self.accounts.shared_sender.shutdown()  # every shipper that used it has stopped
         if self.web is not None:

@@ -119,19 +119,31 @@ class SpanShipper:
             self._wake.wait(timeout=backoff if not ok else self.interval)
             self._wake.clear()
 
-    def stop(self, *, flush: bool = True, timeout: float = STOP_TIMEOUT) -> None:
-        """Stop the thread and, with ``flush``, send what is queued; all within ``timeout`` s.
+    def request_stop(self) -> None:
+        """Tell the thread to stop after its current batch, without waiting (see ``stop``).
+
+        With many accounts every shipper is told first, so their batches in flight run out
+        together and one shared deadline bounds the whole stop.
+        """
+        self._stopping.set()
+        self._wake.set()
+
+    def stop(
+        self, *, flush: bool = True, timeout: float = STOP_TIMEOUT, deadline: float | None = None
+    ) -> None:
+        """Stop the thread and, with ``flush``, send what is queued; all within ``timeout`` s
+        (or by ``deadline``, a ``time.monotonic()`` value shared with other shippers).
 
         A batch still in flight when the time is up (a receiver that accepts connections and
         never answers) is abandoned: the thread is a daemon, the batch stays in the outbox.
         """
-        deadline = time.monotonic() + timeout
-        self._stopping.set()
-        self._wake.set()
+        if deadline is None:
+            deadline = time.monotonic() + timeout
+        self.request_stop()
         if self._thread.is_alive():
             self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
-            log.warning("span export still in flight after %.1fs: queued spans wait", timeout)
+            log.warning("span export still in flight at the stop deadline: queued spans wait")
         elif flush:
             try:
                 if not self._flush_until(deadline):
