@@ -1006,16 +1006,6 @@ def test_ready_subflow_steps_wait_for_their_parent_step() -> None:
     }
 
 
-def test_ready_steps_hold_a_second_whose_order_is_not_forced() -> None:
-    # One second: from w0 either w0 -> w0 or w0 -> w1 could come first. A loop still in
-    # transit could make either order the right one, so nothing of that second is exported.
-    looping = make_chain(["Trigger", "w0", "w0", "w1"], [1, 1, 1], first_number=1)
-    assert ready_steps(make_execution(), looping, set()) == set()
-    # Without a choice the same second is exported at once.
-    forced = make_chain(["Trigger", "a", "b"], [1, 1], first_number=1)
-    assert ready_steps(make_execution(), forced, set()) == {step_sid(1), step_sid(2)}
-
-
 def test_a_loop_still_in_transit_cannot_be_seen() -> None:
     # The limit the property below excludes: w0 -> w1 -> w0 (steps 2 and 3) arrives after
     # step 4, which continues the chain from w0 as if there had been no loop. Step 4 is

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from datetime import datetime
 from itertools import pairwise
@@ -663,13 +663,11 @@ def ready_steps(
     that ran it is applied or ready. Whatever follows a break waits: the step that closes it
     may still arrive (Event Streams delivers out of order). The caller decides how long.
 
-    Step times are whole seconds: steps of one chain that share a second are ordered by
-    following the chain, which is only certain when it never has a choice. While the steps
-    known of a second could follow each other in more than one way (a loop inside the second),
-    a missing loop may still arrive and change which order is right, so they wait too.
+    A loop whose steps are still in transit cannot be seen: the step after it continues the
+    chain as if there had been none, and is ready (the README states this limit).
     """
     path = build_path(execution, steps, flow)
-    breaks = {gap.after.sid for gap in path.gaps} | _unforced_seconds(path.steps)
+    breaks = {gap.after.sid for gap in path.gaps}
     known = set(applied)
     ready: set[str] = set()
     changed = True
@@ -691,28 +689,3 @@ def ready_steps(
             ready.add(step.sid)
             changed = True
     return ready
-
-
-def _unforced_seconds(ordered: Sequence[Step]) -> set[str]:
-    """Steps in a second of their chain whose order following the chain does not force.
-
-    ``ordered`` is ``build_path``'s order; a chain is the steps with one ``parent_step_sid``.
-    Each second's group is checked from the widget the chain was in before it.
-    """
-    chains: dict[str | None, list[Step]] = {}
-    for step in ordered:
-        chains.setdefault(step.parent_step_sid, []).append(step)
-    unforced: set[str] = set()
-    for chain in chains.values():
-        state: str | None = chain[0].transitioned_from
-        start = 0
-        while start < len(chain):
-            end = start + 1
-            while end < len(chain) and chain[end].date_created == chain[start].date_created:
-                end += 1
-            group = chain[start:end]
-            if len(group) > 1 and _follow(group, state) is None:
-                unforced.update(step.sid for step in group)
-            state = group[-1].transitioned_to
-            start = end
-    return unforced
