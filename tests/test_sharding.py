@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import random
+import re
 import subprocess
 import sys
+import time
 from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from studio_exporter.sharding import NO_SHARDING, Shard, shard_of
+from studio_exporter.simulator import Simulator, SimulatorConfig
+from tests.exporter_process import ExporterProcess, exporter_command, scrape
+from tests.otlp_receiver import OtlpReceiver, running_receiver
+from tests.test_accounts import account_registry
+from tests.truthcheck import expected_span_count, metric_mismatches, samples, together
 
 ACCOUNT = "AC" + "0" * 31 + "1"
 FLOW = "FW" + "0" * 31 + "1"
@@ -94,3 +105,131 @@ def test_impossible_shards_are_refused(index: int, total: int) -> None:
 def test_shard_of_refuses_zero_shards() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         shard_of(ACCOUNT, FLOW, 0)
+
+
+@pytest.fixture
+def simulator() -> Iterator[Simulator]:
+    config = SimulatorConfig(seed=17, history_executions=40, history_days=1, subaccounts=3)
+    with Simulator(config) as sim:
+        yield sim
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    with running_receiver() as running:
+        yield running
+
+
+def units(registry: CollectorRegistry, name: str) -> set[tuple[str, str]]:
+    """The (account, flow) units with a non-zero sample of ``name``."""
+    return {
+        (labels["account_sid"], labels["flow_sid"])
+        for labels, value in samples(registry, name)
+        if value
+    }
+
+
+@pytest.mark.integration
+def test_two_replicas_split_every_account_and_sum_to_the_truth(
+    simulator: Simulator, receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "TWILIO_ACCOUNT_SID": simulator.account_sid,
+        "TWILIO_AUTH_TOKEN": simulator.auth_token,
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint,
+        "STUDIO_EXPORTER_TOTAL_SHARDS": "2",
+    }
+    common = [
+        "--include-subaccounts", "--twilio-base-url", simulator.url,
+        "--web.listen-address", "127.0.0.1:0", "--lookback", "3d", "--poll-interval", "1s",
+    ]  # fmt: skip
+    # The shard as a flag, the total from the environment: both ways are read.
+    replicas = [
+        ExporterProcess(
+            [*common, "--shard", str(shard), "--state-dir", str(tmp_path / f"shard-{shard}")],
+            env,
+            tmp_path / f"shard-{shard}.log",
+        ).start()
+        for shard in (0, 1)
+    ]
+    accounts = [account.sid for account in simulator.accounts]
+    truths = {sid: simulator.truth(sid) for sid in accounts}
+    try:
+        urls = [replica.web_url() for replica in replicas]
+        deadline = time.monotonic() + 90
+        while True:
+            registries = [scrape(url)[1] for url in urls]
+            summed = together(*registries)
+            problems = {
+                sid: metric_mismatches(account_registry(summed, sid), truths[sid])
+                for sid in accounts
+            }
+            if not any(problems.values()) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        receiver.wait_for_spans(sum(map(expected_span_count, truths.values())), 30)
+    finally:
+        for replica in replicas:
+            assert replica.terminate() == 0, replica.own_log()[-3000:]
+    spans = list(receiver.spans)  # all of them, after both replicas flushed and stopped
+    assert problems == {sid: [] for sid in accounts}
+    every_flow = {
+        (account.sid, flow_sid)
+        for account in simulator.accounts
+        for flow_sid in account.traffic.flow_sids
+    }
+    followed = [units(registry, "twilio_studio_flow_info") for registry in registries]
+    assert followed[0] | followed[1] == every_flow
+    assert followed[0].isdisjoint(followed[1])
+    for shard, registry in enumerate(registries):
+        assert {shard_of(*unit, 2) for unit in followed[shard]} == {shard}
+        assert {account for account, _ in followed[shard]} == set(accounts), "each has some"
+        info = samples(registry, "twilio_studio_exporter_shard_info")
+        assert info == [({"shard": str(shard), "total_shards": "2"}, 1.0)]
+    for name in ("twilio_studio_executions_started_total", "twilio_studio_steps_total"):
+        exported = [units(registry, name) for registry in registries]
+        assert exported[0].isdisjoint(exported[1]), name
+    # Every span once: a flow's executions are exported by one replica only.
+    assert len(spans) == sum(map(expected_span_count, truths.values()))
+    assert len({(span.trace_id, span.span_id) for span in spans}) == len(spans)
+
+
+@pytest.mark.integration
+def test_backfill_shards_add_up_to_every_execution(simulator: Simulator, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "TWILIO_ACCOUNT_SID": simulator.account_sid,
+        "TWILIO_AUTH_TOKEN": simulator.auth_token,
+        "OTEL_SDK_DISABLED": "true",
+    }
+    reports = []
+    for shard in (0, 1):
+        argv = [
+            *exporter_command("backfill"),
+            "--include-subaccounts", "--twilio-base-url", simulator.url, "--since", "3d",
+            "--shard", str(shard), "--total-shards", "2",
+            "--state-dir", str(tmp_path / f"shard-{shard}"),
+        ]  # fmt: skip
+        done = subprocess.run(
+            argv,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        found = re.search(r"backfill: (\d+) flows, (\d+) executions", done.stdout)
+        assert found is not None, done.stdout
+        reports.append((int(found.group(1)), int(found.group(2))))
+    accounts = simulator.accounts
+    flows = sum(len(account.traffic.flow_sids) for account in accounts)
+    started = sum(
+        flow["executions_started"]
+        for account in accounts
+        for flow in simulator.truth(account.sid)["flows"].values()
+    )
+    assert all(count for count, _ in reports), reports
+    assert sum(count for count, _ in reports) == flows
+    assert sum(executions for _, executions in reports) == started
