@@ -25,6 +25,7 @@ from studio_exporter.config import (
     Credentials,
     Secret,
 )
+from studio_exporter.sharding import Shard
 from studio_exporter.shipper import STOP_TIMEOUT
 from studio_exporter.simulator import Simulator, SimulatorConfig
 from studio_exporter.state import Store, state_file
@@ -416,3 +417,12 @@ def test_secrets_mounted_as_files_reach_twilio_and_the_otlp_receiver(
 def test_backfill_has_its_own_default_concurrency(argv: list[str], concurrency: int) -> None:
     env = {"TWILIO_ACCOUNT_SID": "AC" + "1" * 32, "TWILIO_AUTH_TOKEN": "token"}
     assert load_config(build_parser().parse_args(argv), env).concurrency == concurrency
+
+
+@pytest.mark.parametrize(
+    "command", [pytest.param(["run"], id="run"), pytest.param(["backfill"], id="backfill")]
+)
+def test_run_and_backfill_take_the_sharding_flags(command: list[str]) -> None:
+    env = {"TWILIO_ACCOUNT_SID": "AC" + "1" * 32, "TWILIO_AUTH_TOKEN": "token"}
+    args = build_parser().parse_args([*command, "--shard", "2", "--total-shards", "3"])
+    assert load_config(args, env).shard == Shard(2, 3)

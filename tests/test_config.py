@@ -21,6 +21,7 @@ from studio_exporter.config import (
     split_listen_address,
     with_secret_files,
 )
+from studio_exporter.sharding import Shard
 from studio_exporter.spans import SpanOptions
 
 ACCOUNT = "AC" + "1" * 32
@@ -348,3 +349,87 @@ def test_account_flag_mistakes(flags: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         config_from_mapping(flags, ENV)
     assert any(message in problem for problem in caught.value.problems), caught.value.problems
+
+
+def test_no_sharding_by_default() -> None:
+    assert config_from_mapping({}, ENV).shard == Shard(0, 1)
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "shard"),
+    [
+        pytest.param({"shard": "1", "total_shards": "2"}, {}, Shard(1, 2), id="flags"),
+        pytest.param(
+            {},
+            {"STUDIO_EXPORTER_SHARD": "2", "STUDIO_EXPORTER_TOTAL_SHARDS": "5"},
+            Shard(2, 5),
+            id="environment",
+        ),
+        pytest.param(
+            {"shard": "0"},
+            {"STUDIO_EXPORTER_SHARD": "3", "STUDIO_EXPORTER_TOTAL_SHARDS": "4"},
+            Shard(0, 4),
+            id="flag-beats-environment",
+        ),
+        pytest.param({"total_shards": "3"}, {}, Shard(0, 3), id="shard-defaults-to-0"),
+        pytest.param({"shard": "0"}, {}, Shard(0, 1), id="total-defaults-to-1"),
+        pytest.param(
+            {"total_shards": "1", "mode": "push"}, {}, Shard(0, 1), id="one-shard-in-push"
+        ),
+    ],
+)
+def test_sharding_flags(flags: dict[str, str], env: dict[str, str], shard: Shard) -> None:
+    assert config_from_mapping(flags, {**ENV, **env}).shard == shard
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        pytest.param(
+            {"shard": "one", "total_shards": "2"}, "--shard: 'one' is not a whole number", id="word"
+        ),
+        pytest.param(
+            {"shard": "0", "total_shards": "2.5"},
+            "--total-shards: '2.5' is not a whole number",
+            id="fraction",
+        ),
+        pytest.param({"total_shards": "0"}, "--total-shards: 0 is outside 1..1000", id="zero"),
+        pytest.param(
+            {"total_shards": "-2"}, "--total-shards: -2 is outside 1..1000", id="negative"
+        ),
+        pytest.param(
+            {"shard": "2", "total_shards": "2"},
+            "--shard: 2 is outside 0..1 (shards are numbered from 0 to --total-shards 2 minus 1)",
+            id="shard-equals-total",
+        ),
+        pytest.param(
+            {"shard": "-1", "total_shards": "2"}, "--shard: -1 is outside 0..1", id="negative-shard"
+        ),
+        pytest.param({"shard": "1"}, "--shard: 1 is outside 0..0", id="shard-without-total"),
+        pytest.param(
+            {"shard": "0", "total_shards": "2", "mode": "push"},
+            "--total-shards 2 with --mode push: a webhook delivery may reach any replica",
+            id="push",
+        ),
+        pytest.param(
+            {"shard": "1", "total_shards": "3", "mode": "hybrid"},
+            "--total-shards 3 with --mode hybrid",
+            id="hybrid",
+        ),
+    ],
+)
+def test_sharding_mistakes(flags: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_from_mapping(flags, ENV)
+    sharding = [problem for problem in caught.value.problems if "shard" in problem]
+    assert len(sharding) == 1, caught.value.problems
+    assert sharding[0].startswith(message), sharding
+
+
+def test_both_sharding_numbers_wrong_are_reported_together() -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_from_mapping({"shard": "x", "total_shards": "y"}, ENV)
+    assert caught.value.problems == (
+        "--shard: 'x' is not a whole number",
+        "--total-shards: 'y' is not a whole number",
+    )

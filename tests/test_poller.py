@@ -15,11 +15,12 @@ from studio_exporter.app import Exporter, build_exporter
 from studio_exporter.config import config_from_mapping
 from studio_exporter.domain import Execution, Step
 from studio_exporter.poller import CycleReport
+from studio_exporter.sharding import shard_of
 from studio_exporter.simulator import FakeClock, Faults, Simulator, SimulatorConfig
 from studio_exporter.span_sink import JsonLinesSender
 from studio_exporter.studio_api import ApiError
 from studio_exporter.throttle import RetryPolicy
-from tests.truthcheck import metric_mismatches, samples
+from tests.truthcheck import metric_mismatches, samples, together
 from tests.twilio_sdk import twilio_client
 
 pytestmark = pytest.mark.integration
@@ -42,13 +43,14 @@ def simulator(clock: FakeClock) -> Iterator[Simulator]:
         yield sim
 
 
-def make_exporter(sim: Simulator, clock: FakeClock, state_dir: Path) -> Exporter:
+def make_exporter(sim: Simulator, clock: FakeClock, state_dir: Path, **flags: str) -> Exporter:
     config = config_from_mapping(
         {
             "twilio_base_url": sim.url,
             "state_dir": str(state_dir),
             "listen_address": "127.0.0.1:0",
             "lookback": "2d",
+            **flags,
         },
         {"TWILIO_ACCOUNT_SID": sim.account_sid, "TWILIO_AUTH_TOKEN": sim.auth_token},
     )
@@ -424,3 +426,80 @@ def test_reads_failing_mid_export_hold_back_only_their_executions_and_lose_nothi
     assert left_running == [0]  # no read ahead still running or waiting
     assert recovered.ok
     assert metric_mismatches(exporter.registry, simulator.truth()) == []
+
+
+def cycle_together(exporters: list[Exporter], clock: FakeClock, n: int) -> None:
+    """Advance the clock a minute and poll with every replica, n times."""
+
+    async def scenario() -> None:
+        try:
+            for _ in range(n):
+                clock.advance(60)
+                for exporter in exporters:
+                    assert (await exporter.poller.cycle()).ok
+        finally:
+            for exporter in exporters:
+                await exporter.api.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_shards_poll_disjoint_flows_that_sum_to_the_truth(
+    simulator: Simulator, clock: FakeClock, tmp_path: Path
+) -> None:
+    replicas = [
+        make_exporter(simulator, clock, tmp_path / str(shard), shard=str(shard), total_shards="2")
+        for shard in (0, 1)
+    ]
+    try:
+        cycle_together(replicas, clock, 3)
+    finally:
+        for exporter in replicas:
+            exporter.close()
+    followed = [set(exporter.poller.flows) for exporter in replicas]
+    assert followed[0].isdisjoint(followed[1])
+    assert followed[0] | followed[1] == set(simulator.accounts[0].traffic.flow_sids)
+    assert all(followed), "seed 21 gives each of two shards some flows"
+    for shard, flows in enumerate(followed):
+        assert {shard_of(simulator.account_sid, sid, 2) for sid in flows} == {shard}
+        info = samples(replicas[shard].registry, "twilio_studio_flow_info")
+        assert {labels["flow_sid"] for labels, _ in info} == flows
+    registries = [exporter.registry for exporter in replicas]
+    assert metric_mismatches(together(*registries), simulator.truth()) == []
+
+
+def test_a_subflow_of_another_shard_is_named_but_not_polled(
+    simulator: Simulator, clock: FakeClock, tmp_path: Path
+) -> None:
+    traffic = simulator.accounts[0].traffic
+    sid_of = dict(zip((spec.key for spec in traffic.flows), traffic.flow_sids, strict=True))
+    parent, subflow = next(
+        (sid_of[spec.key], sid_of[widget.subflow])
+        for spec in traffic.flows
+        for widget in spec.widgets
+        if widget.subflow is not None
+    )
+    account = simulator.account_sid
+    total = next(
+        m for m in range(2, 10) if shard_of(account, parent, m) != shard_of(account, subflow, m)
+    )
+    exporter = make_exporter(
+        simulator,
+        clock,
+        tmp_path,
+        shard=str(shard_of(account, parent, total)),
+        total_shards=str(total),
+    )
+    try:
+        cycle_together([exporter], clock, 2)
+    finally:
+        exporter.close()
+    assert parent in exporter.poller.flows
+    assert subflow not in exporter.poller.flows  # its owner polls it
+    # Its steps ran inside the parent's executions: counted here, under the subflow's name.
+    names = {
+        labels["flow"]
+        for labels, value in samples(exporter.registry, "twilio_studio_steps_total")
+        if labels["flow_sid"] == subflow and value
+    }
+    assert names == {"Identity Check (subflow)"}

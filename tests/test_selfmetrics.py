@@ -10,6 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from studio_exporter.metrics import StudioMetrics
 from studio_exporter.selfmetrics import ANOMALY_KINDS, HTTP_REFUSAL_REASONS, ExporterMetrics
+from studio_exporter.sharding import NO_SHARDING, Shard
+from tests.test_dashboards import architecture_metrics
 
 
 @pytest.fixture
@@ -121,6 +123,33 @@ def test_vanished_executions_and_anomalies(
 def test_build_info(registry: CollectorRegistry, health: ExporterMetrics) -> None:
     info = "twilio_studio_exporter_build_info"
     assert registry.get_sample_value(info, {"version": "1.2.3"}) == 1
+
+
+@pytest.mark.parametrize(
+    ("shard", "labels"),
+    [
+        pytest.param(NO_SHARDING, {"shard": "0", "total_shards": "1"}, id="unsharded"),
+        pytest.param(Shard(2, 3), {"shard": "2", "total_shards": "3"}, id="shard-2-of-3"),
+    ],
+)
+def test_shard_info(shard: Shard, labels: dict[str, str]) -> None:
+    registry = CollectorRegistry()
+    ExporterMetrics(registry, shard=shard)
+    info = [
+        sample
+        for family in registry.collect()
+        if family.name == "twilio_studio_exporter_shard_info"
+        for sample in family.samples
+    ]
+    assert [(sample.labels, sample.value) for sample in info] == [(labels, 1.0)]
+
+
+def test_every_family_is_listed_in_the_architecture(registry: CollectorRegistry) -> None:
+    ExporterMetrics(registry, sources=("poll", "push"))
+    documented = architecture_metrics()
+    exposed = {sample.name for family in registry.collect() for sample in family.samples}
+    own = {name for name in exposed if not name.endswith("_created")}
+    assert {name for name in own if not name.startswith("process_")} - documented == set()
 
 
 def test_lives_beside_the_domain_metrics_in_one_registry(registry: CollectorRegistry) -> None:

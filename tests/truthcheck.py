@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Metric
+from prometheus_client.registry import Collector
 
 
 def samples(registry: CollectorRegistry, name: str) -> list[tuple[dict[str, str], float]]:
@@ -17,6 +18,23 @@ def samples(registry: CollectorRegistry, name: str) -> list[tuple[dict[str, str]
             if sample.name == name:
                 found.append((dict(sample.labels), sample.value))
     return found
+
+
+class _Together(Collector):
+    def __init__(self, registries: Sequence[CollectorRegistry]) -> None:
+        self._registries = registries
+
+    def collect(self) -> Iterable[Metric]:
+        for registry in self._registries:
+            yield from registry.collect()
+
+
+def together(*registries: CollectorRegistry) -> CollectorRegistry:
+    """The samples of several replicas in one registry: ``samples`` and ``metric_mismatches``
+    add up equal series, so the truth is compared with the replicas' sum."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Together(registries))
+    return registry
 
 
 def metric_mismatches(

@@ -140,6 +140,7 @@ def build_account_parts(
             ),
             clock=clock,
             account_sid=account_sid,
+            shard=config.shard,
         )
         if sender is None:
             sender = make_span_sender(

@@ -190,7 +190,7 @@ def build_exporter(
     registry = CollectorRegistry()
     accounts_metrics = AccountMetrics(registry)
     sources = {"poll": ("poll",), "push": ("push",), "hybrid": ("poll", "push")}[config.mode]
-    health = ExporterMetrics(registry, version=__version__, sources=sources)
+    health = ExporterMetrics(registry, version=__version__, sources=sources, shard=config.shard)
     main = build_account_parts(
         config,
         config.credentials,

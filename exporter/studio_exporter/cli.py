@@ -90,6 +90,18 @@ def _add_exporter_flags(parser: argparse.ArgumentParser) -> None:
         + _env_help("account_refresh_interval"),
     )
     add(
+        "--shard",
+        help="this replica's shard, 0..--total-shards minus 1: it follows the (account, flow) "
+        "units whose stable hash modulo --total-shards is this number (default 0)"
+        + _env_help("shard"),
+    )
+    add(
+        "--total-shards",
+        dest="total_shards",
+        help="replicas splitting the work, each with its own --state-dir (default 1: no "
+        "sharding; poll mode only)" + _env_help("total_shards"),
+    )
+    add(
         "--web.listen-address",
         dest="listen_address",
         help=f"address for /metrics and /health (default {DEFAULT_LISTEN_ADDRESS})"

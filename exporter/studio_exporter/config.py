@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from studio_exporter.sharding import NO_SHARDING, Shard
 from studio_exporter.sids import ACCOUNT_SID, API_KEY_SID, FLOW_SID, is_sid
 
 DEFAULT_TWILIO_BASE_URL = "https://studio.twilio.com"
@@ -166,6 +167,9 @@ class Config:
     #: The v2010 API (accounts). None: https://api.twilio.com, or ``twilio_base_url`` when that
     #: was given, since a proxy or the simulator serves both APIs at one address.
     twilio_api_base_url: str | None = None
+    #: The (account, flow) units this replica follows: those whose stable hash modulo
+    #: ``--total-shards`` is ``--shard``. The default, 0 of 1, follows every unit.
+    shard: Shard = NO_SHARDING
 
     @property
     def api_base_url(self) -> str:
@@ -216,6 +220,8 @@ ENV_VARS: Mapping[str, tuple[str, ...]] = {
     "include_subaccounts": ("STUDIO_EXPORTER_INCLUDE_SUBACCOUNTS",),
     "accounts": ("STUDIO_EXPORTER_ACCOUNTS",),
     "account_refresh_interval": ("STUDIO_EXPORTER_ACCOUNT_REFRESH_INTERVAL",),
+    "shard": ("STUDIO_EXPORTER_SHARD",),
+    "total_shards": ("STUDIO_EXPORTER_TOTAL_SHARDS",),
     "listen_address": ("STUDIO_EXPORTER_WEB_LISTEN_ADDRESS",),
     "flows": ("STUDIO_EXPORTER_FLOWS",),
     "lookback": ("STUDIO_EXPORTER_LOOKBACK",),
@@ -403,6 +409,7 @@ def config_from_mapping(
             else:
                 values["webhook_max_body_size"] = size
     choice("mode", "mode", MODES)
+    _sharding(raw("shard"), raw("total_shards"), values, problems)
 
     state_dir = raw("state_dir")
     if state_dir is not None:
@@ -493,6 +500,51 @@ def config_from_mapping(
     if problems or credentials is None:
         raise ConfigError(problems)
     return Config(credentials=credentials, **values)  # type: ignore[arg-type]
+
+
+#: Most replicas one deployment splits the work over (a bound on typos, not on the design).
+MAX_TOTAL_SHARDS = 1000
+
+
+def _sharding(
+    shard_text: str | None,
+    total_text: str | None,
+    values: dict[str, object],
+    problems: list[str],
+) -> None:
+    """--shard and --total-shards: whole numbers, 0 <= shard < total, poll mode only."""
+    problems_before = len(problems)
+
+    def whole(text: str | None, flag: str) -> int | None:
+        if text is None:
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            problems.append(f"--{flag}: {text!r} is not a whole number")
+            return None
+
+    shard = whole(shard_text, "shard")
+    total = whole(total_text, "total-shards")
+    if (shard_text is None and total_text is None) or problems_before < len(problems):
+        return
+    shard = 0 if shard is None else shard
+    total = 1 if total is None else total
+    if not 1 <= total <= MAX_TOTAL_SHARDS:
+        problems.append(f"--total-shards: {total} is outside 1..{MAX_TOTAL_SHARDS}")
+    elif not 0 <= shard < total:
+        problems.append(
+            f"--shard: {shard} is outside 0..{total - 1} (shards are numbered from 0 to "
+            f"--total-shards {total} minus 1)"
+        )
+    elif total > 1 and values.get("mode", "poll") != "poll":
+        problems.append(
+            f"--total-shards {total} with --mode {values['mode']}: a webhook delivery may "
+            "reach any replica, and a replica with its own state has no way to hand the "
+            "events of another shard's flows to that shard; shard in --mode poll only"
+        )
+    else:
+        values["shard"] = Shard(shard, total)
 
 
 def with_secret_files(env: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:

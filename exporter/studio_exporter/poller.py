@@ -18,6 +18,7 @@ from studio_exporter.metrics import FlowLabels, StudioMetrics
 from studio_exporter.otlp import encode_span
 from studio_exporter.pipeline import ExecutionUpdate, plan_update
 from studio_exporter.selfmetrics import ExporterMetrics
+from studio_exporter.sharding import NO_SHARDING, Shard
 from studio_exporter.spans import SpanOptions, execution_span, trace_id_hex, visit_span
 from studio_exporter.state import PruneResult, StateError, Store
 from studio_exporter.studio_api import ApiError, StudioApi
@@ -92,6 +93,7 @@ class Poller:
         span_options: SpanOptions | None = None,
         clock: Callable[[], datetime] = utc_now,
         account_sid: str = "",
+        shard: Shard = NO_SHARDING,
     ) -> None:
         self.api = api
         #: The account whose flows these are: the first label of every series this poller adds.
@@ -100,6 +102,8 @@ class Poller:
         self.metrics = metrics
         self.health = health
         self.flow_filter = tuple(flow_filter)
+        #: With replicas splitting the work, the flows of this account that this one follows.
+        self.shard = shard
         self.lookback = lookback
         self.flow_refresh_interval = flow_refresh_interval
         self.span_options = span_options or SpanOptions()
@@ -125,6 +129,12 @@ class Poller:
 
     # -- flows --------------------------------------------------------------------------------
 
+    def follows(self, flow_sid: str) -> bool:
+        """True when this poller polls ``flow_sid``: within ``--flow`` and its shard's."""
+        if self.flow_filter and flow_sid not in self.flow_filter:
+            return False
+        return self.shard.owns(self.account_sid, flow_sid)
+
     async def refresh_flows(self, *, force: bool = False) -> None:
         now = time.monotonic()
         due = (
@@ -139,7 +149,7 @@ class Poller:
             missing = [sid for sid in self.flow_filter if sid not in wanted]
             for sid in missing:
                 log.warning("flow %s given with --flow is not in the account", sid)
-            wanted = {sid: flow for sid, flow in wanted.items() if sid in self.flow_filter}
+        wanted = {sid: flow for sid, flow in wanted.items() if self.follows(sid)}
         for sid, flow in wanted.items():
             known = self.flows.get(sid)
             if flow.widgets or (known is not None and known.revision == flow.revision):
@@ -189,14 +199,18 @@ class Poller:
             self._anomalies_logged.discard(sid)
 
     async def _labels(self, flow_sid: str) -> FlowLabels:
-        flow = self.flows.get(flow_sid)
+        flow = self.flows.get(flow_sid) or self._definitions.get(flow_sid)
         if flow is None:
-            # A subflow's steps carry the subflow's sid; it may be outside --flow.
+            # A subflow's steps carry the subflow's sid; it may be outside --flow or the shard.
             try:
                 flow = await self.api.fetch_flow(flow_sid)
             except ApiError:
                 return FlowLabels(flow_sid, flow_sid, self.account_sid)
-            self.flows.setdefault(flow_sid, flow)
+            if self.follows(flow_sid):
+                self.flows.setdefault(flow_sid, flow)
+            else:
+                # Named, not polled: another replica (or nobody, outside --flow) polls it.
+                self._definitions.setdefault(flow_sid, flow)
         return FlowLabels(flow.sid, flow.name, self.account_sid)
 
     # -- cycles -------------------------------------------------------------------------------
@@ -625,7 +639,7 @@ class Poller:
         )
 
     def _flow_labels(self, flow_sid: str) -> FlowLabels:
-        flow = self.flows.get(flow_sid)
+        flow = self.flows.get(flow_sid) or self._definitions.get(flow_sid)
         return FlowLabels(flow_sid, flow.name if flow is not None else flow_sid, self.account_sid)
 
     def prune(self, now: datetime) -> PruneResult:
@@ -730,7 +744,7 @@ class Poller:
         refresh_gauges: bool = True,
     ) -> None:
         """``apply_pushed`` for several executions of one flow, in one transaction."""
-        if self.flow_filter and flow_sid not in self.flow_filter:
+        if not self.follows(flow_sid):
             return
         try:
             # Pure push mode has no poll cycle to refresh flows: do it here, on its interval.
@@ -772,10 +786,10 @@ class Poller:
             flow = await self.api.fetch_flow(flow_sid)
             # Asked for once: if Studio still serves an older revision, it is not read again.
             self._revision_asked[flow_sid] = max(revision or 0, flow.revision)
-            if flow_sid in self.flows or not self.flow_filter or flow_sid in self.flow_filter:
+            if flow_sid in self.flows or self.follows(flow_sid):
                 self.flows[flow_sid] = flow
             else:
-                # Outside --flow (a subflow, say): typed, but not polled.
+                # Outside --flow or the shard (a subflow, say): typed, but not polled.
                 self._definitions[flow_sid] = flow
         return flow
 

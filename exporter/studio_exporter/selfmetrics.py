@@ -7,6 +7,8 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
+from studio_exporter.sharding import NO_SHARDING, Shard
+
 #: Twilio answers within a few hundred milliseconds; the tail covers the client's timeouts.
 API_DURATION_BUCKETS: Final = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 #: From "exported in the poll right after the step" to "caught up after an outage or backfill".
@@ -62,6 +64,8 @@ class ExporterMetrics:
         twilio_studio_exporter_concurrency_limit 8.0
         # TYPE twilio_studio_exporter_build_info gauge
         twilio_studio_exporter_build_info{version="0.1.0"} 1.0
+        # TYPE twilio_studio_exporter_shard_info gauge
+        twilio_studio_exporter_shard_info{shard="0",total_shards="1"} 1.0
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class ExporterMetrics:
         *,
         version: str = "unknown",
         sources: tuple[str, ...] = ("poll",),
+        shard: Shard = NO_SHARDING,
     ) -> None:
         unknown = set(sources) - set(SOURCES)
         if unknown:
@@ -192,6 +197,16 @@ class ExporterMetrics:
             registry=registry,
         )
         self._build_info.labels(version=version).set(1)
+        # Its own family, not labels on build_info: which build runs and which part of the
+        # work a replica follows change independently, and queries on either stay simple.
+        self._shard_info = Gauge(
+            "twilio_studio_exporter_shard_info",
+            "Always 1; this replica follows the (account, flow) units whose stable hash modulo "
+            "total_shards is shard (--shard, --total-shards; 0 of 1: every unit).",
+            ("shard", "total_shards"),
+            registry=registry,
+        )
+        self._shard_info.labels(shard=str(shard.index), total_shards=str(shard.total)).set(1)
         # process_start_time_seconds shows restarts (a dashboard annotation) and lets the
         # Stalled alert age a source that never succeeded from the start of the process.
         ProcessCollector(registry=registry)
