@@ -39,6 +39,7 @@ from studio_client.models.list_flow_response import ListFlowResponse
 from studio_client.models.page_meta import PageMeta
 from studio_client.models.studio_error import StudioError
 from studio_client.types import Unset
+from studio_exporter.backoff import parse_retry_after
 from studio_exporter.config import Credentials
 from studio_exporter.domain import TRIGGER, Execution, Flow, Step, Transition, Widget
 from studio_exporter.sids import (
@@ -50,7 +51,7 @@ from studio_exporter.sids import (
     is_sid,
     require_sid,
 )
-from studio_exporter.throttle import AdaptiveLimiter, RetryPolicy, parse_retry_after
+from studio_exporter.throttle import AdaptiveLimiter, RetryPolicy
 from studio_exporter.transport import LeanTransport, proxies_in_environment
 
 log = logging.getLogger(__name__)
