@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 
 from studio_exporter.accounts_api import Account, AccountsApi
+from studio_exporter.backoff import poll_backoff
 from studio_exporter.config import Config, Credentials
 from studio_exporter.metrics import AccountMetrics, StudioMetrics
 from studio_exporter.poller import CycleReport, Poller
@@ -44,8 +45,6 @@ log = logging.getLogger(__name__)
 
 #: Accounts polled at the same time. Each has its own limiter; this bounds the whole.
 ACCOUNTS_IN_PARALLEL = 16
-#: The longest a failing account waits before it is tried again.
-MAX_ACCOUNT_BACKOFF = 300.0
 SPANS_FILE = "spans.otlp.jsonl"
 
 
@@ -388,9 +387,7 @@ class AccountSupervisor:
     async def _after_failure(self, parts: AccountParts, report: CycleReport) -> None:
         parts.failures += 1
         interval = self.config.poll_interval.total_seconds()
-        parts.retry_at = time.monotonic() + min(
-            interval * 2 ** min(parts.failures, 5), MAX_ACCOUNT_BACKOFF
-        )
+        parts.retry_at = time.monotonic() + poll_backoff(interval).delay(parts.failures)
         if "unauthorized" not in report.error_reasons:
             return
         self.health.account_error(parts.account_sid, "unauthorized")

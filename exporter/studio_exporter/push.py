@@ -65,6 +65,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client import Counter as PromCounter
 
+from studio_exporter.backoff import MAX_BACKOFF_SECONDS, Backoff
 from studio_exporter.domain import ENDED, Execution, Flow, Step
 from studio_exporter.eventstreams import (
     EXECUTION_ENDED,
@@ -107,6 +108,8 @@ DEFAULT_MAX_LOADED = 50_000
 DEFAULT_BATCH_SIZE = 1_000
 #: REST failures for one execution before its events are given up (logged and counted).
 MAX_ATTEMPTS = 8
+#: An execution whose apply failed is tried again 2 s later, then 4 s, 8 s, ...
+APPLY_BACKOFF = Backoff(base=1.0, cap=MAX_BACKOFF_SECONDS)
 #: A pass runs every second when idle: its success is written to the state at most this often.
 REMEMBER_SUCCESS_EVERY = timedelta(seconds=30)
 
@@ -893,7 +896,7 @@ class PushProcessor:
             to_ack.update(dropped)
             del self._tracked[tracked.sid]
             return
-        delay = min(2.0**tracked.failures, 300.0)
+        delay = APPLY_BACKOFF.delay(tracked.failures)
         tracked.retry_at = now + delay
         log.warning(
             "push: execution %s not applied (%s); retrying in %.0fs", tracked.sid, error, delay
