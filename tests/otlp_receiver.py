@@ -83,13 +83,15 @@ class OtlpReceiver:
     """OTLP/HTTP on 127.0.0.1 at a free port: POST /v1/traces, protobuf, optionally gzipped.
 
     ``go_down()`` makes it answer 503 (with ``Retry-After: 0`` so the SDK retries at once) to
-    every request, or to the next ``requests`` ones; ``come_up()`` ends that.
+    every request, or to the next ``requests`` ones; ``come_up()`` ends that. ``retry_after``
+    is the header's value (either form RFC 9110 allows).
     """
 
     def __init__(self) -> None:
         self.spans: list[ReceivedSpan] = []
         self.requests = 0  # every POST, refused ones included
         self.refused = 0
+        self.retry_after = "0"
         self.content_encodings: list[str] = []
         self.headers: list[dict[str, str]] = []  # of every request, names in lower case
         self._down_for: int | None = 0  # None: down until come_up()
@@ -177,7 +179,7 @@ class OtlpReceiver:
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", str(len(payload)))
                 if status == 503:
-                    self.send_header("Retry-After", "0")
+                    self.send_header("Retry-After", receiver.retry_after)
                 self.end_headers()
                 self.wfile.write(payload)
 

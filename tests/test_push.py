@@ -26,7 +26,7 @@ from studio_exporter.eventstreams import (
 from studio_exporter.metrics import StudioMetrics
 from studio_exporter.poller import Poller
 from studio_exporter.push import DEFAULT_WEBHOOK_PATH, PushProcessor, WebhookReceiver
-from studio_exporter.selfmetrics import ExporterMetrics
+from studio_exporter.selfmetrics import ExporterMetrics, PushMetrics
 from studio_exporter.state import StateError, Store, state_file
 from studio_exporter.studio_api import StudioApi
 from studio_exporter.web import HookResponse, PostHook, Readiness, WebServer
@@ -666,6 +666,20 @@ def run_passes(processor: PushProcessor, seconds: float) -> None:
 
 
 PUSH_FRESHNESS = "twilio_studio_exporter_last_successful_push_timestamp_seconds"
+
+
+def test_every_account_counts_into_one_set_of_push_series(store: Store) -> None:
+    """Each account has its own receiver and processor; /metrics has one set of series."""
+    registry = CollectorRegistry()
+    shared = PushMetrics(registry)
+    rig = Rig(store)
+    processors = [PushProcessor(store, rig.api, rig.target, metrics=shared) for _ in range(2)]
+    assert all(processor.metrics is shared for processor in processors)
+    for _ in range(2):
+        receiver = WebhookReceiver(store, TOKEN, metrics=shared)
+        assert receiver("http://exporter/webhooks", {}, b"[]").status == 403  # unsigned
+    requests = "twilio_studio_exporter_webhook_requests_total"
+    assert registry.get_sample_value(requests, {"code": "403"}) == 2
 
 
 def test_a_pass_without_failure_moves_the_push_freshness_gauge_and_the_state(store: Store) -> None:

@@ -9,7 +9,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from studio_exporter.metrics import StudioMetrics
-from studio_exporter.selfmetrics import ANOMALY_KINDS, HTTP_REFUSAL_REASONS, ExporterMetrics
+from studio_exporter.selfmetrics import (
+    ANOMALY_KINDS,
+    DISAGREEMENT_FIELDS,
+    DROP_REASONS,
+    HTTP_REFUSAL_REASONS,
+    ExporterMetrics,
+    PushMetrics,
+)
 from studio_exporter.sharding import NO_SHARDING, Shard
 from tests.test_dashboards import architecture_metrics
 
@@ -218,3 +225,45 @@ def test_account_errors_are_counted_by_account_and_reason(
     missing = {"account_sid": account, "reason": "no_auth_token"}
     assert registry.get_sample_value(total, refused) == 2
     assert registry.get_sample_value(total, missing) == 1
+
+
+def test_push_families_are_present_from_the_first_scrape(registry: CollectorRegistry) -> None:
+    """In the order the processor and the receiver registered them, as /metrics always had."""
+    PushMetrics(registry)
+    assert [family.name for family in registry.collect()] == [
+        "twilio_studio_exporter_push_rest_reads",
+        "twilio_studio_exporter_events_dropped",
+        "twilio_studio_exporter_events_pending",
+        "twilio_studio_exporter_event_rest_disagreements",
+        "twilio_studio_exporter_events_received",
+        "twilio_studio_exporter_webhook_requests",
+    ]
+    dropped = "twilio_studio_exporter_events_dropped_total"
+    assert all(registry.get_sample_value(dropped, {"reason": r}) == 0 for r in DROP_REASONS)
+    disagreements = "twilio_studio_exporter_event_rest_disagreements_total"
+    assert all(
+        registry.get_sample_value(disagreements, {"field": name}) == 0
+        for name in DISAGREEMENT_FIELDS
+    )
+    assert registry.get_sample_value("twilio_studio_exporter_events_pending") == 0
+
+
+def test_push_metrics_count_by_label(registry: CollectorRegistry) -> None:
+    push = PushMetrics(registry)
+    push.webhook_answered(200)
+    push.webhook_answered(200)
+    push.webhook_answered(403)
+    push.events_received("other", "ignored", 3)
+    push.events_dropped("api_error", 2)
+    push.set_events_pending(5)
+    push.rest_read("end_list")
+    push.disagreements.count("type")
+    value = registry.get_sample_value
+    assert value("twilio_studio_exporter_webhook_requests_total", {"code": "200"}) == 2
+    assert value("twilio_studio_exporter_webhook_requests_total", {"code": "403"}) == 1
+    received = {"type": "other", "result": "ignored"}
+    assert value("twilio_studio_exporter_events_received_total", received) == 3
+    assert value("twilio_studio_exporter_events_dropped_total", {"reason": "api_error"}) == 2
+    assert value("twilio_studio_exporter_events_pending") == 5
+    assert value("twilio_studio_exporter_push_rest_reads_total", {"reason": "end_list"}) == 1
+    assert value("twilio_studio_exporter_event_rest_disagreements_total", {"field": "type"}) == 1

@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ from studio_exporter.span_sink import (
     OtlpGrpcSender,
     OtlpHttpSender,
     make_span_sender,
+    otlp_backoff,
     otlp_json_line,
     otlp_secrets,
     read_otlp_json_lines,
@@ -374,6 +377,40 @@ def test_an_http_receiver_down_once_gets_the_spans_after_backoff(receiver: OtlpR
         sender.shutdown()
     assert (receiver.refused, receiver.requests) == (1, 2)
     assert_arrived_as_built(receiver.wait_for_spans(3), make_records())
+
+
+def test_an_http_retry_after_date_is_waited_for(receiver: OtlpReceiver) -> None:
+    receiver.go_down(1)
+    receiver.retry_after = format_datetime(datetime.now(UTC) + timedelta(seconds=1), usegmt=True)
+    sender = OtlpHttpSender(receiver.endpoint, {}, timeout=5, initial_backoff=30)
+    try:
+        assert sender.send(payload_of(make_records()), 3) is True  # 30 s backoff: not used
+    finally:
+        sender.shutdown()
+    assert (receiver.refused, receiver.requests) == (1, 2)
+
+
+def test_an_http_retry_after_beyond_the_timeout_gives_up_at_once(receiver: OtlpReceiver) -> None:
+    receiver.go_down(1)
+    receiver.retry_after = "86400"
+    sender = OtlpHttpSender(receiver.endpoint, {}, timeout=5, initial_backoff=0.01)
+    try:
+        assert sender.send(payload_of(make_records()), 3) is False
+    finally:
+        sender.shutdown()
+    assert receiver.requests == 1  # the shipper keeps the spans and tries again later
+
+
+@pytest.mark.parametrize("initial", [pytest.param(1.0, id="sdk"), pytest.param(0.01, id="fast")])
+def test_otlp_backoff_doubles_within_twenty_percent(initial: float) -> None:
+    policy = otlp_backoff(initial)
+    rng = random.Random(5)
+    for attempt in range(5):
+        waits = [policy.delay(attempt, rng) for _ in range(200)]
+        expected = initial * 2**attempt
+        assert all(0.8 * expected <= wait <= 1.2 * expected for wait in waits)
+        assert min(waits) < 0.85 * expected
+        assert max(waits) > 1.15 * expected
 
 
 def test_an_http_refusal_that_retrying_cannot_fix_fails_at_once(receiver: OtlpReceiver) -> None:

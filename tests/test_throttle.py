@@ -5,14 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 
-import pytest
-
-from studio_exporter.throttle import (
-    MAX_RETRY_AFTER_SECONDS,
-    AdaptiveLimiter,
-    RetryPolicy,
-    parse_retry_after,
-)
+from studio_exporter.backoff import MAX_RETRY_AFTER_SECONDS
+from studio_exporter.throttle import AdaptiveLimiter, RetryPolicy
 
 
 class FakeClock:
@@ -81,17 +75,3 @@ def test_backoff_is_jittered_and_bounded() -> None:
     delays = [policy.delay(attempt, rng) for attempt in range(1, 10) for _ in range(20)]
     assert all(0.0 <= delay <= 4.0 for delay in delays)
     assert len(set(delays)) > 100
-
-
-@pytest.mark.parametrize(
-    ("header", "seconds"),
-    [
-        pytest.param(None, None, id="absent"),
-        pytest.param("3", 3.0, id="seconds"),
-        pytest.param(" 1.5 ", 1.5, id="fraction"),
-        pytest.param("-4", 0.0, id="negative"),
-        pytest.param("Wed, 21 Oct 2015 07:28:00 GMT", None, id="http-date"),
-    ],
-)
-def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
-    assert parse_retry_after(header) == seconds

@@ -27,11 +27,12 @@ from pathlib import Path
 import httpx
 
 from studio_exporter.accounts_api import Account, AccountsApi
+from studio_exporter.backoff import poll_backoff
 from studio_exporter.config import Config, Credentials
 from studio_exporter.metrics import AccountMetrics, StudioMetrics
 from studio_exporter.poller import CycleReport, Poller
 from studio_exporter.push import PushProcessor, WebhookReceiver
-from studio_exporter.selfmetrics import ExporterMetrics
+from studio_exporter.selfmetrics import ExporterMetrics, PushMetrics
 from studio_exporter.shipper import STOP_TIMEOUT, SpanShipper
 from studio_exporter.span_sink import SpanSender, make_span_sender, resource_from_env
 from studio_exporter.spans import SpanOptions
@@ -44,8 +45,6 @@ log = logging.getLogger(__name__)
 
 #: Accounts polled at the same time. Each has its own limiter; this bounds the whole.
 ACCOUNTS_IN_PARALLEL = 16
-#: The longest a failing account waits before it is tried again.
-MAX_ACCOUNT_BACKOFF = 300.0
 SPANS_FILE = "spans.otlp.jsonl"
 
 
@@ -204,9 +203,8 @@ class AccountSupervisor:
         self.consecutive_failures = 0
         #: The web server's POST routes (set by ``app``): per-account webhook paths go here.
         self.hooks: dict[str, PostHook] | None = None
-        #: The main account's receiver and processor: the others count into their series.
-        self.main_receiver: WebhookReceiver | None = None
-        self.main_push: PushProcessor | None = None
+        #: The push families the main account counts into (set by ``app``): the others too.
+        self.push_metrics: PushMetrics | None = None
 
     def webhook_path(self, account_sid: str) -> str:
         """Where an account's Event Streams deliveries arrive: its own path, so the token that
@@ -313,13 +311,14 @@ class AccountSupervisor:
     def _start_push(self, parts: AccountParts) -> None:
         """The account's own webhook path, receiver (its token) and inbox processor."""
         basic = self.config.webhook_basic_auth
+        metrics = self.push_metrics or PushMetrics(None)
         processor = PushProcessor(
             parts.store,
             parts.api,
             parts.poller,
             health=self.health,
             clock=self.clock,
-            counters_of=self.main_push,
+            metrics=metrics,
             # Pushed steps carry no context: allow-listed context comes from the REST read.
             hold_until_end=bool(self.config.context_allowlist),
         )
@@ -328,9 +327,8 @@ class AccountSupervisor:
             parts.credentials.password.reveal(),
             public_url=self.webhook_public_url(parts.account_sid),
             basic_auth=None if basic is None else (basic[0], basic[1].reveal()),
-            metrics=None,
+            metrics=metrics,
             on_accepted=processor.wake,
-            counters_of=self.main_receiver,
         )
         parts.push = processor
         parts.push_stop = asyncio.Event()
@@ -389,9 +387,7 @@ class AccountSupervisor:
     async def _after_failure(self, parts: AccountParts, report: CycleReport) -> None:
         parts.failures += 1
         interval = self.config.poll_interval.total_seconds()
-        parts.retry_at = time.monotonic() + min(
-            interval * 2 ** min(parts.failures, 5), MAX_ACCOUNT_BACKOFF
-        )
+        parts.retry_at = time.monotonic() + poll_backoff(interval).delay(parts.failures)
         if "unauthorized" not in report.error_reasons:
             return
         self.health.account_error(parts.account_sid, "unauthorized")

@@ -25,7 +25,7 @@ from studio_exporter.config import Config
 from studio_exporter.metrics import AccountMetrics, StudioMetrics
 from studio_exporter.poller import PRUNE_EVERY, Poller, utc_now
 from studio_exporter.push import PushProcessor, WebhookReceiver
-from studio_exporter.selfmetrics import ExporterMetrics
+from studio_exporter.selfmetrics import ExporterMetrics, PushMetrics
 from studio_exporter.shipper import STOP_TIMEOUT, SpanShipper
 from studio_exporter.span_sink import (
     JsonLinesSender,
@@ -236,11 +236,12 @@ def build_exporter(
     )
     if config.mode != "poll":
         assert config.webhook_auth_token is not None  # validated by config_from_mapping
+        push_metrics = PushMetrics(registry)
         processor = PushProcessor(
             store,
             api,
             poller,
-            registry=registry,
+            metrics=push_metrics,
             health=health,
             clock=clock,
             # Pushed steps carry no context: allow-listed context comes from the REST read.
@@ -253,14 +254,14 @@ def build_exporter(
             config.webhook_auth_token.reveal(),
             public_url=config.webhook_public_url,
             basic_auth=None if basic is None else (basic[0], basic[1].reveal()),
-            metrics=registry,
+            metrics=push_metrics,
             on_accepted=processor.wake,
         )
     if config.mode != "poll" and config.include_subaccounts:
         # Each account signs with its own token: the main account gets its own path too.
         receiver = built.post_hooks[config.webhook_path]
         assert isinstance(receiver, WebhookReceiver)
-        supervisor.main_receiver, supervisor.main_push = receiver, built.push
+        supervisor.push_metrics = receiver.metrics
         built.post_hooks[supervisor.webhook_path(account_sid)] = receiver
         main.receiver, main.push = receiver, built.push
     if serve_web:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 
+from studio_exporter.backoff import poll_backoff
 from studio_exporter.config import RETENTION
 from studio_exporter.domain import Execution, ExecutionPath, Flow, Step
 from studio_exporter.metrics import FlowLabels, StudioMetrics
@@ -666,7 +667,7 @@ class Poller:
             )
             interval = poll_interval.total_seconds()
             if not report.ok:
-                interval = min(interval * (2 ** min(self.consecutive_failures, 5)), 300.0)
+                interval = poll_backoff(interval).delay(self.consecutive_failures)
             remaining = interval - (time.monotonic() - started)
             if remaining > 0:
                 with contextlib.suppress(TimeoutError):

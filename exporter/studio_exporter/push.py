@@ -62,9 +62,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from urllib.parse import parse_qsl, quote, urlsplit
 
-from prometheus_client import CollectorRegistry, Gauge
-from prometheus_client import Counter as PromCounter
+from prometheus_client import CollectorRegistry
 
+from studio_exporter.backoff import MAX_BACKOFF_SECONDS, Backoff
 from studio_exporter.domain import ENDED, Execution, Flow, Step
 from studio_exporter.eventstreams import (
     EXECUTION_ENDED,
@@ -84,7 +84,7 @@ from studio_exporter.eventstreams import (
     url_variants,
     verify_signature,
 )
-from studio_exporter.selfmetrics import EventRestDisagreements, ExporterMetrics
+from studio_exporter.selfmetrics import EventRestDisagreements, ExporterMetrics, PushMetrics
 from studio_exporter.state import InboxEvent, InboxFull, StateError, Store
 from studio_exporter.studio_api import ApiError
 from studio_exporter.transform import UNKNOWN_WIDGET_TYPE, ready_steps
@@ -107,12 +107,12 @@ DEFAULT_MAX_LOADED = 50_000
 DEFAULT_BATCH_SIZE = 1_000
 #: REST failures for one execution before its events are given up (logged and counted).
 MAX_ATTEMPTS = 8
+#: An execution whose apply failed is tried again 2 s later, then 4 s, 8 s, ...
+APPLY_BACKOFF = Backoff(base=1.0, cap=MAX_BACKOFF_SECONDS)
 #: A pass runs every second when idle: its success is written to the state at most this often.
 REMEMBER_SUCCESS_EVERY = timedelta(seconds=30)
 
 _OTHER_TYPE = "other"
-#: Why an inbox event is given up (``events_dropped``).
-DROP_REASONS = ("malformed", "api_error")
 #: A Studio event nests four levels deep; deeper JSON is refused before it is parsed.
 MAX_NESTING_DEPTH = 32
 #: Events (array entries) per delivery; a 1 MiB body holds about 1,700 Studio events.
@@ -167,9 +167,6 @@ class WebhookReceiver:
     were committed: ``PushProcessor.wake``.
     """
 
-    events_received: PromCounter
-    requests: PromCounter
-
     def __init__(
         self,
         store: Store,
@@ -177,12 +174,11 @@ class WebhookReceiver:
         *,
         public_url: str | None = None,
         basic_auth: tuple[str, str] | None = None,
-        metrics: CollectorRegistry | None,
+        metrics: PushMetrics | CollectorRegistry | None,
         on_accepted: Callable[[], None] | None = None,
-        counters_of: WebhookReceiver | None = None,
     ) -> None:
-        """``counters_of``: another account's receiver whose counters this one adds to (one
-        set of series however many accounts have a webhook path)."""
+        """``metrics``: the push families to count into (one ``PushMetrics`` shared by every
+        account's receiver and processor), or a registry to register a new set in."""
         if not auth_token:
             raise ValueError("the webhook receiver needs the account's auth token")
         self.store = store
@@ -195,27 +191,11 @@ class WebhookReceiver:
             if basic_auth is None
             else base64.b64encode(f"{basic_auth[0]}:{basic_auth[1]}".encode())
         )
-        if counters_of is not None:
-            self.events_received = counters_of.events_received
-            self.requests = counters_of.requests
-            return
-        self.events_received = PromCounter(
-            "twilio_studio_exporter_events_received",
-            "Event Streams events received, by CloudEvent type (other: not a Studio type) and "
-            "result (accepted, duplicate, ignored, rejected).",
-            ["type", "result"],
-            registry=metrics,
-        )
-        self.requests = PromCounter(
-            "twilio_studio_exporter_webhook_requests",
-            "Event Streams webhook deliveries, by HTTP status answered.",
-            ["code"],
-            registry=metrics,
-        )
+        self.metrics = metrics if isinstance(metrics, PushMetrics) else PushMetrics(metrics)
 
     def __call__(self, url: str, headers: Mapping[str, str], body: bytes) -> HookResponse:
         response = self._handle(url, headers, body)
-        self.requests.labels(str(response.status)).inc()
+        self.metrics.webhook_answered(response.status)
         return response
 
     def check_head(self, url: str, headers: Mapping[str, str]) -> HookResponse | None:
@@ -236,7 +216,7 @@ class WebhookReceiver:
             if valid:
                 return None
         response = _json(403, error="missing or invalid X-Twilio-Signature")
-        self.requests.labels("403").inc()
+        self.metrics.webhook_answered(403)
         return response
 
     def _handle(self, url: str, headers: Mapping[str, str], body: bytes) -> HookResponse:
@@ -328,7 +308,7 @@ class WebhookReceiver:
 
     def _count(self, event_type: str, result: str, count: int) -> None:
         if count > 0:
-            self.events_received.labels(event_type, result).inc(count)
+            self.metrics.events_received(event_type, result, count)
 
 
 # -- processing -----------------------------------------------------------------------------
@@ -466,11 +446,6 @@ def differing_fields(pushed: Step, rest: Step) -> list[str]:
 class PushProcessor:
     """Drains the event inbox into ``target.apply_pushed``; see the module docstring."""
 
-    rest_reads: PromCounter
-    events_dropped: PromCounter
-    events_pending: Gauge
-    disagreements: EventRestDisagreements
-
     def __init__(
         self,
         store: Store,
@@ -488,7 +463,7 @@ class PushProcessor:
         health: ExporterMetrics | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
-        counters_of: PushProcessor | None = None,
+        metrics: PushMetrics | None = None,
     ) -> None:
         self.store = store
         self.api = api
@@ -510,36 +485,9 @@ class PushProcessor:
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Passes in a row that failed; /health/ready reports push as degraded while > 0.
         self.consecutive_failures = 0
-        if counters_of is not None:
-            # Another account's processor: count into its series.
-            self.rest_reads = counters_of.rest_reads
-            self.events_dropped = counters_of.events_dropped
-            self.events_pending = counters_of.events_pending
-            self.disagreements = counters_of.disagreements
-            return
-        self.rest_reads = PromCounter(
-            "twilio_studio_exporter_push_rest_reads",
-            "REST reads made in push mode, by reason (step_fetch: a step event lacked a "
-            "field; end_list, gap_list, seed_list, idle_list: an execution's steps; "
-            "execution_fetch).",
-            ["reason"],
-            registry=registry,
-        )
-        self.events_dropped = PromCounter(
-            "twilio_studio_exporter_events_dropped",
-            "Inbox events given up, by reason (malformed, api_error).",
-            ["reason"],
-            registry=registry,
-        )
-        # Both reasons exist from the start: a panel or alert reads 0 rather than nothing.
-        for reason in DROP_REASONS:
-            self.events_dropped.labels(reason)
-        self.events_pending = Gauge(
-            "twilio_studio_exporter_events_pending",
-            "Webhook events committed to the inbox and not yet processed.",
-            registry=registry,
-        )
-        self.disagreements = EventRestDisagreements(registry)
+        #: The push families: shared with the other accounts' processors and receivers when
+        #: given, else a new set registered in ``registry``.
+        self.metrics = metrics if metrics is not None else PushMetrics(registry)
 
     # -- running ------------------------------------------------------------------------------
 
@@ -626,7 +574,7 @@ class PushProcessor:
             self._loaded -= to_ack
         self._evict()
         report.waiting = sum(len(t.arrived) for t in self._tracked.values())
-        self.events_pending.set(self.store.count_pending_events())
+        self.metrics.set_events_pending(self.store.count_pending_events())
         return report
 
     def _succeeded(self) -> None:
@@ -668,7 +616,7 @@ class PushProcessor:
                 raise EventError(f"unexpected event type {event.type[:100]}")
         except EventError as error:
             log.warning("dropping inbox event %s: %s", row.event_id[:64], error)
-            self.events_dropped.labels("malformed").inc()
+            self.metrics.events_dropped("malformed")
             report.dropped += 1
             to_ack.add(row.id)
 
@@ -755,7 +703,7 @@ class PushProcessor:
             self._merge(tracked, await self._list_steps(flow_sid, sid, "seed_list"), now)
             tracked.needs_seed = False
         for step_sid, partial in list(tracked.incomplete.items()):
-            self.rest_reads.labels("step_fetch").inc()
+            self.metrics.rest_read("step_fetch")
             fetched = await self.api.fetch_step(flow_sid, sid, step_sid)
             tracked.steps[step_sid] = complete_step(partial, fetched)
             del tracked.incomplete[step_sid]
@@ -764,7 +712,7 @@ class PushProcessor:
         if tracked.execution is None:
             if now - tracked.first_seen < self.reorder_window and tracked.ended is None:
                 return None  # the started event may still come
-            self.rest_reads.labels("execution_fetch").inc()
+            self.metrics.rest_read("execution_fetch")
             fetched_execution = await self.api.fetch_execution(flow_sid, sid)
             tracked.execution = (
                 fetched_execution
@@ -810,7 +758,7 @@ class PushProcessor:
         return _Plan(tracked, execution, steps, ready)
 
     def _merge(self, tracked: _Tracked, steps: Iterable[Step], now: float) -> None:
-        tracked.merge(steps, now, self.disagreements)
+        tracked.merge(steps, now, self.metrics.disagreements)
 
     async def _type_steps(self, tracked: _Tracked, flow: Flow) -> None:
         """Give pushed steps (Twilio's carry no type) their widget's type from the definition."""
@@ -865,7 +813,7 @@ class PushProcessor:
             tracked.end_recheck_at = now + self.reorder_window
 
     async def _list_steps(self, flow_sid: str, execution_sid: str, reason: str) -> list[Step]:
-        self.rest_reads.labels(reason).inc()
+        self.metrics.rest_read(reason)
         return await self.api.list_steps(flow_sid, execution_sid)
 
     def _failed(
@@ -888,12 +836,12 @@ class PushProcessor:
                 error,
             )
             dropped = tracked.rows()
-            self.events_dropped.labels("api_error").inc(len(dropped))
+            self.metrics.events_dropped("api_error", len(dropped))
             report.dropped += len(dropped)
             to_ack.update(dropped)
             del self._tracked[tracked.sid]
             return
-        delay = min(2.0**tracked.failures, 300.0)
+        delay = APPLY_BACKOFF.delay(tracked.failures)
         tracked.retry_at = now + delay
         log.warning(
             "push: execution %s not applied (%s); retrying in %.0fs", tracked.sid, error, delay

@@ -1,4 +1,4 @@
-"""The exporter's own health metrics: API calls, poll cycles, rate limits, lag and span export."""
+"""The exporter's own health metrics: API calls, poll cycles, rate limits, lag, spans and push."""
 
 from __future__ import annotations
 
@@ -324,3 +324,84 @@ class EventRestDisagreements:
 
     def count(self, field: str) -> None:
         self._counter.labels(field=field).inc()
+
+
+#: Why an inbox event is given up (``twilio_studio_exporter_events_dropped_total{reason}``).
+DROP_REASONS: Final = ("malformed", "api_error")
+
+
+class PushMetrics:
+    """Push mode's families (``--mode push`` and ``hybrid``): one set however many accounts
+    have a webhook path, so every account's receiver and inbox processor count into the same
+    instance. Registered in the order the processor and the receiver registered them before
+    they lived here, so ``/metrics`` lists them as it did.
+
+    A sample of the exposition::
+
+        # TYPE twilio_studio_exporter_push_rest_reads_total counter
+        twilio_studio_exporter_push_rest_reads_total{reason="end_list"} 120.0
+        # TYPE twilio_studio_exporter_events_dropped_total counter
+        twilio_studio_exporter_events_dropped_total{reason="malformed"} 0.0
+        twilio_studio_exporter_events_dropped_total{reason="api_error"} 0.0
+        # TYPE twilio_studio_exporter_events_pending gauge
+        twilio_studio_exporter_events_pending 3.0
+        # TYPE twilio_studio_exporter_events_received_total counter
+        twilio_studio_exporter_events_received_total{result="accepted",type="other"} 2.0
+        # TYPE twilio_studio_exporter_webhook_requests_total counter
+        twilio_studio_exporter_webhook_requests_total{code="200"} 41.0
+    """
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self._rest_reads = Counter(
+            "twilio_studio_exporter_push_rest_reads",
+            "REST reads made in push mode, by reason (step_fetch: a step event lacked a "
+            "field; end_list, gap_list, seed_list, idle_list: an execution's steps; "
+            "execution_fetch).",
+            ["reason"],
+            registry=registry,
+        )
+        self._events_dropped = Counter(
+            "twilio_studio_exporter_events_dropped",
+            "Inbox events given up, by reason (malformed, api_error).",
+            ["reason"],
+            registry=registry,
+        )
+        # Both reasons exist from the start: a panel or alert reads 0 rather than nothing.
+        for reason in DROP_REASONS:
+            self._events_dropped.labels(reason)
+        self._events_pending = Gauge(
+            "twilio_studio_exporter_events_pending",
+            "Webhook events committed to the inbox and not yet processed.",
+            registry=registry,
+        )
+        self.disagreements = EventRestDisagreements(registry)
+        self._events_received = Counter(
+            "twilio_studio_exporter_events_received",
+            "Event Streams events received, by CloudEvent type (other: not a Studio type) and "
+            "result (accepted, duplicate, ignored, rejected).",
+            ["type", "result"],
+            registry=registry,
+        )
+        self._webhook_requests = Counter(
+            "twilio_studio_exporter_webhook_requests",
+            "Event Streams webhook deliveries, by HTTP status answered.",
+            ["code"],
+            registry=registry,
+        )
+
+    def webhook_answered(self, status: int) -> None:
+        """One delivery answered with HTTP ``status``."""
+        self._webhook_requests.labels(str(status)).inc()
+
+    def events_received(self, event_type: str, result: str, count: int = 1) -> None:
+        self._events_received.labels(event_type, result).inc(count)
+
+    def events_dropped(self, reason: str, count: int = 1) -> None:
+        """``count`` inbox events given up (``DROP_REASONS``)."""
+        self._events_dropped.labels(reason).inc(count)
+
+    def set_events_pending(self, count: int) -> None:
+        self._events_pending.set(count)
+
+    def rest_read(self, reason: str) -> None:
+        self._rest_reads.labels(reason).inc()

@@ -8,6 +8,7 @@ import time
 
 from opentelemetry.sdk.resources import Resource
 
+from studio_exporter.backoff import Backoff
 from studio_exporter.otlp import encode_span, encode_spans_request
 from studio_exporter.selfmetrics import ExporterMetrics
 from studio_exporter.span_sink import SpanSender
@@ -96,7 +97,9 @@ class SpanShipper:
         return self.store.count_pending_spans() == 0
 
     def _loop(self) -> None:
-        backoff = self.interval
+        # After n failed batches in a row: the interval doubled n times, at most max_backoff.
+        backoff = Backoff(base=self.interval, cap=self.max_backoff)
+        failures = 0
         while not self._stopping.is_set():
             try:
                 sent, ok = self.ship_once()
@@ -109,14 +112,14 @@ class SpanShipper:
                 sent, ok = 0, False
             if ok:
                 self.failing_since = None
-                backoff = self.interval
+                failures = 0
                 if sent == self.batch_size:
                     continue  # more are waiting
             else:
                 if self.failing_since is None:
                     self.failing_since = time.monotonic()
-                backoff = min(self.max_backoff, max(self.interval, backoff * 2))
-            self._wake.wait(timeout=backoff if not ok else self.interval)
+                failures += 1
+            self._wake.wait(timeout=backoff.delay(failures) if not ok else self.interval)
             self._wake.clear()
 
     def request_stop(self) -> None:

@@ -6,20 +6,17 @@ Every sender takes one request already encoded by :func:`studio_exporter.otlp.en
 from __future__ import annotations
 
 import base64
-import email.utils
 import gzip
 import json
 import logging
 import math
 import os
-import random
 import re
 import ssl
 import threading
 import time
 import zlib
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import unquote, urlparse
@@ -35,6 +32,7 @@ from opentelemetry.sdk.version import __version__ as sdk_version
 from opentelemetry.util.re import parse_env_headers
 
 from studio_exporter import __version__
+from studio_exporter.backoff import Backoff, parse_retry_after
 
 if TYPE_CHECKING:
     import grpc
@@ -208,10 +206,12 @@ def _grpc_sender(env: Mapping[str, str]) -> OtlpGrpcSender:
 class _Retrier:
     """Attempts within a deadline: exponential backoff with jitter, or the server's delay."""
 
-    def __init__(self, timeout: float, initial_backoff: float, stopped: threading.Event) -> None:
+    def __init__(self, timeout: float, backoff: Backoff, stopped: threading.Event) -> None:
         self.deadline = time.monotonic() + timeout
-        self.backoff = initial_backoff
+        self.backoff = backoff
         self.attempts = 0
+        # Only waits chosen by the backoff grow it: a Retry-After wait does not.
+        self._backoffs = 0
         self._stopped = stopped
 
     def remaining(self) -> float:
@@ -221,32 +221,21 @@ class _Retrier:
         """Sleep before the next attempt; False when none fits in the deadline or attempts."""
         self.attempts += 1
         if delay is None:
-            delay = self.backoff * random.uniform(0.8, 1.2)
-            self.backoff *= 2
+            delay = self.backoff.delay(self._backoffs)
+            self._backoffs += 1
         if self.attempts >= MAX_ATTEMPTS or delay >= self.remaining():
             return False
         return not self._stopped.wait(delay)
 
 
+def otlp_backoff(initial: float) -> Backoff:
+    """The OpenTelemetry SDK's retry waits: ``initial``, twice that, ... each within +-20 %
+    (a policy's jitter only shortens: its ceiling is the +20 %, less up to a third of it)."""
+    return Backoff(base=1.2 * initial, jitter=1 / 3)
+
+
 def _within(configured: float, cap: float | None) -> float:
     return configured if cap is None else min(configured, cap)
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds a Retry-After header asks for: a number of seconds or an HTTP date."""
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
 
 
 def _ssl_context(
@@ -300,7 +289,9 @@ class OtlpHttpSender:
             payload = gzip.compress(payload, compresslevel=6)
         elif self.compression == "deflate":
             payload = zlib.compress(payload)
-        retrier = _Retrier(_within(self.timeout, timeout), self.initial_backoff, self._stopped)
+        retrier = _Retrier(
+            _within(self.timeout, timeout), otlp_backoff(self.initial_backoff), self._stopped
+        )
         while True:
             delay: float | None = None
             try:
@@ -319,7 +310,7 @@ class OtlpHttpSender:
                 if response.status_code not in _RETRY_HTTP_STATUSES:
                     log.error("%s refused %d spans: %s", self.endpoint, count, problem)
                     return False
-                delay = _retry_after(response.headers.get("Retry-After"))
+                delay = parse_retry_after(response.headers.get("Retry-After"))
             if not retrier.wait(delay):
                 log.warning("could not send %d spans to %s: %s", count, self.endpoint, problem)
                 return False
@@ -396,7 +387,9 @@ class OtlpGrpcSender:
         if self._stopped.is_set():
             log.warning("OTLP sender is shut down; %d spans not sent", count)
             return False
-        retrier = _Retrier(_within(self.timeout, timeout), self.initial_backoff, self._stopped)
+        retrier = _Retrier(
+            _within(self.timeout, timeout), otlp_backoff(self.initial_backoff), self._stopped
+        )
         while True:
             try:
                 self._export(

@@ -39,7 +39,8 @@ from studio_client.models.list_flow_response import ListFlowResponse
 from studio_client.models.page_meta import PageMeta
 from studio_client.models.studio_error import StudioError
 from studio_client.types import Unset
-from studio_exporter.config import Credentials
+from studio_exporter.backoff import parse_retry_after
+from studio_exporter.config import DEFAULT_CONCURRENCY, DEFAULT_REQUEST_TIMEOUT, Credentials
 from studio_exporter.domain import TRIGGER, Execution, Flow, Step, Transition, Widget
 from studio_exporter.sids import (
     ACCOUNT_SID,
@@ -50,7 +51,7 @@ from studio_exporter.sids import (
     is_sid,
     require_sid,
 )
-from studio_exporter.throttle import AdaptiveLimiter, RetryPolicy, parse_retry_after
+from studio_exporter.throttle import AdaptiveLimiter, RetryPolicy
 from studio_exporter.transport import LeanTransport, proxies_in_environment
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ class StudioApi:
         base_url: str,
         credentials: Credentials,
         *,
-        timeout: float = 10.0,
+        timeout: float = DEFAULT_REQUEST_TIMEOUT.total_seconds(),
         limiter: AdaptiveLimiter | None = None,
         retry: RetryPolicy | None = None,
         health: RequestObserver | None = None,
@@ -120,7 +121,7 @@ class StudioApi:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.account_sid = credentials.account_sid
-        self.limiter = limiter or AdaptiveLimiter(8)
+        self.limiter = limiter or AdaptiveLimiter(DEFAULT_CONCURRENCY)
         self.retry = retry or RetryPolicy()
         self.health = health
         self.keep_context = keep_context

@@ -9,8 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-#: Retry-After values above this are capped: a misbehaving proxy must not park us for hours.
-MAX_RETRY_AFTER_SECONDS = 60.0
+from studio_exporter.backoff import MAX_RETRY_AFTER_SECONDS, Backoff
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,10 +20,13 @@ class RetryPolicy:
     base_delay: float = 0.2
     max_delay: float = 10.0
 
+    @property
+    def backoff(self) -> Backoff:
+        """Full jitter: after failure n, anywhere from 0 to min(max_delay, base_delay * 2**n)."""
+        return Backoff(base=self.base_delay, cap=self.max_delay, jitter=1.0)
+
     def delay(self, attempt: int, rng: random.Random) -> float:
-        """Full-jitter exponential backoff: uniform(0, min(max, base * 2**attempt))."""
-        ceiling = min(self.max_delay, self.base_delay * (2**attempt))
-        return rng.uniform(0.0, ceiling)
+        return self.backoff.delay(attempt, rng)
 
 
 class AdaptiveLimiter:
@@ -102,14 +104,3 @@ class AdaptiveLimiter:
         wait = min(MAX_RETRY_AFTER_SECONDS, retry_after) if retry_after is not None else 1.0
         self._resume_at = max(self._resume_at, self._clock() + wait)
         return wait
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds form); None if absent or a date."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    return max(0.0, seconds)
