@@ -58,6 +58,8 @@ APPLICATION = "twilio-studio-exporter"
 SCHEMA_VERSION = 1
 #: The schema of the account given by ``TWILIO_ACCOUNT_SID`` when none is named.
 DEFAULT_SCHEMA = "studio_exporter"
+#: Every account's schema starts so: ``studio_exporter_ac…`` (``account_schema``).
+SCHEMA_PREFIX = "studio_exporter_"
 #: Seconds to wait for the server to answer a connection.
 DEFAULT_CONNECT_TIMEOUT = 10
 
@@ -155,6 +157,11 @@ _TABLE_NAMES = frozenset(
 )
 
 
+def account_schema(account_sid: str) -> str:
+    """The schema holding an account's state: named after the account, whichever is the main."""
+    return SCHEMA_PREFIX + account_sid.lower()
+
+
 def redact_url(url: str) -> str:
     """``url`` with its password replaced by ``***`` (URL or ``key=value`` form)."""
     redacted = _PASSWORD_PARAMETER.sub(lambda found: found.group(1) + _REDACTED, url)
@@ -172,7 +179,8 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{name}:{_REDACTED}@{host}"))
 
 
-def _secrets_in(url: str) -> list[str]:
+def url_secrets(url: str) -> list[str]:
+    """The passwords in ``url``, for the log filter that masks secrets."""
     found = [match.group(2).strip("'") for match in _PASSWORD_PARAMETER.finditer(url)]
     with contextlib.suppress(ValueError):
         password = urlsplit(url).password
@@ -183,7 +191,7 @@ def _secrets_in(url: str) -> list[str]:
 
 def _scrub(message: str, url: str) -> str:
     # libpq echoes pieces of a malformed connection string in its errors.
-    for secret in _secrets_in(url):
+    for secret in url_secrets(url):
         message = message.replace(secret, _REDACTED)
     return message
 
