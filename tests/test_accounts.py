@@ -16,12 +16,13 @@ import pytest
 from prometheus_client import CollectorRegistry, Metric
 from prometheus_client.registry import Collector
 
-from studio_exporter.accounts import AccountSupervisor
+from studio_exporter.accounts import AccountSupervisor, open_account_store
 from studio_exporter.app import Exporter, build_exporter
 from studio_exporter.config import config_from_mapping
 from studio_exporter.poller import utc_now
 from studio_exporter.simulator import DeliveryOptions, FakeClock, Simulator, SimulatorConfig
 from studio_exporter.state import Store, state_file, subaccount_state_file
+from studio_exporter.store.postgres import PostgresStore, account_schema
 from tests.exporter_process import exporter_command
 from tests.otlp_receiver import OtlpReceiver, running_receiver
 from tests.truthcheck import expected_span_count, metric_mismatches, samples
@@ -397,3 +398,38 @@ def test_backfill_takes_the_account_flags(simulator: Simulator, tmp_path: Path) 
     for sid in chosen:
         with Store.open(subaccount_state_file(tmp_path, sid)) as store:
             assert store.account_sid() == sid
+
+
+MAIN = "AC" + "1" * 32
+SUB = "AC" + "2" * 32
+
+
+@pytest.mark.parametrize("account", [pytest.param(MAIN, id="main"), pytest.param(SUB, id="sub")])
+def test_each_account_opens_its_own_sqlite_file(tmp_path: Path, account: str) -> None:
+    config = config_from_mapping(
+        {"state_dir": str(tmp_path)}, {"TWILIO_ACCOUNT_SID": MAIN, "TWILIO_AUTH_TOKEN": "t"}
+    )
+    with open_account_store(config, account) as store:
+        assert isinstance(store, Store)
+        assert store.path == (
+            state_file(tmp_path) if account == MAIN else subaccount_state_file(tmp_path, account)
+        )
+        assert store.account_sid() == account
+
+
+def test_with_postgres_each_account_opens_its_own_schema(tmp_path: Path, postgres_url: str) -> None:
+    config = config_from_mapping(
+        {"state_dir": str(tmp_path)},
+        {
+            "TWILIO_ACCOUNT_SID": MAIN,
+            "TWILIO_AUTH_TOKEN": "t",
+            "STUDIO_EXPORTER_STATE_POSTGRES_URL": postgres_url,
+        },
+    )
+    with open_account_store(config, MAIN) as main, open_account_store(config, SUB) as sub:
+        assert isinstance(main, PostgresStore)
+        assert isinstance(sub, PostgresStore)
+        assert main.where.endswith(f"schema {account_schema(MAIN)}")
+        assert sub.where.endswith(f"schema {account_schema(SUB)}")
+        assert (main.account_sid(), sub.account_sid()) == (MAIN, SUB)
+    assert list(tmp_path.iterdir()) == []  # no SQLite file beside

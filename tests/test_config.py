@@ -286,6 +286,12 @@ def test_one_default_for_hashing_phone_numbers() -> None:
             ),
             id="webhook-basic-auth",
         ),
+        pytest.param(
+            "STUDIO_EXPORTER_STATE_POSTGRES_URL",
+            "postgresql://exporter:pw@db/state\n",
+            lambda config: config.state_postgres_url.reveal(),
+            id="state-postgres-url",
+        ),
     ],
 )
 def test_a_secret_can_come_from_a_file(
@@ -433,3 +439,78 @@ def test_both_sharding_numbers_wrong_are_reported_together() -> None:
         "--shard: 'x' is not a whole number",
         "--total-shards: 'y' is not a whole number",
     )
+
+
+# ---- --state.postgres-url -----------------------------------------------------------------
+
+POSTGRES_PASSWORD = "pg-" + "7" * 20
+
+
+def test_sqlite_state_by_default() -> None:
+    assert config_from_mapping({}, ENV).state_postgres_url is None
+
+
+@pytest.mark.parametrize(
+    ("flags", "env"),
+    [
+        pytest.param(
+            {},
+            {"STUDIO_EXPORTER_STATE_POSTGRES_URL": f"postgresql://x:{POSTGRES_PASSWORD}@db/s"},
+            id="env-with-password",
+        ),
+        pytest.param({"state_postgres_url": "postgresql://x@db/s"}, {}, id="flag-without-password"),
+        pytest.param({"state_postgres_url": "postgres://x@db:5433/s"}, {}, id="postgres-scheme"),
+    ],
+)
+def test_the_postgres_url_is_kept_as_a_secret(flags: dict[str, str], env: dict[str, str]) -> None:
+    config = config_from_mapping(flags, {**ENV, **env})
+    url = flags.get("state_postgres_url") or env["STUDIO_EXPORTER_STATE_POSTGRES_URL"]
+    assert config.state_postgres_url is not None
+    assert config.state_postgres_url.reveal() == url
+    assert POSTGRES_PASSWORD not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "message"),
+    [
+        pytest.param(
+            {"state_postgres_url": f"postgresql://x:{POSTGRES_PASSWORD}@db/s"},
+            {},
+            "--state.postgres-url: the URL carries a password, which `ps` would show",
+            id="password-on-the-command-line",
+        ),
+        pytest.param(
+            {"state_postgres_url": f"postgresql://x@db/s?password={POSTGRES_PASSWORD}"},
+            {},
+            "--state.postgres-url: the URL carries a password",
+            id="password-parameter-on-the-command-line",
+        ),
+        pytest.param(
+            {},
+            {"STUDIO_EXPORTER_STATE_POSTGRES_URL": f"mysql://x:{POSTGRES_PASSWORD}@db/s"},
+            "STUDIO_EXPORTER_STATE_POSTGRES_URL: give a postgresql:// URL",
+            id="other-database",
+        ),
+        pytest.param(
+            {},
+            {"STUDIO_EXPORTER_STATE_POSTGRES_URL": f"postgresql://x:{POSTGRES_PASSWORD}@db:x/s"},
+            "STUDIO_EXPORTER_STATE_POSTGRES_URL: not a valid URL",
+            id="bad-port",
+        ),
+        pytest.param(
+            {"state_postgres_url": "postgresql://x@db/s", "shard": "0", "total_shards": "2"},
+            {},
+            "--state.postgres-url with --shard/--total-shards",
+            id="with-shards",
+        ),
+    ],
+)
+def test_postgres_url_mistakes_never_quote_the_url(
+    flags: dict[str, str], env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_from_mapping(flags, {**ENV, **env})
+    [problem] = caught.value.problems
+    assert problem.startswith(message)
+    assert POSTGRES_PASSWORD not in problem
+    assert "@db" not in problem

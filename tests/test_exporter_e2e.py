@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import os
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
+import psycopg
 import pytest
+from psycopg import sql
 
 from studio_exporter.app import Exporter, build_exporter
 from studio_exporter.config import config_from_mapping
 from studio_exporter.poller import CycleReport, utc_now
 from studio_exporter.simulator import FakeClock, Simulator, SimulatorConfig
+from studio_exporter.state import STATE_FILENAME
+from studio_exporter.store.postgres import account_schema
+from tests.exporter_process import ExporterProcess, scrape
 from tests.otlp_receiver import OtlpReceiver, running_receiver
 from tests.truthcheck import expected_span_count, metric_mismatches, samples
 
@@ -233,3 +241,87 @@ def test_subflows_nest_under_run_subflow_whichever_step_parent_step_sid_names(
         parent = by_id[(span.trace_id, span.parent_span_id or 0)]
         assert parent.name == "verify_identity", (span, parent)
         assert parent.start_ns <= span.start_ns <= span.end_ns <= parent.end_ns
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()
+
+
+def test_run_with_postgres_state_matches_truth_and_resumes_without_recounting(
+    simulator: Simulator, receiver: OtlpReceiver, tmp_path: Path, postgres_url: str
+) -> None:
+    """`run` keeps its state in PostgreSQL (the URL, with its password, from the environment):
+    /metrics equals the truth, and a restarted process carries on from the shared state."""
+    env = {
+        **os.environ,
+        "TWILIO_ACCOUNT_SID": simulator.account_sid,
+        "TWILIO_AUTH_TOKEN": simulator.auth_token,
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint,
+        "STUDIO_EXPORTER_STATE_POSTGRES_URL": postgres_url,
+    }
+    args = [
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--twilio-base-url",
+        simulator.url,
+        "--web.listen-address",
+        "127.0.0.1:0",
+        "--lookback",
+        "3d",
+        "--poll-interval",
+        "1s",
+    ]
+    log_path = tmp_path / "exporter.log"
+    truth = simulator.truth()
+    spans_expected = expected_span_count(truth)
+    freshness = "twilio_studio_exporter_last_successful_poll_timestamp_seconds"
+
+    first = ExporterProcess(args, env, log_path).start()
+    try:
+        url = first.web_url()
+
+        def caught_up() -> bool:
+            return metric_mismatches(scrape(url)[1], truth) == []
+
+        assert _wait_until(caught_up, 120), metric_mismatches(scrape(url)[1], truth)[:10]
+        receiver.wait_for_spans(spans_expected, timeout=60)
+        polled = scrape(url)[1].get_sample_value(freshness)
+    finally:
+        assert first.terminate() == 0, first.own_log()[-2000:]
+    sent = len(receiver.spans)
+    assert sent == spans_expected
+
+    second = ExporterProcess(args, env, log_path).start()
+    try:
+        url = second.web_url()
+        assert polled is not None
+
+        def polled_again() -> bool:
+            again = scrape(url)[1].get_sample_value(freshness)
+            return again is not None and again > polled
+
+        assert _wait_until(polled_again, 60), second.own_log()[-2000:]
+        _, registry = scrape(url)
+    finally:
+        assert second.terminate() == 0, second.own_log()[-2000:]
+    assert metric_mismatches(registry, truth) == []  # restored, not counted again
+    assert len(receiver.spans) == sent  # nothing sent twice
+    log = log_path.read_text()
+    password = urlsplit(postgres_url).password
+    assert password
+    assert password not in log
+    # The state is in PostgreSQL, in the account's schema, and nowhere else.
+    assert not (tmp_path / "state" / STATE_FILENAME).exists()
+    with psycopg.connect(postgres_url) as db:
+        row = db.execute(
+            sql.SQL("SELECT count(*) FROM {}.executions WHERE done").format(
+                sql.Identifier(account_schema(simulator.account_sid))
+            )
+        ).fetchone()
+    assert row is not None
+    assert row[0] > 0

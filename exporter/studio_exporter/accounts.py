@@ -37,6 +37,7 @@ from studio_exporter.shipper import STOP_TIMEOUT, SpanShipper
 from studio_exporter.span_sink import SpanSender, make_span_sender, resource_from_env
 from studio_exporter.spans import SpanOptions
 from studio_exporter.state import ACCOUNTS_DIR, Store, state_file, subaccount_state_file
+from studio_exporter.store.protocols import StateStore
 from studio_exporter.studio_api import ApiError, StudioApi
 from studio_exporter.throttle import AdaptiveLimiter
 from studio_exporter.web import PostHook
@@ -55,7 +56,7 @@ class AccountParts:
     account_sid: str
     credentials: Credentials
     api: StudioApi
-    store: Store
+    store: StateStore
     metrics: StudioMetrics
     poller: Poller
     shipper: SpanShipper
@@ -90,6 +91,24 @@ def spans_file(state_dir: Path, account_sid: str, main_sid: str) -> Path:
     return state_dir / ACCOUNTS_DIR / f"{account_sid}.{SPANS_FILE}"
 
 
+def open_account_store(config: Config, account_sid: str) -> StateStore:
+    """The account's state: its schema in ``--state.postgres-url``, else its SQLite file."""
+    if config.state_postgres_url is not None:
+        from studio_exporter.store.postgres import PostgresStore, account_schema
+
+        return PostgresStore.open(
+            config.state_postgres_url.reveal(),
+            schema=account_schema(account_sid),
+            account_sid=account_sid,
+        )
+    path = (
+        state_file(config.state_dir)
+        if account_sid == config.credentials.account_sid
+        else subaccount_state_file(config.state_dir, account_sid)
+    )
+    return Store.open(path, account_sid=account_sid)
+
+
 def build_account_parts(
     config: Config,
     credentials: Credentials,
@@ -103,12 +122,7 @@ def build_account_parts(
     """Open the account's state, restore its counters and build its API, poller and shipper."""
     account_sid = credentials.account_sid
     main_sid = config.credentials.account_sid
-    path = (
-        state_file(config.state_dir)
-        if account_sid == main_sid
-        else subaccount_state_file(config.state_dir, account_sid)
-    )
-    store = Store.open(path, account_sid=account_sid)
+    store = open_account_store(config, account_sid)
     try:
         metrics = StudioMetrics(max_series_per_metric=config.max_series_per_metric)
         snapshot = store.metric_snapshot()

@@ -31,7 +31,7 @@ from studio_exporter.span_sink import (
     JsonLinesSender,
     SpanSender,
 )
-from studio_exporter.state import Store
+from studio_exporter.store.protocols import StateStore
 from studio_exporter.studio_api import StudioApi
 from studio_exporter.web import PostHook, Readiness, WebServer
 from studio_exporter.webconfig import WebConfigWatcher
@@ -50,7 +50,7 @@ class Exporter:
 
     config: Config
     registry: CollectorRegistry
-    store: Store
+    store: StateStore
     metrics: StudioMetrics
     health: ExporterMetrics
     api: StudioApi

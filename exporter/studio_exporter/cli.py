@@ -148,6 +148,13 @@ def _add_exporter_flags(parser: argparse.ArgumentParser) -> None:
         f"(default {DEFAULT_STATE_DIR})" + _env_help("state_dir"),
     )
     add(
+        "--state.postgres-url",
+        dest="state_postgres_url",
+        help="keep the state in this PostgreSQL database (postgresql://user@host/db), one schema "
+        "per account, instead of SQLite files in --state-dir; a URL with a password only in the "
+        "environment (or PGPASSWORD), never on the command line" + _env_help("state_postgres_url"),
+    )
+    add(
         "--log.level",
         "--log-level",  # deprecated spelling, kept working
         dest="log_level",
@@ -409,6 +416,10 @@ def _secrets(config: Config, env: Mapping[str, str]) -> list[str]:
         secrets.append(config.webhook_basic_auth[1].reveal())
     if config.phone_hash_salt.reveal():
         secrets.append(config.phone_hash_salt.reveal())
+    if config.state_postgres_url is not None:
+        from studio_exporter.store.postgres import url_secrets
+
+        secrets.extend(url_secrets(config.state_postgres_url.reveal()))
     return secrets
 
 

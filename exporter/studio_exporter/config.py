@@ -170,6 +170,9 @@ class Config:
     #: The (account, flow) units this replica follows: those whose stable hash modulo
     #: ``--total-shards`` is ``--shard``. The default, 0 of 1, follows every unit.
     shard: Shard = NO_SHARDING
+    #: Keep the state in this PostgreSQL database (one schema per account) instead of SQLite
+    #: files in ``state_dir``. A secret: the URL may carry the password.
+    state_postgres_url: Secret | None = None
 
     @property
     def api_base_url(self) -> str:
@@ -230,6 +233,7 @@ ENV_VARS: Mapping[str, tuple[str, ...]] = {
     "concurrency": ("STUDIO_EXPORTER_CONCURRENCY",),
     "request_timeout": ("STUDIO_EXPORTER_REQUEST_TIMEOUT",),
     "state_dir": ("STUDIO_EXPORTER_STATE_DIR",),
+    "state_postgres_url": ("STUDIO_EXPORTER_STATE_POSTGRES_URL",),
     "log_level": ("STUDIO_EXPORTER_LOG_LEVEL",),
     "log_format": ("STUDIO_EXPORTER_LOG_FORMAT",),
     "max_series_per_metric": ("STUDIO_EXPORTER_MAX_SERIES_PER_METRIC",),
@@ -252,7 +256,13 @@ _RESERVED_PATHS = ("/health/live", "/health/ready")
 # The secrets above may come from a file instead (Docker and Kubernetes secrets, systemd
 # credentials): `<VAR>_FILE` names the file, whose content, less one final line break, is the
 # value. The content is never logged; a problem names the variable and the path only.
-SECRET_FILE_SETTINGS = ("auth_token", "api_secret", "phone_hash_salt", "webhook_basic_auth")
+SECRET_FILE_SETTINGS = (
+    "auth_token",
+    "api_secret",
+    "phone_hash_salt",
+    "webhook_basic_auth",
+    "state_postgres_url",
+)
 #: Secrets read straight from the environment elsewhere (the OTLP sender's headers, which often
 #: carry an API key), with the same `_FILE` twins.
 SECRET_FILE_VARIABLES = ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS")
@@ -418,6 +428,10 @@ def config_from_mapping(
         else:
             values["state_dir"] = Path(state_dir)
 
+    _postgres_url(
+        flags.get("state_postgres_url") is not None, raw("state_postgres_url"), values, problems
+    )
+
     failure_events = raw("failure_events")
     if failure_events is not None:
         values["failure_events"] = frozenset(_list(failure_events))
@@ -500,6 +514,41 @@ def config_from_mapping(
     if problems or credentials is None:
         raise ConfigError(problems)
     return Config(credentials=credentials, **values)  # type: ignore[arg-type]
+
+
+def _postgres_url(
+    from_flag: bool, url: str | None, values: dict[str, object], problems: list[str]
+) -> None:
+    """--state.postgres-url: a postgresql:// URL, whose password stays out of the command line.
+
+    The URL is never quoted in a problem: it may carry the password.
+    """
+    if url is None:
+        return
+    name = "--state.postgres-url" if from_flag else "STUDIO_EXPORTER_STATE_POSTGRES_URL"
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        problems.append(f"{name}: not a valid URL")
+        return
+    if parts.scheme not in ("postgresql", "postgres"):
+        problems.append(f"{name}: give a postgresql:// URL")
+        return
+    if from_flag and (password or "password=" in parts.query):
+        problems.append(
+            "--state.postgres-url: the URL carries a password, which `ps` would show: give the "
+            "URL in STUDIO_EXPORTER_STATE_POSTGRES_URL (or _FILE), or the password in PGPASSWORD"
+        )
+        return
+    if values.get("shard", NO_SHARDING) != NO_SHARDING:
+        problems.append(
+            f"{name} with --shard/--total-shards: sharded replicas keep their own SQLite state "
+            "(sharing one PostgreSQL schema is not supported yet)"
+        )
+        return
+    values["state_postgres_url"] = Secret(url)
 
 
 #: Most replicas one deployment splits the work over (a bound on typos, not on the design).

@@ -21,7 +21,8 @@ from studio_exporter.pipeline import ExecutionUpdate, plan_update
 from studio_exporter.selfmetrics import ExporterMetrics
 from studio_exporter.sharding import NO_SHARDING, Shard
 from studio_exporter.spans import SpanOptions, execution_span, trace_id_hex, visit_span
-from studio_exporter.state import PruneResult, StateError, Store
+from studio_exporter.state import PruneResult, StateError
+from studio_exporter.store.protocols import StateStore
 from studio_exporter.studio_api import ApiError, StudioApi
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class Poller:
     def __init__(
         self,
         api: StudioApi,
-        store: Store,
+        store: StateStore,
         metrics: StudioMetrics,
         health: ExporterMetrics,
         *,

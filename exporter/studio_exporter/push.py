@@ -85,7 +85,8 @@ from studio_exporter.eventstreams import (
     verify_signature,
 )
 from studio_exporter.selfmetrics import EventRestDisagreements, ExporterMetrics, PushMetrics
-from studio_exporter.state import InboxEvent, InboxFull, StateError, Store
+from studio_exporter.state import InboxEvent, InboxFull, StateError
+from studio_exporter.store.protocols import StateStore
 from studio_exporter.studio_api import ApiError
 from studio_exporter.transform import UNKNOWN_WIDGET_TYPE, ready_steps
 from studio_exporter.web import HookResponse
@@ -169,7 +170,7 @@ class WebhookReceiver:
 
     def __init__(
         self,
-        store: Store,
+        store: StateStore,
         auth_token: str,
         *,
         public_url: str | None = None,
@@ -448,7 +449,7 @@ class PushProcessor:
 
     def __init__(
         self,
-        store: Store,
+        store: StateStore,
         api: PushApi,
         target: PushTarget,
         *,

@@ -13,7 +13,7 @@ from studio_exporter.otlp import encode_span, encode_spans_request
 from studio_exporter.selfmetrics import ExporterMetrics
 from studio_exporter.span_sink import SpanSender
 from studio_exporter.spans import SpanRecord
-from studio_exporter.state import Store
+from studio_exporter.store.protocols import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class SpanShipper:
 
     def __init__(
         self,
-        store: Store,
+        store: StateStore,
         sender: SpanSender,
         resource: Resource,
         health: ExporterMetrics,

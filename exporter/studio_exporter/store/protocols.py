@@ -1,0 +1,163 @@
+"""What the exporter may ask of its state store, one protocol per concern.
+
+Every store keeps the same guarantee: the writes of one ``batch()`` (exported-step marks,
+cursors, the metric snapshot, spans queued for the sink, events acknowledged) commit together
+or not at all, so a crash can never leave a step counted but not marked, or marked but not
+counted. Writes outside a batch (``ack_spans``, ``enqueue_events``, ``set_last_success``) are
+their own transaction, or part of the batch the calling thread has open.
+
+The value types (``StoredFlow``, ``OutboxSpan``, ``InboxEvent``, ``PruneResult``) and the
+errors (``StateError``, ``InboxFull``) are the SQLite store's, shared by every implementation
+so that callers catch one set of exceptions whatever the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from studio_exporter.domain import Execution
+from studio_exporter.state import InboxEvent, OutboxSpan, PruneResult, StoredFlow
+
+
+class LedgerBatch(Protocol):
+    """The writes of one transaction (what ``StateStore.batch()`` yields)."""
+
+    @property
+    def spans_dropped(self) -> int:
+        """Oldest pending spans removed to stay within the outbox bound (real once committed)."""
+        ...
+
+    def upsert_flow(self, sid: str, name: str, revision: int, definition: str) -> None: ...
+
+    def upsert_execution(self, execution: Execution, *, done: bool = False) -> None:
+        """Follow an execution, or record it ``done``; done and ended never go backwards."""
+        ...
+
+    def upsert_executions(self, executions: Iterable[Execution], *, done: bool = False) -> None: ...
+
+    def forget_executions(self, execution_sids: Iterable[str]) -> int:
+        """Forget executions Studio deleted, and their marks; returns how many were known."""
+        ...
+
+    def mark_steps_exported(self, execution_sid: str, step_sids: Iterable[str]) -> None:
+        """The execution must be upserted in the same batch or before, or the batch fails."""
+        ...
+
+    def set_cursor(self, flow_sid: str, newest_created: datetime) -> None:
+        """Advance a flow's cursor; an older value than the stored one is ignored."""
+        ...
+
+    def save_metric_snapshot(self, blob: bytes) -> None: ...
+
+    def enqueue_spans(self, payloads: Iterable[bytes | str]) -> int:
+        """Append spans to the outbox; returns how many oldest spans were dropped for room."""
+        ...
+
+    def ack_events(self, ids: Iterable[int]) -> int:
+        """Remove processed events from the inbox atomically with their effects."""
+        ...
+
+
+class ExportLedger(Protocol):
+    """Flows, cursors, followed and done executions, and the steps already exported."""
+
+    def flows(self) -> list[StoredFlow]: ...
+
+    def flow(self, sid: str) -> StoredFlow | None: ...
+
+    def cursor(self, flow_sid: str) -> datetime | None:
+        """The newest execution ``date_created`` fully listed for the flow, if any."""
+        ...
+
+    def active_executions(self, flow_sid: str) -> list[Execution]:
+        """The flow's followed executions (not done), oldest first, without personal data."""
+        ...
+
+    def is_known(self, execution_sid: str) -> bool: ...
+
+    def known_executions(self, execution_sids: Iterable[str]) -> set[str]: ...
+
+    def is_done(self, execution_sid: str) -> bool: ...
+
+    def done_executions(self, execution_sids: Iterable[str]) -> set[str]: ...
+
+    def exported_steps(self, execution_sid: str, step_sids: Iterable[str]) -> set[str]:
+        """Which of ``step_sids`` are exported: all of them once the execution is done."""
+        ...
+
+    def account_sid(self) -> str | None:
+        """The account this state belongs to, if one has claimed it."""
+        ...
+
+    def prune(self, now: datetime, retention: timedelta = ...) -> PruneResult:
+        """Forget executions created and event ids seen before ``now - retention``."""
+        ...
+
+
+class MetricSnapshots(Protocol):
+    """The metric snapshot (saved in batches) and each source's last success."""
+
+    def metric_snapshot(self) -> bytes | None: ...
+
+    def set_last_success(self, source: str, at: datetime) -> None: ...
+
+    def last_success(self, source: str) -> datetime | None: ...
+
+
+class SpanOutbox(Protocol):
+    """Spans wait here (queued in batches) until the sink acknowledges them."""
+
+    @property
+    def max_pending_spans(self) -> int: ...
+
+    def pending_spans(self, limit: int) -> list[OutboxSpan]:
+        """The oldest ``limit`` spans not yet acknowledged, oldest first."""
+        ...
+
+    def ack_spans(self, ids: Iterable[int]) -> int:
+        """Delete acknowledged spans; returns how many were still pending. Ids are never reused."""
+        ...
+
+    def count_pending_spans(self) -> int: ...
+
+
+class EventInbox(Protocol):
+    """Webhook events, committed before Twilio is told they arrived, deduplicated on their id."""
+
+    @property
+    def max_pending_events(self) -> int: ...
+
+    def enqueue_events(
+        self, events: Sequence[tuple[str, bytes | str]], *, received_at: datetime | None = None
+    ) -> int:
+        """Commit new events (ids never seen before); returns how many; ``InboxFull`` if no room."""
+        ...
+
+    def next_events(self, limit: int) -> list[InboxEvent]: ...
+
+    def ack_events(self, ids: Iterable[int]) -> int:
+        """Delete processed events; their ids stay remembered until pruned."""
+        ...
+
+    def count_pending_events(self) -> int: ...
+
+
+class StateStore(ExportLedger, MetricSnapshots, SpanOutbox, EventInbox, Protocol):
+    """A whole store: the four concerns and the transaction that spans them."""
+
+    def batch(self) -> AbstractContextManager[LedgerBatch]:
+        """One transaction: commits when the block exits, rolls back if it raises; no nesting."""
+        ...
+
+    def close(self) -> None:
+        """Release the database; closing twice is harmless, using a closed store raises."""
+        ...
+
+    def __enter__(self) -> StateStore: ...
+
+    def __exit__(self, *exc: object) -> None:
+        """``close()``."""
+        ...
