@@ -76,6 +76,7 @@ PUSH_ONLY_METRICS = frozenset(
         "twilio_studio_exporter_events_dropped_total",
         "twilio_studio_exporter_events_pending",
         "twilio_studio_exporter_push_rest_reads_total",
+        "twilio_studio_exporter_event_rest_disagreements_total",
     }
 )
 POLL_ONLY_METRICS = frozenset({"twilio_studio_exporter_last_successful_poll_timestamp_seconds"})
@@ -1727,6 +1728,75 @@ def exporter_health() -> dash.Dashboard:
                 ),
                 _prom(
                     "sum by (reason) (rate(twilio_studio_exporter_push_rest_reads_total"
+                    f"{{{TARGETS}}}[$__rate_interval]))",
+                    "{{reason}}",
+                ),
+            )
+        )
+        .with_row(dash.Row("Accounts, data quality, web port"))
+        .with_panel(
+            _timeseries(
+                _Look(
+                    "Account errors",
+                    "Failures of one followed account that the others do not share, by account "
+                    "and reason: its credentials refused (unauthorized), its Studio or Accounts "
+                    "entry unreadable, no auth token listed for it. Retried with backoff.",
+                    "ops",
+                    _warn_above(0.0001, 0.01),
+                    no_value="0",
+                ),
+                _prom(
+                    "sum by (account_sid, reason) (rate("
+                    f"twilio_studio_exporter_account_errors_total{{{TARGETS}}}[$__rate_interval]))",
+                    "{{account_sid}} {{reason}}",
+                ),
+            )
+        )
+        .with_panel(
+            _timeseries(
+                _Look(
+                    "Data that cannot be right",
+                    "Studio data counted rather than smoothed over: durations that end before "
+                    "they start (kept out of the histograms), executions Studio answered 404 "
+                    "for (deleted), pushed steps that Studio's REST copy gives differently "
+                    "(REST wins), by kind or field.",
+                    "ops",
+                    _warn_above(0.01, 1),
+                    no_value="0",
+                ),
+                _prom(
+                    "sum by (kind) (rate(twilio_studio_exporter_anomalies_total"
+                    f"{{{TARGETS}}}[$__rate_interval]))",
+                    "{{kind}}",
+                    "A",
+                ),
+                _prom(
+                    "sum(rate(twilio_studio_exporter_executions_vanished_total"
+                    f"{{{TARGETS}}}[$__rate_interval]))",
+                    "executions vanished",
+                    "B",
+                ),
+                _prom(
+                    "sum by (field) (rate(twilio_studio_exporter_event_rest_disagreements_total"
+                    f"{{{TARGETS}}}[$__rate_interval]))",
+                    "event vs REST: {{field}}",
+                    "C",
+                ),
+            )
+        )
+        .with_panel(
+            _timeseries(
+                _Look(
+                    "Web port refusals",
+                    "Connections and requests the web port refused, by reason: over "
+                    "--web.max-connections, too many bodies at once, too slow, too large, "
+                    "malformed, TLS. A steady rate from one source is usually a scanner.",
+                    "ops",
+                    _warn_above(0.1, 10),
+                    no_value="0",
+                ),
+                _prom(
+                    "sum by (reason) (rate(twilio_studio_exporter_http_refused_total"
                     f"{{{TARGETS}}}[$__rate_interval]))",
                     "{{reason}}",
                 ),
