@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
@@ -272,6 +273,23 @@ def test_full_inbox_answers_429_and_stores_nothing(server: Endpoint, tmp_path: P
         response = server.post(batch(step_event(S2), step_event(S3)))
         assert response.status_code == 429
         assert small.count_pending_events() == 1
+
+
+def test_a_failing_database_answers_503_and_keeps_nothing(server: Endpoint, tmp_path: Path) -> None:
+    """The driver's own error (here SQLite aborting the insert) is a 503, never a 500."""
+    path = state_file(tmp_path)
+    with Store.open(path) as failing:
+        with contextlib.closing(sqlite3.connect(path)) as other, other:
+            other.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON event_inbox "
+                "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+            )
+        server.hook, registry = make_receiver(failing)
+        response = server.post(batch(step_event(S1)))
+        assert response.status_code == 503
+        assert response.json() == {"error": "state store unavailable"}
+        assert failing.count_pending_events() == 0
+        assert received(registry, STEP_ENDED, "accepted") == 0
 
 
 def test_accepted_events_are_committed_before_the_answer(server: Endpoint, store: Store) -> None:

@@ -257,6 +257,11 @@ class WebhookReceiver:
         except StateError as error:
             log.error("webhook delivery not stored: %s", error)
             return _json(503, error="state store unavailable")
+        except Exception:
+            # The database driver's own error (disk full, I/O, a lost PostgreSQL connection):
+            # nothing was committed, so Twilio's retry is whole; 503 says "try again later".
+            log.exception("webhook delivery not stored: the state store failed")
+            return _json(503, error="state store unavailable")
         for event_type, events in by_type.items():
             new = accepted[event_type]
             self._count(event_type, "accepted", new)
