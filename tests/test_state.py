@@ -115,6 +115,7 @@ def _single_account_file(path: Path) -> str:
         b.save_metric_snapshot(b"{}")
     with sqlite3.connect(path) as db:
         db.execute("DROP TABLE account")
+        db.execute("DROP TABLE unit_metric_snapshots")
         db.execute("PRAGMA user_version = 1")
     db.close()
     return followed.sid
@@ -131,6 +132,21 @@ def test_a_single_account_file_is_migrated_and_claimed(path: Path) -> None:
     db.close()
     with Store.open(path) as unnamed:  # an opener that names no account takes the file as is
         assert unnamed.account_sid() == ACCOUNT
+
+
+def test_a_schema_2_file_gains_unit_snapshots(path: Path) -> None:
+    with Store.open(path, account_sid=ACCOUNT) as store, store.batch() as b:
+        b.save_metric_snapshot(b"{}")
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE unit_metric_snapshots")
+        db.execute("PRAGMA user_version = 2")
+    db.close()
+    with Store.open(path, account_sid=ACCOUNT) as store:
+        assert store.metric_snapshot() == b"{}"
+        assert store.unit_metric_snapshot("FW" + "1" * 32) is None
+        with store.batch() as b:
+            b.save_unit_snapshot("FW" + "1" * 32, b"unit")
+        assert store.unit_metric_snapshot("FW" + "1" * 32) == b"unit"
 
 
 def test_subaccounts_get_their_own_files(tmp_path: Path) -> None:

@@ -421,6 +421,31 @@ def test_the_metric_snapshot_is_replaced(store: StateStore) -> None:
     assert store.metric_snapshot() == b"two"
 
 
+def test_unit_snapshots_are_kept_per_flow_apart_from_the_account_snapshot(
+    backend: Backend,
+) -> None:
+    with backend.open() as store:
+        assert store.unit_metric_snapshot(FLOW) is None
+        with store.batch() as b:
+            b.save_unit_snapshot(FLOW, b"one")
+            b.save_unit_snapshot(OTHER_FLOW, b"other")
+        with store.batch() as b:
+            b.save_unit_snapshot(FLOW, b"two")
+        with pytest.raises(BoomError):
+            run_batch(store, lambda b: b.save_unit_snapshot(OTHER_FLOW, b"rolled back"), fail=True)
+        assert store.metric_snapshot() is None
+    with backend.open() as reopened:
+        assert reopened.unit_metric_snapshot(FLOW) == b"two"
+        assert reopened.unit_metric_snapshot(OTHER_FLOW) == b"other"
+
+
+def test_without_leases_every_unit_is_held(store: StateStore) -> None:
+    with store.batch() as b:
+        b.hold_unit(FLOW)
+        b.save_unit_snapshot(FLOW, b"held")
+    assert store.unit_metric_snapshot(FLOW) == b"held"
+
+
 def test_last_success_per_source_survives_reopen(backend: Backend) -> None:
     with backend.open() as first:
         assert first.last_success("poll") is None

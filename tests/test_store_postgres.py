@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -250,3 +251,74 @@ def test_a_dead_exporters_lock_goes_with_its_session(postgres_url: str) -> None:
         )
     PostgresStore.open(postgres_url).close()
     first.close()
+
+
+def test_a_version_1_schema_gains_unit_snapshots(postgres_url: str) -> None:
+    with PostgresStore.open(postgres_url, account_sid=ACCOUNT) as store, store.batch() as b:
+        b.save_metric_snapshot(b"{}")
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute(f"DROP TABLE {DEFAULT_SCHEMA}.unit_metric_snapshots")
+        db.execute(f"UPDATE {DEFAULT_SCHEMA}.store_schema SET version = 1")
+    with PostgresStore.open(postgres_url, account_sid=ACCOUNT) as store:
+        assert store.metric_snapshot() == b"{}"
+        with store.batch() as b:
+            b.save_unit_snapshot("FW" + "1" * 32, b"unit")
+        assert store.unit_metric_snapshot("FW" + "1" * 32) == b"unit"
+    with psycopg.connect(postgres_url) as db:
+        row = db.execute(f"SELECT version FROM {DEFAULT_SCHEMA}.store_schema").fetchone()
+    assert row == (SCHEMA_VERSION,)
+
+
+def test_leasing_replicas_share_a_schema_and_exclude_one_that_does_not_lease(
+    postgres_url: str,
+) -> None:
+    first = PostgresStore.open(postgres_url, account_sid=ACCOUNT, lease_owner="replica-a")
+    second = PostgresStore.open(postgres_url, account_sid=ACCOUNT, lease_owner="replica-b")
+    try:
+        with pytest.raises(StateError, match="in use by another exporter process"):
+            PostgresStore.open(postgres_url, account_sid=ACCOUNT)
+    finally:
+        first.close()
+        second.close()
+    alone = PostgresStore.open(postgres_url, account_sid=ACCOUNT)
+    try:
+        with pytest.raises(StateError, match="does not share it"):
+            PostgresStore.open(postgres_url, account_sid=ACCOUNT, lease_owner="replica-c")
+    finally:
+        alone.close()
+
+
+def test_replicas_opening_a_new_schema_together_create_it_once(postgres_url: str) -> None:
+    opened: list[PostgresStore] = []
+    errors: list[BaseException] = []
+
+    def open_one(name: str) -> None:
+        try:
+            opened.append(PostgresStore.open(postgres_url, account_sid=ACCOUNT, lease_owner=name))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_one, args=(f"r{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for store in opened:
+        store.close()
+    assert errors == []
+    assert len(opened) == 4
+
+
+def test_one_leasing_replica_at_a_time_sends_the_outbox(postgres_url: str) -> None:
+    first = PostgresStore.open(postgres_url, account_sid=ACCOUNT, lease_owner="replica-a")
+    second = PostgresStore.open(postgres_url, account_sid=ACCOUNT, lease_owner="replica-b")
+    try:
+        with first.batch() as b:
+            b.enqueue_spans([b"span"])
+        assert [span.payload for span in first.pending_spans(10)] == [b"span"]
+        assert second.pending_spans(10) == []
+        first.close()  # its session ends: the other replica sends from now on
+        assert [span.payload for span in second.pending_spans(10)] == [b"span"]
+    finally:
+        first.close()
+        second.close()

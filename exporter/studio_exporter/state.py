@@ -50,9 +50,10 @@ STATE_FILENAME = "studio-exporter.sqlite3"
 #: Written to the SQLite header (``PRAGMA application_id``): "TSEX" marks the file as ours.
 APPLICATION_ID = 0x54534558
 #: ``PRAGMA user_version``; bump it together with a migration. 2: the ``account`` table.
-SCHEMA_VERSION = 2
+#: 3: ``unit_metric_snapshots``.
+SCHEMA_VERSION = 3
 #: Schema versions this exporter migrates from (in ``_connect``), to SCHEMA_VERSION.
-_MIGRATES_FROM = frozenset({1})
+_MIGRATES_FROM = frozenset({1, 2})
 #: Subaccounts' state files live in this folder of ``--state-dir``, one per Account SID.
 ACCOUNTS_DIR = "accounts"
 #: Studio keeps executions for 30 days after they started; nothing older can be re-read.
@@ -142,6 +143,12 @@ CREATE TABLE account (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     sid TEXT NOT NULL
 );
+
+-- One metric snapshot per flow, where replicas lease flows (see store.leases).
+CREATE TABLE unit_metric_snapshots (
+    flow_sid TEXT PRIMARY KEY,
+    data BLOB NOT NULL
+) WITHOUT ROWID;
 """
 _MIGRATIONS = {
     # 1 -> 2: a file from the single-account exporter gets its account recorded on open.
@@ -150,6 +157,13 @@ CREATE TABLE account (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     sid TEXT NOT NULL
 );
+""",
+    # 2 -> 3: per-flow metric snapshots, for units that move between replicas.
+    2: """
+CREATE TABLE unit_metric_snapshots (
+    flow_sid TEXT PRIMARY KEY,
+    data BLOB NOT NULL
+) WITHOUT ROWID;
 """,
 }
 _TABLES = frozenset(
@@ -170,6 +184,13 @@ _TABLES = frozenset(
 
 class StateError(Exception):
     """The state file cannot be used (foreign, corrupt, newer, locked) or the store is closed."""
+
+
+class LeaseLost(StateError):  # noqa: N818 - reads as what happened, like InboxFull
+    """A commit for a work unit this replica no longer holds: it moved, or its lease expired.
+
+    The transaction rolled back; the unit's new owner continues from what was committed.
+    """
 
 
 class InboxFull(StateError):  # noqa: N818 - reads as what happened; callers answer 429
@@ -354,6 +375,17 @@ class Batch:
             "ON CONFLICT (id) DO UPDATE SET data = excluded.data",
             (blob,),
         )
+
+    def save_unit_snapshot(self, flow_sid: str, blob: bytes) -> None:
+        """The metric snapshot of one flow's series (a work unit's, where units are leased)."""
+        self._db.execute(
+            "INSERT INTO unit_metric_snapshots (flow_sid, data) VALUES (?, ?) "
+            "ON CONFLICT (flow_sid) DO UPDATE SET data = excluded.data",
+            (flow_sid, blob),
+        )
+
+    def hold_unit(self, flow_sid: str) -> None:
+        """Every unit is held: one exporter process owns a state file (``flock``)."""
 
     def enqueue_spans(self, payloads: Iterable[bytes | str]) -> int:
         """Append serialized spans to the outbox; returns how many oldest spans were dropped.
@@ -614,6 +646,13 @@ class Store:
     def metric_snapshot(self) -> bytes | None:
         with self._connection() as db:
             row = db.execute("SELECT data FROM metric_snapshot WHERE id = 1").fetchone()
+            return None if row is None else bytes(row[0])
+
+    def unit_metric_snapshot(self, flow_sid: str) -> bytes | None:
+        with self._connection() as db:
+            row = db.execute(
+                "SELECT data FROM unit_metric_snapshots WHERE flow_sid = ?", (flow_sid,)
+            ).fetchone()
             return None if row is None else bytes(row[0])
 
     # ---- span outbox ---------------------------------------------------------------------

@@ -45,6 +45,7 @@ from studio_exporter.state import (
     DEFAULT_RETENTION,
     InboxEvent,
     InboxFull,
+    LeaseLost,
     OutboxSpan,
     PruneResult,
     StateError,
@@ -54,12 +55,15 @@ from studio_exporter.state import (
 #: Recorded in ``store_schema``: marks a schema as this exporter's.
 APPLICATION = "twilio-studio-exporter"
 #: The PostgreSQL schema's own version (independent of the SQLite file's); bump it with a
-#: migration.
-SCHEMA_VERSION = 1
+#: migration (``_MIGRATIONS``). 2: ``unit_metric_snapshots``.
+SCHEMA_VERSION = 2
 #: The schema of the account given by ``TWILIO_ACCOUNT_SID`` when none is named.
 DEFAULT_SCHEMA = "studio_exporter"
 #: Every account's schema starts so: ``studio_exporter_ac…`` (``account_schema``).
 SCHEMA_PREFIX = "studio_exporter_"
+#: The schema shared by every replica and account: replicas and the units they lease
+#: (``store.leases``).
+LEASE_SCHEMA = "studio_exporter_leases"
 #: Seconds to wait for the server to answer a connection.
 DEFAULT_CONNECT_TIMEOUT = 10
 
@@ -67,6 +71,13 @@ _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _PASSWORD_PARAMETER = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)", re.IGNORECASE)
 _REDACTED = "***"
 
+# One metric snapshot per flow, where replicas lease flows (see store.leases).
+_UNIT_SNAPSHOTS = (
+    """CREATE TABLE unit_metric_snapshots (
+        flow_sid TEXT PRIMARY KEY,
+        data BYTEA NOT NULL
+    )""",
+)
 _TABLES = (
     """CREATE TABLE store_schema (
         id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -138,7 +149,10 @@ _TABLES = (
         source TEXT PRIMARY KEY,
         at TIMESTAMPTZ NOT NULL
     )""",
+    *_UNIT_SNAPSHOTS,
 )
+#: From each older version, the statements that bring a schema one version up.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _UNIT_SNAPSHOTS}
 _TABLE_NAMES = frozenset(
     {
         "store_schema",
@@ -153,6 +167,7 @@ _TABLE_NAMES = frozenset(
         "seen_events",
         "counters",
         "last_success",
+        "unit_metric_snapshots",
     }
 )
 
@@ -189,7 +204,7 @@ def url_secrets(url: str) -> list[str]:
     return [secret for secret in found if secret]
 
 
-def _scrub(message: str, url: str) -> str:
+def scrub(message: str, url: str) -> str:
     # libpq echoes pieces of a malformed connection string in its errors.
     for secret in url_secrets(url):
         message = message.replace(secret, _REDACTED)
@@ -235,9 +250,18 @@ def _delete_by_ids(
 class PostgresBatch:
     """One transaction of ``PostgresStore.batch()``; the same operations as ``state.Batch``."""
 
-    def __init__(self, connection: psycopg.Connection[Any], max_pending_spans: int) -> None:
+    def __init__(
+        self,
+        connection: psycopg.Connection[Any],
+        max_pending_spans: int,
+        *,
+        lease_owner: str | None = None,
+        account_sid: str = "",
+    ) -> None:
         self._db = connection
         self._max_pending_spans = max_pending_spans
+        self._lease_owner = lease_owner
+        self._account_sid = account_sid
         self._done: set[str] = set()
         self.spans_dropped = 0
 
@@ -316,6 +340,33 @@ class PostgresBatch:
             (blob,),
         )
 
+    def save_unit_snapshot(self, flow_sid: str, blob: bytes) -> None:
+        self._db.execute(
+            "INSERT INTO unit_metric_snapshots (flow_sid, data) VALUES (%s, %s) "
+            "ON CONFLICT (flow_sid) DO UPDATE SET data = excluded.data",
+            (flow_sid, blob),
+        )
+
+    def hold_unit(self, flow_sid: str) -> None:
+        """Fail this batch unless this replica holds the flow's lease (``store.leases``).
+
+        Without leases (one exporter per schema, under the advisory lock) every unit is held.
+        """
+        if self._lease_owner is None:
+            return
+        # FOR SHARE: the lease row stays locked until this commit, so another replica's claim
+        # (an UPDATE of the row) waits for it and then sees its effects.
+        row = self._db.execute(
+            "SELECT owner = %s AND expires > clock_timestamp() FROM studio_exporter_leases.leases "
+            "WHERE account_sid = %s AND flow_sid = %s FOR SHARE",
+            (self._lease_owner, self._account_sid, flow_sid),
+        ).fetchone()
+        if row is None or not row[0]:
+            raise LeaseLost(
+                f"flow {flow_sid} of account {self._account_sid} is no longer leased to this "
+                "replica"
+            )
+
     def enqueue_spans(self, payloads: Iterable[bytes | str]) -> int:
         rows = [_as_bytes(p) for p in payloads]
         if not rows:
@@ -368,6 +419,12 @@ class PostgresStore:
         self._db: psycopg.Connection[Any] | None = connection
         self._lock = threading.RLock()
         self._batch_owner: int | None = None
+        #: This replica's id where replicas lease units (``open(lease_owner=...)``).
+        self.lease_owner: str | None = None
+        #: The account of this schema (what ``hold_unit`` looks up leases under).
+        self.account = ""
+        self.schema = DEFAULT_SCHEMA
+        self._ships_outbox = False
 
     # ---- opening and closing -------------------------------------------------------------
 
@@ -381,8 +438,13 @@ class PostgresStore:
         max_pending_spans: int = DEFAULT_MAX_PENDING_SPANS,
         max_pending_events: int = DEFAULT_MAX_PENDING_EVENTS,
         connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
+        lease_owner: str | None = None,
     ) -> PostgresStore:
         """Connect to ``url`` and open (creating it if needed) ``schema``, for ``account_sid``.
+
+        ``lease_owner``: this replica's id when replicas lease units (``store.leases``): the
+        schema is then shared with the other replicas, every batch that exports a unit's steps
+        holds its lease (``hold_unit``), and one replica at a time sends the outbox's spans.
 
         Raises ``StateError`` (naming the server without its password) when the server cannot
         be reached, the schema is not ours (another application's tables, a newer version,
@@ -403,17 +465,25 @@ class PostgresStore:
             )
         except psycopg.Error as error:
             # from None: the original error and its context may hold the connection string.
-            raise StateError(f"{where}: cannot connect: {_scrub(str(error), url)}") from None
+            raise StateError(f"{where}: cannot connect: {scrub(str(error), url)}") from None
         try:
-            _prepare(db, where, schema)
+            _prepare(db, where, schema, shared=lease_owner is not None)
             if account_sid is not None:
-                _claim(db, where, account_sid)
+                with db.transaction():
+                    _claim(db, where, account_sid)
+        except psycopg.Error as error:
+            db.close()
+            raise StateError(f"{where}: cannot open: {scrub(str(error), url)}") from None
         except BaseException:
             db.close()
             raise
-        return cls(
+        store = cls(
             where, db, max_pending_spans=max_pending_spans, max_pending_events=max_pending_events
         )
+        store.lease_owner = lease_owner
+        store.account = account_sid or ""
+        store.schema = schema
+        return store
 
     def close(self) -> None:
         with self._lock:
@@ -446,7 +516,12 @@ class PostgresStore:
             self._batch_owner = threading.get_ident()
             try:
                 with db.transaction():
-                    batch = PostgresBatch(db, self.max_pending_spans)
+                    batch = PostgresBatch(
+                        db,
+                        self.max_pending_spans,
+                        lease_owner=self.lease_owner,
+                        account_sid=self.account,
+                    )
                     yield batch
                     batch._finish()
             finally:
@@ -552,6 +627,13 @@ class PostgresStore:
             row = db.execute("SELECT data FROM metric_snapshot WHERE id = 1").fetchone()
             return None if row is None else bytes(row[0])
 
+    def unit_metric_snapshot(self, flow_sid: str) -> bytes | None:
+        with self._connection() as db:
+            row = db.execute(
+                "SELECT data FROM unit_metric_snapshots WHERE flow_sid = %s", (flow_sid,)
+            ).fetchone()
+            return None if row is None else bytes(row[0])
+
     def set_last_success(self, source: str, at: datetime) -> None:
         with self._write() as db:
             db.execute(
@@ -568,7 +650,20 @@ class PostgresStore:
     # ---- span outbox ---------------------------------------------------------------------
 
     def pending_spans(self, limit: int) -> list[OutboxSpan]:
+        """The oldest ``limit`` spans; with leases, only for the replica that sends them.
+
+        Replicas share the outbox; one at a time sends it (a session advisory lock, which goes
+        with a dead replica's connection), so spans are not sent once per replica.
+        """
         with self._connection() as db:
+            if self.lease_owner is not None and not self._ships_outbox:
+                row = db.execute(
+                    "SELECT pg_try_advisory_lock(hashtextextended(%s, 2))",
+                    (f"{APPLICATION}:{self.schema}",),
+                ).fetchone()
+                self._ships_outbox = bool(row and row[0])
+                if not self._ships_outbox:
+                    return []
             rows = db.execute(
                 "SELECT id, payload FROM span_outbox ORDER BY id LIMIT %s", (limit,)
             ).fetchall()
@@ -668,15 +763,34 @@ class PostgresStore:
 # ---- opening: refuse what is not ours, create what is new -----------------------------------
 
 
-def _prepare(db: psycopg.Connection[Any], where: str, schema: str) -> None:
-    """Lock the schema for this session, then create it, or check it is ours and current."""
+def _prepare(db: psycopg.Connection[Any], where: str, schema: str, *, shared: bool = False) -> None:
+    """Lock the schema for this session, then create it, or check it is ours and current.
+
+    ``shared``: replicas that lease units (``store.leases``) share the schema, and exclude an
+    exporter that does not lease; otherwise this session has the schema to itself.
+    """
+    lock = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
     locked = db.execute(
-        "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (f"{APPLICATION}:{schema}",)
+        f"SELECT {lock}(hashtextextended(%s, 0))", (f"{APPLICATION}:{schema}",)
     ).fetchone()
     if locked is None or not locked[0]:
+        if shared:
+            raise StateError(
+                f"{where}: in use by an exporter process that does not share it "
+                "(push or hybrid mode, a backfill, or a release without leases)"
+            )
         raise StateError(f"{where}: in use by another exporter process")
     db.execute("SET TIME ZONE 'UTC'")
     db.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+    with db.transaction():
+        # Replicas starting together: one creates or migrates, the others then find it done.
+        db.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 1))", (f"{APPLICATION}:{schema}",)
+        )
+        _create_or_check(db, where, schema)
+
+
+def _create_or_check(db: psycopg.Connection[Any], where: str, schema: str) -> None:
     tables = {
         row[0]
         for row in db.execute(
@@ -684,14 +798,13 @@ def _prepare(db: psycopg.Connection[Any], where: str, schema: str) -> None:
         )
     }
     if not tables:
-        with db.transaction():
-            db.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-            for statement in _TABLES:
-                db.execute(statement)
-            db.execute(
-                "INSERT INTO store_schema (id, application, version) VALUES (1, %s, %s)",
-                (APPLICATION, SCHEMA_VERSION),
-            )
+        db.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        for statement in _TABLES:
+            db.execute(statement)
+        db.execute(
+            "INSERT INTO store_schema (id, application, version) VALUES (1, %s, %s)",
+            (APPLICATION, SCHEMA_VERSION),
+        )
         return
     if "store_schema" not in tables:
         raise StateError(
@@ -711,17 +824,33 @@ def _prepare(db: psycopg.Connection[Any], where: str, schema: str) -> None:
             f"{where}: state schema version {version} is newer than this exporter's "
             f"({SCHEMA_VERSION}); refusing to use it: run a newer exporter"
         )
-    if version != SCHEMA_VERSION:
+    if version != SCHEMA_VERSION and version not in _MIGRATIONS:
         raise StateError(
             f"{where}: state schema version {version}, expected {SCHEMA_VERSION}, "
             "and no migration exists from it; refusing to use it"
         )
-    missing = _TABLE_NAMES - tables
+    missing = _TABLE_NAMES - tables - _added_since(version)
     if missing:
         raise StateError(
             f"{where}: damaged state schema (missing tables: {', '.join(sorted(missing))}); "
             "refusing to use it"
         )
+    while version < SCHEMA_VERSION:
+        for statement in _MIGRATIONS[version]:
+            db.execute(statement)
+        version += 1
+        db.execute("UPDATE store_schema SET version = %s WHERE id = 1", (version,))
+
+
+def _added_since(version: int) -> set[str]:
+    """The tables that migrations from ``version`` create (absent from an older schema)."""
+    added: set[str] = set()
+    for step in range(version, SCHEMA_VERSION):
+        for statement in _MIGRATIONS[step]:
+            match = re.match(r"CREATE TABLE (\w+)", statement)
+            if match:
+                added.add(match.group(1))
+    return added
 
 
 def _claim(db: psycopg.Connection[Any], where: str, account_sid: str) -> None:

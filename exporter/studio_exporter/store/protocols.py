@@ -52,6 +52,17 @@ class LedgerBatch(Protocol):
 
     def save_metric_snapshot(self, blob: bytes) -> None: ...
 
+    def save_unit_snapshot(self, flow_sid: str, blob: bytes) -> None:
+        """The metric snapshot of one work unit (a flow), where replicas lease units."""
+        ...
+
+    def hold_unit(self, flow_sid: str) -> None:
+        """Fail the batch (``LeaseLost``) unless this exporter holds the flow's lease.
+
+        Where nothing is leased (SQLite; PostgreSQL without ``lease_owner``) every unit is held.
+        """
+        ...
+
     def enqueue_spans(self, payloads: Iterable[bytes | str]) -> int:
         """Append spans to the outbox; returns how many oldest spans were dropped for room."""
         ...
@@ -101,6 +112,8 @@ class MetricSnapshots(Protocol):
     """The metric snapshot (saved in batches) and each source's last success."""
 
     def metric_snapshot(self) -> bytes | None: ...
+
+    def unit_metric_snapshot(self, flow_sid: str) -> bytes | None: ...
 
     def set_last_success(self, source: str, at: datetime) -> None: ...
 
