@@ -12,7 +12,13 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.parser import text_string_to_metric_families
 
 from studio_exporter.domain import Step, Visit
-from studio_exporter.metrics import OVERFLOW, AccountMetrics, FlowLabels, StudioMetrics
+from studio_exporter.metrics import (
+    OVERFLOW,
+    AccountMetrics,
+    FlowLabels,
+    StudioMetrics,
+    UnitMetrics,
+)
 
 ACCOUNT = "AC" + "d" * 32
 FLOW = FlowLabels("FW" + "a" * 32, "Onboarding", ACCOUNT)
@@ -499,3 +505,61 @@ def test_account_metrics_without_accounts_still_describe_every_family() -> None:
     exposition = generate_latest(registry).decode()
     for name in ("twilio_studio_steps_total", "twilio_studio_account_info"):
         assert f"# TYPE {name}" in exposition
+
+
+def _key(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(labels.items()))
+
+
+def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = generate_latest(registry).decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_units_sum_series_they_share_and_keep_their_own() -> None:
+    registry = CollectorRegistry()
+    units = UnitMetrics(StudioMetrics())
+    accounts = AccountMetrics(registry)
+    accounts.add(ACCOUNT, units)
+    units.acquire(FLOW.flow_sid, None)
+    units.acquire(OTHER_FLOW.flow_sid, None)
+    # The other flow's executions ran FLOW as a subflow: both units count FLOW's series.
+    for flow_sid in (FLOW.flow_sid, OTHER_FLOW.flow_sid):
+        unit = units.unit(flow_sid)
+        assert unit is not None
+        unit.record_step(FLOW, make_step())
+        unit.record_visit(FLOW, make_visit(3), TRACE)
+    other = units.unit(OTHER_FLOW.flow_sid)
+    assert other is not None
+    other.record_step(OTHER_FLOW, make_step())
+    samples = _samples(registry)
+    assert samples[("twilio_studio_steps_total", _key(step_labels()))] == 2
+    assert samples[("twilio_studio_steps_total", _key(step_labels(OTHER_FLOW)))] == 1
+    bucket = _key(dict(duration_labels(), le="5.0"))
+    assert samples[("twilio_studio_step_duration_seconds_bucket", bucket)] == 2
+    assert samples[("twilio_studio_step_duration_seconds_count", _key(duration_labels()))] == 2
+    assert samples[("twilio_studio_step_duration_seconds_sum", _key(duration_labels()))] == 6
+
+
+def test_a_unit_moves_with_its_snapshot() -> None:
+    old_owner = UnitMetrics(StudioMetrics())
+    old_owner.acquire(FLOW.flow_sid, None)
+    unit = old_owner.unit(FLOW.flow_sid)
+    assert unit is not None
+    for _ in range(3):
+        unit.record_step(FLOW, make_step())
+    committed = unit.snapshot()
+    old_owner.release(FLOW.flow_sid)
+    assert old_owner.flows() == set()
+    registry = CollectorRegistry()
+    new_owner = UnitMetrics(StudioMetrics())
+    AccountMetrics(registry).add(ACCOUNT, new_owner)
+    new_owner.acquire(FLOW.flow_sid, committed, account_sid=ACCOUNT)
+    assert _samples(registry)[("twilio_studio_steps_total", _key(step_labels()))] == 3
+    released_registry = CollectorRegistry()
+    AccountMetrics(released_registry).add(ACCOUNT, old_owner)
+    assert not any(name == "twilio_studio_steps_total" for name, _ in _samples(released_registry))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, Final
@@ -567,6 +567,87 @@ def _check_duration(metric: str, value: float) -> None:
         raise ValueError(f"negative duration {value} for {metric}")
 
 
+class UnitMetrics(Collector):
+    """One account's domain series split by work unit (flow), where replicas lease flows.
+
+    A unit's counters and histograms live in their own :class:`StudioMetrics`, snapshotted
+    with that unit's commits (``save_unit_snapshot``), so that when the unit moves to another
+    replica its series move with it: the new owner restores them and goes on counting, and the
+    old one stops exposing them. ``account`` holds what is not a unit's (``flow_info``).
+
+    Two units may hold series with the same labels: a subflow's steps are counted by the unit
+    of the execution that ran it, and by the subflow's own unit for its own executions. This
+    collector sums such series, as Prometheus' ``sum`` does across replicas.
+    """
+
+    def __init__(
+        self, account: StudioMetrics, factory: Callable[[], StudioMetrics] | None = None
+    ) -> None:
+        self.account = account
+        self._factory = factory or (
+            lambda: StudioMetrics(max_series_per_metric=account.max_series_per_metric)
+        )
+        self._lock = threading.Lock()
+        self._units: dict[str, StudioMetrics] = {}
+
+    def unit(self, flow_sid: str) -> StudioMetrics | None:
+        with self._lock:
+            return self._units.get(flow_sid)
+
+    def flows(self) -> set[str]:
+        with self._lock:
+            return set(self._units)
+
+    def acquire(self, flow_sid: str, snapshot: bytes | None, account_sid: str = "") -> None:
+        """Start exposing the unit, from its last committed snapshot (none: from zero)."""
+        metrics = self._factory()
+        if snapshot is not None:
+            metrics.restore(snapshot, account_sid=account_sid)
+        with self._lock:
+            self._units[flow_sid] = metrics
+
+    def release(self, flow_sid: str) -> None:
+        """Stop exposing the unit: its new owner exposes it from the committed snapshot."""
+        with self._lock:
+            self._units.pop(flow_sid, None)
+
+    def describe(self) -> Iterable[Metric]:
+        return self.account.describe()
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            members = [self.account, *self._units.values()]
+        return sum_families(member.collect() for member in members)
+
+
+def sum_families(sources: Iterable[Iterable[Metric]]) -> list[Metric]:
+    """The families of ``sources`` merged by name, samples with the same name and labels summed
+    (a histogram's buckets, count and sum alike); the first exemplar seen is kept."""
+    merged: dict[str, tuple[Metric, dict[tuple[str, tuple[tuple[str, str], ...]], list[Any]]]] = {}
+    for families in sources:
+        for family in families:
+            entry = merged.get(family.name)
+            if entry is None:
+                entry = (Metric(family.name, family.documentation, family.type), {})
+                merged[family.name] = entry
+            samples = entry[1]
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                found = samples.get(key)
+                if found is None:
+                    samples[key] = [sample.labels, sample.value, sample.exemplar]
+                else:
+                    found[1] += sample.value
+                    if found[2] is None:
+                        found[2] = sample.exemplar
+    result = []
+    for family, samples in merged.values():
+        for (name, _), (labels, value, exemplar) in samples.items():
+            family.add_sample(name, labels, value, exemplar=exemplar)
+        result.append(family)
+    return result
+
+
 class AccountMetrics(Collector):
     """The domain metrics of every followed account, exposed as one set of families, and
     ``twilio_studio_account_info{account_sid, account, status}`` = 1 for each account.
@@ -583,12 +664,12 @@ class AccountMetrics(Collector):
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self._lock = threading.Lock()
-        self._members: dict[str, StudioMetrics] = {}
+        self._members: dict[str, StudioMetrics | UnitMetrics] = {}
         self._info: dict[str, tuple[str, str]] = {}
         if registry is not None:
             registry.register(self)
 
-    def add(self, account_sid: str, metrics: StudioMetrics) -> None:
+    def add(self, account_sid: str, metrics: StudioMetrics | UnitMetrics) -> None:
         with self._lock:
             self._members[account_sid] = metrics
 
