@@ -19,6 +19,7 @@ from studio_exporter.config import (
     DEFAULT_CONCURRENCY,
     DEFAULT_FLOW_REFRESH_INTERVAL,
     DEFAULT_HASH_PHONE_NUMBERS,
+    DEFAULT_LEASE_DURATION,
     DEFAULT_LISTEN_ADDRESS,
     DEFAULT_LOOKBACK,
     DEFAULT_MAX_CONNECTIONS,
@@ -153,6 +154,14 @@ def _add_exporter_flags(parser: argparse.ArgumentParser) -> None:
         help="keep the state in this PostgreSQL database (postgresql://user@host/db), one schema "
         "per account, instead of SQLite files in --state-dir; a URL with a password only in the "
         "environment (or PGPASSWORD), never on the command line" + _env_help("state_postgres_url"),
+    )
+    add(
+        "--lease-duration",
+        dest="lease_duration",
+        help="with --state.postgres-url in poll mode, replicas lease (account, flow) units for "
+        "this long, renewed every third of it: the longest a dead replica's units wait before "
+        f"others take them (default {format_duration(DEFAULT_LEASE_DURATION)}, at least 3s)"
+        + _env_help("lease_duration"),
     )
     add(
         "--log.level",

@@ -17,6 +17,9 @@ DEFAULT_TWILIO_BASE_URL = "https://studio.twilio.com"
 #: Twilio's v2010 API, where accounts and subaccounts are listed.
 DEFAULT_TWILIO_API_BASE_URL = "https://api.twilio.com"
 DEFAULT_ACCOUNT_REFRESH_INTERVAL = timedelta(minutes=10)
+#: How long a replica's leases outlive its last renewal (renewed every third of it): the
+#: longest a dead replica's units wait before other replicas take them.
+DEFAULT_LEASE_DURATION = timedelta(seconds=30)
 DEFAULT_LISTEN_ADDRESS = "0.0.0.0:9911"
 #: The demo serves this machine only unless told otherwise (a container sets 0.0.0.0:9911).
 DEMO_LISTEN_ADDRESS = "127.0.0.1:9911"
@@ -173,6 +176,14 @@ class Config:
     #: Keep the state in this PostgreSQL database (one schema per account) instead of SQLite
     #: files in ``state_dir``. A secret: the URL may carry the password.
     state_postgres_url: Secret | None = None
+    #: With PostgreSQL in poll mode, replicas lease units for this long (``store.leases``).
+    lease_duration: timedelta = DEFAULT_LEASE_DURATION
+
+    @property
+    def leases(self) -> bool:
+        """True when this replica shares the work with others by leasing units: PostgreSQL
+        state in poll mode. Push and hybrid modes keep one exporter per schema."""
+        return self.state_postgres_url is not None and self.mode == "poll"
 
     @property
     def api_base_url(self) -> str:
@@ -223,6 +234,7 @@ ENV_VARS: Mapping[str, tuple[str, ...]] = {
     "include_subaccounts": ("STUDIO_EXPORTER_INCLUDE_SUBACCOUNTS",),
     "accounts": ("STUDIO_EXPORTER_ACCOUNTS",),
     "account_refresh_interval": ("STUDIO_EXPORTER_ACCOUNT_REFRESH_INTERVAL",),
+    "lease_duration": ("STUDIO_EXPORTER_LEASE_DURATION",),
     "shard": ("STUDIO_EXPORTER_SHARD",),
     "total_shards": ("STUDIO_EXPORTER_TOTAL_SHARDS",),
     "listen_address": ("STUDIO_EXPORTER_WEB_LISTEN_ADDRESS",),
@@ -377,6 +389,7 @@ def config_from_mapping(
             )
         values["accounts"] = tuple(dict.fromkeys(accounts))
     duration("account_refresh_interval", "account-refresh-interval", minimum=timedelta(seconds=1))
+    duration("lease_duration", "lease-duration", minimum=timedelta(seconds=3))
 
     address = raw("listen_address")
     if address is not None:

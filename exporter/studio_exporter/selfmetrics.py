@@ -405,3 +405,70 @@ class PushMetrics:
 
     def rest_read(self, reason: str) -> None:
         self._rest_reads.labels(reason).inc()
+
+
+#: Directions of ``twilio_studio_exporter_unit_moves_total``.
+UNIT_MOVES = ("acquired", "released", "expired")
+
+
+class LeaseMetrics:
+    """Replicas sharing PostgreSQL (``--state.postgres-url`` in poll mode): the units this
+    replica leases, what it sees of the others, and the units that moved. Domain series are
+    served by the replica that holds their unit, so Prometheus scrapes every replica.
+
+    A sample of the exposition::
+
+        # TYPE twilio_studio_exporter_units_leased gauge
+        twilio_studio_exporter_units_leased 4.0
+        # TYPE twilio_studio_exporter_units gauge
+        twilio_studio_exporter_units 12.0
+        # TYPE twilio_studio_exporter_replicas gauge
+        twilio_studio_exporter_replicas 3.0
+        # TYPE twilio_studio_exporter_unit_moves_total counter
+        twilio_studio_exporter_unit_moves_total{direction="acquired"} 4.0
+        # TYPE twilio_studio_exporter_lease_errors_total counter
+        twilio_studio_exporter_lease_errors_total 0.0
+    """
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self._leased = Gauge(
+            "twilio_studio_exporter_units_leased",
+            "Work units (account, flow) this replica holds a lease on, and so polls and serves.",
+            registry=registry,
+        )
+        self._units = Gauge(
+            "twilio_studio_exporter_units",
+            "Work units known to every replica (the same on each replica).",
+            registry=registry,
+        )
+        self._replicas = Gauge(
+            "twilio_studio_exporter_replicas",
+            "Replicas whose heartbeat is current, this one included.",
+            registry=registry,
+        )
+        self._moves = Counter(
+            "twilio_studio_exporter_unit_moves",
+            "Units this replica took (acquired), gave up to balance the load (released), or "
+            "dropped because it could not renew its leases in time (expired).",
+            ["direction"],
+            registry=registry,
+        )
+        for direction in UNIT_MOVES:
+            self._moves.labels(direction)
+        self._errors = Counter(
+            "twilio_studio_exporter_lease_errors",
+            "Lease ticks that failed (the database did not answer or refused).",
+            registry=registry,
+        )
+
+    def ticked(self, *, leased: int, units: int, replicas: int) -> None:
+        self._leased.set(leased)
+        self._units.set(units)
+        self._replicas.set(replicas)
+
+    def moved(self, direction: str, count: int) -> None:
+        if count:
+            self._moves.labels(direction).inc(count)
+
+    def failed(self) -> None:
+        self._errors.inc()

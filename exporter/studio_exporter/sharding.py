@@ -4,6 +4,18 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Protocol
+
+
+class UnitOwner(Protocol):
+    """Which work units (account, flow) this replica follows: a fixed shard, or leases."""
+
+    @property
+    def splits(self) -> bool:
+        """True when other replicas follow part of the work."""
+        ...
+
+    def owns(self, account_sid: str, flow_sid: str) -> bool: ...
 
 
 def shard_of(account_sid: str, flow_sid: str, total_shards: int) -> int:
