@@ -127,3 +127,32 @@ def test_apply_pushed_many_exports_each_execution_once(store: Store) -> None:
     assert steps == 5
     assert store.is_done(EXECUTION_SID)
     assert store.is_done(other_sid)
+
+
+def test_span_wake_up_follows_only_commits_that_queued_spans(store: Store) -> None:
+    """The wake-up given to the constructor: called after a commit with spans, only then."""
+    wakes: list[int] = []
+    poller = Poller(
+        cast(StudioApi, FlowsOnlyApi()),
+        store,
+        StudioMetrics(CollectorRegistry()),
+        ExporterMetrics(CollectorRegistry()),
+        account_sid=ACCOUNT_SID,
+        on_spans_queued=lambda: wakes.append(store.count_pending_spans()),
+    )
+    recorder = poller.recorder
+
+    async def scenario() -> list[tuple[int, int]]:
+        seen: list[tuple[int, int]] = []
+        for steps in ([], [S1, S2], [S1, S2]):  # started only; two visits closed; a redelivery
+            await recorder.apply_pushed(FLOW_SID, EXECUTION, steps)
+            seen.append((len(wakes), store.count_pending_spans()))
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert seen[0] == (0, 0)  # committed (the execution is known now), but no span queued
+    assert seen[1][0] == 1
+    assert seen[1][1] > 0  # the visit spans
+    assert wakes == [seen[1][1]]  # called once, after the spans were committed
+    assert seen[2] == seen[1]  # nothing new: no span, no wake-up
+    assert store.is_known(EXECUTION_SID)
