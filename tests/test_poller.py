@@ -285,12 +285,12 @@ def test_negative_durations_are_counted_and_logged_once_never_clamped(
 
     async def scenario() -> None:
         try:
-            await exporter.poller.apply_pushed(flow_sid, execution, steps)
+            await exporter.poller.recorder.apply_pushed(flow_sid, execution, steps)
         finally:
             await exporter.api.aclose()
 
     try:
-        with caplog.at_level("WARNING", logger="studio_exporter.poller"):
+        with caplog.at_level("WARNING", logger="studio_exporter.recording"):
             asyncio.run(scenario())
     finally:
         exporter.close()

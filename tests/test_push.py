@@ -1,4 +1,4 @@
-"""Tests for push: the webhook receiver over real HTTP, and the processor feeding the poller."""
+"""Tests for push: the webhook receiver over real HTTP, and the processor feeding the recorder."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import pytest
@@ -24,12 +24,9 @@ from studio_exporter.eventstreams import (
     STEP_ENDED,
     sign_request,
 )
-from studio_exporter.metrics import StudioMetrics
-from studio_exporter.poller import Poller
 from studio_exporter.push import DEFAULT_WEBHOOK_PATH, PushProcessor, WebhookReceiver
 from studio_exporter.selfmetrics import ExporterMetrics, PushMetrics
 from studio_exporter.state import StateError, Store, state_file
-from studio_exporter.studio_api import StudioApi
 from studio_exporter.web import HookResponse, PostHook, Readiness, WebServer
 from tests.factories import ACCOUNT_SID, EXECUTION_SID, FLOW_SID, make_execution, make_step
 
@@ -339,7 +336,7 @@ def test_accepted_delivery_wakes_the_processor(server: Endpoint, store: Store) -
 
 
 class FakeTarget:
-    """Stands in for the poller: records each apply and commits marks like the real one."""
+    """Stands in for the recorder: records each apply and commits marks like the real one."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -365,7 +362,7 @@ class FakeTarget:
         if self.fail is not None:
             raise self.fail
         self.calls.append((flow_sid, execution, [step.sid for step in steps]))
-        for step in steps:  # as first exported: the real poller exports a step once
+        for step in steps:  # as first exported: the real recorder exports a step once
             self.applied_steps.setdefault(step.sid, step)
         done = execution.is_ended and any(step.transitioned_to == "Ended" for step in steps)
         with self.store.batch() as commit:
@@ -779,92 +776,3 @@ def test_malformed_inbox_event_is_dropped_and_counted(store: Store) -> None:
     asyncio.run(rig.processor.process_once())
     assert store.count_pending_events() == 0
     assert rig.target.calls == []
-
-
-# -- Poller.apply_pushed with the real poller and store ----------------------------------------
-
-
-class FlowsOnlyApi:
-    """The poller's REST reads that apply_pushed may make: the flows."""
-
-    async def list_flows(self) -> list[Flow]:
-        return [FLOW]
-
-    async def fetch_flow(self, flow_sid: str) -> Flow:
-        return FLOW
-
-
-def test_apply_pushed_counts_each_step_once(store: Store) -> None:
-    registry = CollectorRegistry()
-    metrics = StudioMetrics(registry)
-    account_sid = "AC" + "1" * 32
-    poller = Poller(
-        cast(StudioApi, FlowsOnlyApi()),
-        store,
-        metrics,
-        ExporterMetrics(CollectorRegistry()),
-        account_sid=account_sid,
-    )
-    ended = make_execution(status="ended")
-
-    async def scenario() -> None:
-        await poller.apply_pushed(FLOW_SID, EXECUTION, [])
-        await poller.apply_pushed(FLOW_SID, EXECUTION, [S1, S2])
-        await poller.apply_pushed(FLOW_SID, EXECUTION, [S1, S2])  # a redelivery
-        await poller.apply_pushed(FLOW_SID, ended, [S1, S2, S3])
-        await poller.apply_pushed(FLOW_SID, ended, [S1, S2, S3])  # done: left alone
-
-    asyncio.run(scenario())
-    labels = {"account_sid": account_sid, "flow_sid": FLOW_SID, "flow": "Survey"}
-    assert registry.get_sample_value("twilio_studio_executions_started_total", labels) == 1
-    assert (
-        registry.get_sample_value(
-            "twilio_studio_executions_ended_total", {**labels, "final_widget": "confirm"}
-        )
-        == 1
-    )
-    steps = sum(
-        sample.value
-        for family in registry.collect()
-        if family.name == "twilio_studio_steps"
-        for sample in family.samples
-        if sample.name == "twilio_studio_steps_total"
-    )
-    assert steps == 3
-    assert store.is_done(EXECUTION_SID)
-
-
-def test_apply_pushed_many_exports_each_execution_once(store: Store) -> None:
-    registry = CollectorRegistry()
-    poller = Poller(
-        cast(StudioApi, FlowsOnlyApi()),
-        store,
-        StudioMetrics(registry),
-        ExporterMetrics(CollectorRegistry()),
-        account_sid=ACCOUNT_SID,
-    )
-    other_sid = "FN" + "2" * 32
-    other = make_execution(sid=other_sid, status="ended")
-    other_steps = [
-        make_step("Trigger", "ask", 1, number=11, execution_sid=other_sid, event="incomingMessage"),
-        make_step("ask", "Ended", 3, number=12, execution_sid=other_sid),
-    ]
-    batch = [(make_execution(status="ended"), [S1, S2, S3]), (other, other_steps)]
-
-    async def scenario() -> None:
-        await poller.apply_pushed_many(FLOW_SID, batch)
-        await poller.apply_pushed_many(FLOW_SID, batch)  # a redelivery of both
-
-    asyncio.run(scenario())
-    labels = {"account_sid": ACCOUNT_SID, "flow_sid": FLOW_SID, "flow": "Survey"}
-    assert registry.get_sample_value("twilio_studio_executions_started_total", labels) == 2
-    steps = sum(
-        sample.value
-        for family in registry.collect()
-        if family.name == "twilio_studio_steps"
-        for sample in family.samples
-        if sample.name == "twilio_studio_steps_total"
-    )
-    assert steps == 5
-    assert store.is_done(EXECUTION_SID)
-    assert store.is_done(other_sid)

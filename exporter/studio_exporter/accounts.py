@@ -137,6 +137,11 @@ def build_account_parts(
             transport=transport,
             keep_context=bool(config.context_allowlist),
         )
+        if sender is None:
+            sender = make_span_sender(
+                env, default_file=spans_file(config.state_dir, account_sid, main_sid)
+            )
+        shipper = SpanShipper(store, sender, resource_from_env(env, account_sid), health)
         poller = Poller(
             api,
             store,
@@ -154,13 +159,8 @@ def build_account_parts(
             clock=clock,
             account_sid=account_sid,
             shard=config.shard,
+            on_spans_queued=shipper.wake,
         )
-        if sender is None:
-            sender = make_span_sender(
-                env, default_file=spans_file(config.state_dir, account_sid, main_sid)
-            )
-        shipper = SpanShipper(store, sender, resource_from_env(env, account_sid), health)
-        poller.on_spans_queued = shipper.wake
     except BaseException:
         store.close()
         raise
@@ -329,7 +329,7 @@ class AccountSupervisor:
         processor = PushProcessor(
             parts.store,
             parts.api,
-            parts.poller,
+            parts.poller.recorder,
             health=self.health,
             clock=self.clock,
             metrics=metrics,

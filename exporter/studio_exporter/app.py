@@ -240,7 +240,7 @@ def build_exporter(
         processor = PushProcessor(
             store,
             api,
-            poller,
+            poller.recorder,
             metrics=push_metrics,
             health=health,
             clock=clock,

@@ -1,4 +1,4 @@
-"""The controller: follows flows → executions → steps and hands what is new to the sinks."""
+"""The controller: follows flows → executions → steps and hands what is read to the recorder."""
 
 from __future__ import annotations
 
@@ -7,20 +7,19 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 
 from studio_exporter.backoff import poll_backoff
 from studio_exporter.config import RETENTION
-from studio_exporter.domain import Execution, ExecutionPath, Flow, Step
+from studio_exporter.domain import Execution, Flow, Step
 from studio_exporter.metrics import FlowLabels, StudioMetrics
-from studio_exporter.otlp import encode_span
-from studio_exporter.pipeline import ExecutionUpdate, plan_update
+from studio_exporter.recording import Recorder
 from studio_exporter.selfmetrics import ExporterMetrics
 from studio_exporter.sharding import NO_SHARDING, Shard
-from studio_exporter.spans import SpanOptions, execution_span, trace_id_hex, visit_span
+from studio_exporter.spans import SpanOptions
 from studio_exporter.state import PruneResult, StateError
 from studio_exporter.store.protocols import StateStore
 from studio_exporter.studio_api import ApiError, StudioApi
@@ -77,9 +76,11 @@ class Poller:
     """Polls Studio and exports every step once.
 
     A failing flow is logged and counted, and the others go on; a failed cycle never raises.
-    What has been exported is committed to the store in the same transaction as the metric
-    snapshot and the spans queued for sending, so a crash at any point neither loses nor
-    double-counts a step.
+    The poller schedules: it lists flows and executions, reads steps and decides what to read
+    again. What it read goes to its ``recorder`` (``recording.Recorder``, shared with push),
+    which commits each flow's exports in one transaction with the metric snapshot and the
+    spans queued for sending, so a crash at any point neither loses nor double-counts a step.
+    The poller is the recorder's ``FlowCatalog``: the flows it follows and their names.
     """
 
     def __init__(
@@ -96,6 +97,7 @@ class Poller:
         clock: Callable[[], datetime] = utc_now,
         account_sid: str = "",
         shard: Shard = NO_SHARDING,
+        on_spans_queued: Callable[[], None] | None = None,
     ) -> None:
         self.api = api
         #: The account whose flows these are: the first label of every series this poller adds.
@@ -114,20 +116,23 @@ class Poller:
         self._definitions: dict[str, Flow] = {}  # flows read only for their definition
         self._revision_asked: dict[str, int] = {}
         self._flows_refreshed_at: float | None = None
-        self._ended_without_end_step: set[str] = set()
-        self._in_progress: dict[str, dict[tuple[str, str], int]] = {}
-        #: Followed executions whose anomalies were logged already (logged once per execution).
-        self._anomalies_logged: set[str] = set()
         self._active: dict[str, int] = {}
         self.last_report = CycleReport()
         self.last_success: datetime | None = None
         self.consecutive_failures = 0
         self._pruned_at: datetime | None = None
-        # Reading what is exported, planning and committing happen under this lock, so that
-        # polling and push (hybrid mode) never both export the same step.
-        self._export_lock = asyncio.Lock()
-        #: Called after a commit that queued spans (the shipper's wake-up), so they leave now.
-        self.on_spans_queued: Callable[[], None] | None = None
+        #: The export path this poller shares with push; ``on_spans_queued`` is called after a
+        #: commit that queued spans (the shipper's wake-up), so they leave now.
+        self.recorder = Recorder(
+            store,
+            metrics,
+            health,
+            catalog=self,
+            span_options=self.span_options,
+            clock=clock,
+            account_sid=account_sid,
+            on_spans_queued=on_spans_queued,
+        )
 
     # -- flows --------------------------------------------------------------------------------
 
@@ -191,16 +196,11 @@ class Poller:
             return
         with self.store.batch() as batch:
             batch.forget_executions(sids)
-        self._drop_tracking(sids)
+        self.recorder.drop_tracking(sids)
         self.health.executions_vanished(len(sids))
 
-    def _drop_tracking(self, sids: Iterable[str]) -> None:
-        for sid in sids:
-            self._in_progress.pop(sid, None)
-            self._ended_without_end_step.discard(sid)
-            self._anomalies_logged.discard(sid)
-
-    async def _labels(self, flow_sid: str) -> FlowLabels:
+    async def fetch_labels(self, flow_sid: str) -> FlowLabels:
+        """The flow's labels, reading the flow when it is not known yet (a subflow, say)."""
         flow = self.flows.get(flow_sid) or self._definitions.get(flow_sid)
         if flow is None:
             # A subflow's steps carry the subflow's sid; it may be outside --flow or the shard.
@@ -250,7 +250,7 @@ class Poller:
                     # The flow itself may be gone: the next cycle lists flows again to see.
                     self._flows_refreshed_at = None
                 log.warning("polling flow %s failed: %s", flow_sid, result, exc_info=result)
-        self._refresh_gauges()
+        self.recorder.refresh_gauges()
         self._finish_cycle(report)
         return report
 
@@ -443,204 +443,13 @@ class Poller:
         """
         report.executions_read += len(read)
         report.executions_vanished += len(vanished)
-        # What is already exported is read again under the lock: in hybrid mode the push
-        # processor may have exported some of these steps while the requests were in flight.
-        async with self._export_lock:
-            sids = [execution.sid for execution, _ in read]
-            known = self.store.known_executions(sids)
-            done = self.store.done_executions(sids) if known else set()
-            updates: list[ExecutionUpdate] = []
-            for execution, steps in read:
-                if execution.sid not in done:
-                    first_seen = execution.sid not in known
-                    updates.append(self._plan(execution, steps, flow, first_seen=first_seen))
-            await self._apply(flow, updates, report, cursor=cursor, forget=vanished)
+        await self.recorder.export_read(flow, read, report, cursor=cursor, forget=vanished)
         if vanished:
-            self._drop_tracking(vanished)
+            self.recorder.drop_tracking(vanished)
             self.health.executions_vanished(len(vanished))
 
-    def _plan(
-        self, execution: Execution, steps: Sequence[Step], flow: Flow, *, first_seen: bool
-    ) -> ExecutionUpdate:
-        """What is new in the execution, against the store's marks (call under the lock)."""
-        exported = (
-            set()
-            if first_seen
-            else self.store.exported_steps(execution.sid, [step.sid for step in steps])
-        )
-        return plan_update(
-            execution,
-            steps,
-            flow,
-            exported=exported,
-            first_seen=first_seen,
-            status_ended=self._status_ended(execution),
-        )
-
-    def _status_ended(self, execution: Execution) -> bool:
-        """Studio says ended but no step to Ended was seen: believe it on the second read."""
-        if not execution.is_ended:
-            self._ended_without_end_step.discard(execution.sid)
-            return False
-        if execution.sid in self._ended_without_end_step:
-            self._ended_without_end_step.discard(execution.sid)
-            return True
-        self._ended_without_end_step.add(execution.sid)
-        return False
-
-    async def _apply(
-        self,
-        flow: Flow,
-        updates: Iterable[ExecutionUpdate],
-        report: CycleReport,
-        *,
-        cursor: datetime | None,
-        forget: Sequence[str] = (),
-    ) -> None:
-        labels = FlowLabels(flow.sid, flow.name, self.account_sid)
-        label_cache: dict[str, FlowLabels] = {flow.sid: labels}
-        updates = list(updates)
-        for update in updates:
-            for step in update.new_steps:
-                if step.flow_sid not in label_cache:
-                    label_cache[step.flow_sid] = await self._labels(step.flow_sid)
-        snapshot_before = self.metrics.snapshot()
-        now = self.clock()
-        anomalies: list[_Anomaly] = []
-        finished: list[str] = []
-        try:
-            with self.store.batch() as batch:
-                span_payloads: list[bytes] = []
-                for update in updates:
-                    self._record(update, labels, label_cache, span_payloads, now, report, anomalies)
-                    batch.mark_steps_exported(
-                        update.execution.sid, [step.sid for step in update.new_steps]
-                    )
-                    done = update.ended or (
-                        update.execution.is_ended and update.path.end_step is not None
-                    )
-                    batch.upsert_execution(update.execution, done=done)
-                    self._track_open(update, done)
-                    if done:
-                        self._ended_without_end_step.discard(update.execution.sid)
-                        finished.append(update.execution.sid)
-                if span_payloads:
-                    dropped = batch.enqueue_spans(span_payloads)
-                    if dropped:
-                        self.health.spans_dropped(dropped)
-                if forget:
-                    batch.forget_executions(forget)
-                if cursor is not None:
-                    batch.set_cursor(flow.sid, cursor)
-                batch.save_metric_snapshot(self.metrics.snapshot())
-        except BaseException:
-            # The transaction rolled back: so must the in-memory metrics, or a retry would
-            # count the same steps twice.
-            self.metrics.restore(snapshot_before)
-            raise
-        self._report_anomalies(anomalies)
-        self._anomalies_logged.difference_update(finished)
-        if span_payloads and self.on_spans_queued is not None:
-            self.on_spans_queued()
-
-    def _report_anomalies(self, anomalies: Sequence[_Anomaly]) -> None:
-        """Count what the last commit left out of the histograms; log once per execution."""
-        for anomaly in anomalies:
-            self.health.anomaly(anomaly.kind)
-            if anomaly.execution_sid in self._anomalies_logged:
-                continue
-            self._anomalies_logged.add(anomaly.execution_sid)
-            log.warning(
-                "execution %s: %s (%s): Studio's timestamps are kept as given and the duration "
-                "is left out of its histogram (counted in twilio_studio_exporter_anomalies_total)",
-                anomaly.execution_sid,
-                anomaly.kind,
-                anomaly.detail,
-            )
-
-    def _record(
-        self,
-        update: ExecutionUpdate,
-        labels: FlowLabels,
-        label_cache: dict[str, FlowLabels],
-        span_payloads: list[bytes],
-        now: datetime,
-        report: CycleReport,
-        anomalies: list[_Anomaly],
-    ) -> None:
-        execution = update.execution
-        trace_hex = trace_id_hex(execution.sid)
-        flow = self.flows.get(execution.flow_sid) or _unknown_flow(execution.flow_sid)
-        flow_names = {sid: labels.flow_name for sid, labels in label_cache.items()}
-        if update.started:
-            self.metrics.record_execution_started(labels)
-        for step in update.new_steps:
-            self.metrics.record_step(label_cache.get(step.flow_sid, labels), step)
-            self.health.export_lag(max(0.0, (now - step.date_created).total_seconds()))
-        for visit in update.closed_visits:
-            duration = visit.duration_seconds
-            if duration is not None and duration < 0:
-                detail = f"{visit.widget} left {-duration:g}s before it was entered"
-                anomalies.append(_Anomaly(execution.sid, "negative_visit_duration", detail))
-                continue
-            self.metrics.record_visit(label_cache.get(visit.flow_sid, labels), visit, trace_hex)
-        for visit in update.span_visits:
-            span_payloads.append(
-                encode_span(
-                    visit_span(update.path, flow, visit, self.span_options, flow_names=flow_names)
-                )
-            )
-        for _gap in update.new_gaps:
-            self.metrics.record_gap(labels)
-        if update.ended:
-            duration = update.duration_seconds
-            if duration is not None and duration < 0:
-                detail = f"ended {-duration:g}s before it was created"
-                anomalies.append(_Anomaly(execution.sid, "negative_execution_duration", detail))
-                duration = None
-            self.metrics.record_execution_ended(labels, update.final_widget, duration, trace_hex)
-            span_payloads.append(
-                encode_span(execution_span(_as_ended(update.path), flow, self.span_options))
-            )
-            report.executions_ended += 1
-        report.steps_exported += len(update.new_steps)
-
-    def _track_open(self, update: ExecutionUpdate, done: bool) -> None:
-        sid = update.execution.sid
-        if done:
-            self._in_progress.pop(sid, None)
-            return
-        counts: dict[tuple[str, str], int] = {}
-        for visit in update.open_visits:
-            key = (visit.flow_sid, visit.widget)
-            counts[key] = counts.get(key, 0) + 1
-        self._in_progress[sid] = counts
-
-    def _refresh_gauges(self) -> None:
-        active: dict[str, int] = {}
-        followed: set[str] = set()
-        for flow_sid in self.flows:
-            sids = [execution.sid for execution in self.store.active_executions(flow_sid)]
-            active[flow_sid] = len(sids)
-            followed.update(sids)
-        in_progress: dict[tuple[str, str], int] = {}
-        for sid in list(self._in_progress):
-            if sid not in followed:
-                del self._in_progress[sid]
-                continue
-            for key, count in self._in_progress[sid].items():
-                in_progress[key] = in_progress.get(key, 0) + count
-        self.metrics.set_active(
-            {self._flow_labels(flow_sid): count for flow_sid, count in active.items()}
-        )
-        self.metrics.set_in_progress(
-            {
-                (self._flow_labels(flow_sid), widget): count
-                for (flow_sid, widget), count in in_progress.items()
-            }
-        )
-
-    def _flow_labels(self, flow_sid: str) -> FlowLabels:
+    def labels(self, flow_sid: str) -> FlowLabels:
+        """The flow's labels from what is known, without reading (its sid as name if unknown)."""
         flow = self.flows.get(flow_sid) or self._definitions.get(flow_sid)
         return FlowLabels(flow_sid, flow.name if flow is not None else flow_sid, self.account_sid)
 
@@ -714,42 +523,21 @@ class Poller:
                 self.health.poll_error(error.reason)
                 report.failed_flows.append(flow.sid)
                 log.warning("backfill of flow %s failed: %s", flow.sid, error)
-        self._refresh_gauges()
+        self.recorder.refresh_gauges()
         self._finish_cycle(report)
         return report
 
     # -- push (Event Streams) -----------------------------------------------------------------
 
-    async def apply_pushed(
-        self,
-        flow_sid: str,
-        execution: Execution,
-        steps: Sequence[Step],
-        *,
-        refresh_gauges: bool = True,
-    ) -> None:
-        """Export what webhook events brought for one execution, through the polling path.
+    async def pushed_flow(self, flow_sid: str) -> Flow | None:
+        """The followed flow that pushed events name, or None when it is not followed here.
 
-        ``steps`` are the execution's steps known so far (any subset, in any order). The same
-        ``plan_update`` and ``_apply`` as polling run on them, so a step counts once whether
-        push or poll saw it first: the store's exported-step marks decide. An execution
-        already done is left alone. Raises ``ApiError`` when the flow cannot be read (the
-        caller keeps the events and retries) and ``StateError`` when the commit fails.
+        Pure push mode has no poll cycle to refresh flows: they are refreshed here, on their
+        interval. Raises ``ApiError`` when the flow cannot be read.
         """
-        await self.apply_pushed_many(flow_sid, [(execution, steps)], refresh_gauges=refresh_gauges)
-
-    async def apply_pushed_many(
-        self,
-        flow_sid: str,
-        executions: Sequence[tuple[Execution, Sequence[Step]]],
-        *,
-        refresh_gauges: bool = True,
-    ) -> None:
-        """``apply_pushed`` for several executions of one flow, in one transaction."""
         if not self.follows(flow_sid):
-            return
+            return None
         try:
-            # Pure push mode has no poll cycle to refresh flows: do it here, on its interval.
             await self.refresh_flows()
         except ApiError as error:
             if flow_sid not in self.flows:
@@ -763,17 +551,7 @@ class Poller:
             self.metrics.set_flows(
                 ((f.sid, f.name, f.revision) for f in self.flows.values()), self.account_sid
             )
-        async with self._export_lock:
-            updates: list[ExecutionUpdate] = []
-            for execution, steps in executions:
-                first_seen = not self.store.is_known(execution.sid)
-                if not first_seen and self.store.is_done(execution.sid):
-                    continue
-                updates.append(self._plan(execution, steps, flow, first_seen=first_seen))
-            if updates:
-                await self._apply(flow, updates, CycleReport(), cursor=None)
-        if refresh_gauges:
-            self._refresh_gauges()
+        return flow
 
     async def flow_definition(self, flow_sid: str, revision: int | None = None) -> Flow:
         """The flow with its definition, read once per revision (``FetchFlow``) and cached.
@@ -794,23 +572,3 @@ class Poller:
                 # Outside --flow or the shard (a subflow, say): typed, but not polled.
                 self._definitions[flow_sid] = flow
         return flow
-
-
-@dataclass(frozen=True, slots=True)
-class _Anomaly:
-    """Data Studio gave that cannot be right, found while recording one execution."""
-
-    execution_sid: str
-    kind: str  # one of selfmetrics.ANOMALY_KINDS
-    detail: str
-
-
-def _unknown_flow(flow_sid: str) -> Flow:
-    return Flow(sid=flow_sid, account_sid="", name=flow_sid, status="unknown", revision=0)
-
-
-def _as_ended(path: ExecutionPath) -> ExecutionPath:
-    """The path with its execution marked ended (its end step may be newer than its status)."""
-    if path.execution.is_ended:
-        return path
-    return replace(path, execution=replace(path.execution, status="ended"))

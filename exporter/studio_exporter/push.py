@@ -12,8 +12,8 @@ keeps it far inside Twilio's 5 s.
 
 ``PushProcessor`` runs on the exporter's event loop. It reads the inbox in arrival order,
 keeps a bounded in-memory view of each execution in progress (the steps known so far and which
-are applied) and hands each execution's steps to ``Poller.apply_pushed``, the same planning and
-apply path as polling.
+are applied) and hands each execution's steps to ``Recorder.apply_pushed_many``
+(``recording.py``), the same planning and apply path as polling.
 
 - Order: a step waits until it continues its chain (``transform.ready_steps``, the rule the
   transform itself applies: the flow's initial widget, the same ordering; a subflow chain
@@ -331,7 +331,7 @@ class PushApi(Protocol):
 
 
 class PushTarget(Protocol):
-    """Where executions are exported (``Poller`` is one)."""
+    """Where executions are exported (``recording.Recorder`` is one)."""
 
     async def apply_pushed_many(
         self,
@@ -450,7 +450,7 @@ def differing_fields(pushed: Step, rest: Step) -> list[str]:
 
 
 class PushProcessor:
-    """Drains the event inbox into ``target.apply_pushed``; see the module docstring."""
+    """Drains the event inbox into ``target.apply_pushed_many``; see the module docstring."""
 
     def __init__(
         self,
