@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .PHONY: help venv generate check-generated dashboards check-dashboards lint format typecheck \
-        test check run simulate bench reliability clean prometheusrule check-deploy check-image \
+        test check run simulate bench reliability replicas clean prometheusrule check-deploy check-image \
         lock-image lint-workflows spec-check
 
 help: ## List the targets
@@ -88,6 +88,9 @@ simulate: $(STAMP) ## Start the Studio simulator alone in the foreground
 
 bench: $(BENCH_STAMP) ## Benchmarks: ours against a naive loop, Twilio's SDK and the floor
 	$(BIN)/python -m bench
+
+replicas: $(STAMP) ## Three replicas on PostgreSQL, two SIGKILLs and a join; writes docs/replicas.md
+	STUDIO_EXPORTER_REPORT=1 $(BIN)/pytest tests/test_replicas.py -s
 
 reliability: $(STAMP) ## The full fault matrix and hostile-client attacks; writes docs/reliability.md
 	$(BIN)/pytest -m slow tests/test_reliability.py tests/test_web_hostile.py -s

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -318,6 +319,10 @@ def test_one_leasing_replica_at_a_time_sends_the_outbox(postgres_url: str) -> No
         assert [span.payload for span in first.pending_spans(10)] == [b"span"]
         assert second.pending_spans(10) == []
         first.close()  # its session ends: the other replica sends from now on
+        deadline = time.monotonic() + 10
+        # The server ends the closed session a moment later; the shipper asks every second.
+        while not second.pending_spans(10) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert [span.payload for span in second.pending_spans(10)] == [b"span"]
     finally:
         first.close()

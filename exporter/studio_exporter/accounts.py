@@ -29,9 +29,10 @@ import httpx
 from studio_exporter.accounts_api import Account, AccountsApi
 from studio_exporter.backoff import poll_backoff
 from studio_exporter.config import Config, Credentials
-from studio_exporter.metrics import AccountMetrics, StudioMetrics
+from studio_exporter.metrics import AccountMetrics, StudioMetrics, UnitMetrics
 from studio_exporter.poller import CycleReport, Poller
 from studio_exporter.push import PushProcessor, WebhookReceiver
+from studio_exporter.replicas import LeaseOwnership
 from studio_exporter.selfmetrics import ExporterMetrics, PushMetrics
 from studio_exporter.shipper import STOP_TIMEOUT, SpanShipper
 from studio_exporter.span_sink import SpanSender, make_span_sender, resource_from_env
@@ -69,6 +70,12 @@ class AccountParts:
     push: PushProcessor | None = None
     push_stop: asyncio.Event | None = None
     push_task: asyncio.Task[None] | None = None
+    #: What ``/metrics`` serves of the account: ``metrics``, or with leases its units'.
+    exposed: StudioMetrics | UnitMetrics | None = None
+
+    @property
+    def served(self) -> StudioMetrics | UnitMetrics:
+        return self.metrics if self.exposed is None else self.exposed
 
 
 class SharedSender:
@@ -91,7 +98,17 @@ def spans_file(state_dir: Path, account_sid: str, main_sid: str) -> Path:
     return state_dir / ACCOUNTS_DIR / f"{account_sid}.{SPANS_FILE}"
 
 
-def open_account_store(config: Config, account_sid: str) -> StateStore:
+@dataclass(frozen=True)
+class Leasing:
+    """This replica's part in sharing the work through PostgreSQL leases (``replicas``)."""
+
+    replica: str
+    ownership: LeaseOwnership
+
+
+def open_account_store(
+    config: Config, account_sid: str, leasing: Leasing | None = None
+) -> StateStore:
     """The account's state: its schema in ``--state.postgres-url``, else its SQLite file."""
     if config.state_postgres_url is not None:
         from studio_exporter.store.postgres import PostgresStore, account_schema
@@ -100,6 +117,7 @@ def open_account_store(config: Config, account_sid: str) -> StateStore:
             config.state_postgres_url.reveal(),
             schema=account_schema(account_sid),
             account_sid=account_sid,
+            lease_owner=None if leasing is None else leasing.replica,
         )
     path = (
         state_file(config.state_dir)
@@ -118,15 +136,22 @@ def build_account_parts(
     transport: httpx.AsyncBaseTransport | None,
     sender: SpanSender | None,
     clock: Callable[[], datetime],
+    leasing: Leasing | None = None,
 ) -> AccountParts:
-    """Open the account's state, restore its counters and build its API, poller and shipper."""
+    """Open the account's state, restore its counters and build its API, poller and shipper.
+
+    With ``leasing`` the counters are the leased units' (``UnitMetrics``), restored unit by
+    unit as the replica takes them.
+    """
     account_sid = credentials.account_sid
     main_sid = config.credentials.account_sid
-    store = open_account_store(config, account_sid)
+    store = open_account_store(config, account_sid, leasing)
     try:
         metrics = StudioMetrics(max_series_per_metric=config.max_series_per_metric)
-        snapshot = store.metric_snapshot()
-        if snapshot is not None:
+        units: UnitMetrics | None = None
+        if leasing is not None:
+            units = UnitMetrics(metrics)
+        elif (snapshot := store.metric_snapshot()) is not None:
             metrics.restore(snapshot, account_sid=account_sid)
         api = StudioApi(
             config.twilio_base_url,
@@ -158,14 +183,24 @@ def build_account_parts(
             ),
             clock=clock,
             account_sid=account_sid,
-            shard=config.shard,
+            shard=config.shard if leasing is None else leasing.ownership,
             on_spans_queued=shipper.wake,
+            units=units,
         )
     except BaseException:
         store.close()
         raise
     return AccountParts(
-        account_sid, credentials, api, store, metrics, poller, shipper, sender, started=False
+        account_sid,
+        credentials,
+        api,
+        store,
+        metrics,
+        poller,
+        shipper,
+        sender,
+        started=False,
+        exposed=metrics if units is None else units,
     )
 
 
@@ -219,6 +254,8 @@ class AccountSupervisor:
         self.hooks: dict[str, PostHook] | None = None
         #: The push families the main account counts into (set by ``app``): the others too.
         self.push_metrics: PushMetrics | None = None
+        #: With leases (set by ``app``): every account's parts take part in them.
+        self.leasing: Leasing | None = None
 
     def webhook_path(self, account_sid: str) -> str:
         """Where an account's Event Streams deliveries arrive: its own path, so the token that
@@ -293,7 +330,7 @@ class AccountSupervisor:
         if account.sid == self.main.account_sid:
             if current is None:
                 self.followed[account.sid] = self.main
-                self.accounts_metrics.add(account.sid, self.main.metrics)
+                self.accounts_metrics.add(account.sid, self.main.served)
             return  # the main account keeps the configured credentials
         if account.auth_token is None:
             self.health.account_error(account.sid, "no_auth_token")
@@ -313,11 +350,12 @@ class AccountSupervisor:
             transport=self.transport,
             sender=None if self.shared_sender is None else SharedSender(self.shared_sender),
             clock=self.clock,
+            leasing=self.leasing,
         )
         parts.shipper.start()
         parts.started = True
         self.followed[account.sid] = parts
-        self.accounts_metrics.add(account.sid, parts.metrics)
+        self.accounts_metrics.add(account.sid, parts.served)
         if self.config.mode != "poll":
             self._start_push(parts)
         log.info("following account %s (%s)", account.sid, account.friendly_name)

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from studio_exporter import __version__
 from studio_exporter.accounts import (
     AccountSupervisor,
+    Leasing,
     SharedSender,
     build_account_parts,
 )
@@ -25,12 +26,14 @@ from studio_exporter.config import Config
 from studio_exporter.metrics import AccountMetrics, StudioMetrics
 from studio_exporter.poller import PRUNE_EVERY, Poller, utc_now
 from studio_exporter.push import PushProcessor, WebhookReceiver
-from studio_exporter.selfmetrics import ExporterMetrics, PushMetrics
+from studio_exporter.replicas import LeaseOwnership, Replica, replica_identity
+from studio_exporter.selfmetrics import ExporterMetrics, LeaseMetrics, PushMetrics
 from studio_exporter.shipper import STOP_TIMEOUT, SpanShipper
 from studio_exporter.span_sink import (
     JsonLinesSender,
     SpanSender,
 )
+from studio_exporter.store.leases import LeaseBoard
 from studio_exporter.store.protocols import StateStore
 from studio_exporter.studio_api import StudioApi
 from studio_exporter.web import PostHook, Readiness, WebServer
@@ -63,6 +66,8 @@ class Exporter:
     web_config: WebConfigWatcher | None = None
     #: Which accounts are followed; the parts above are the main account's.
     accounts: AccountSupervisor | None = None
+    #: With PostgreSQL in poll mode: this replica's lease loop (``replicas``).
+    replica: Replica | None = None
 
     def readiness(self) -> Readiness:
         """Ready while the exporter does its job: fresh metrics, and webhooks in push modes.
@@ -119,6 +124,8 @@ class Exporter:
             tasks.append(self.push.run(stop))
         if self.config.mode == "push":
             tasks.append(self._housekeeping(stop))
+        if self.replica is not None:
+            tasks.append(self.replica.run(stop))
         await asyncio.gather(*tasks)
 
     async def serve(self, stop: asyncio.Event, grace: float = STOP_GRACE) -> None:
@@ -162,6 +169,9 @@ class Exporter:
         # One deadline for every account's shipper: the stop stays within STOP_TIMEOUT however
         # many accounts are followed and whatever the tracing backend does.
         deadline = time.monotonic() + STOP_TIMEOUT
+        if self.replica is not None:
+            # Polling has stopped and committed: the other replicas may take the units now.
+            self.replica.leave()
         if self.accounts is not None:
             self.accounts.request_stop()
         self.shipper.stop(flush=True, deadline=deadline)
@@ -182,12 +192,26 @@ def build_exporter(
     span_sender: SpanSender | None = None,
     serve_web: bool = True,
     clock: Callable[[], datetime] = utc_now,
+    leases: bool | None = None,
 ) -> Exporter:
-    """Open the state, build every part and wire them; nothing runs until ``start()``."""
+    """Open the state, build every part and wire them; nothing runs until ``start()``.
+
+    ``leases`` (default: ``config.leases``) makes this replica share the work with the others
+    on the same PostgreSQL database; ``backfill`` runs without, alone on its accounts' state.
+    """
     env = os.environ if env is None else env
     config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     account_sid = config.credentials.account_sid
     registry = CollectorRegistry()
+    leasing: Leasing | None = None
+    board: LeaseBoard | None = None
+    if config.leases if leases is None else leases:
+        assert config.state_postgres_url is not None  # config.leases says so
+        replica_id, replica_name = replica_identity()
+        board = LeaseBoard.open(
+            config.state_postgres_url.reveal(), replica=replica_id, name=replica_name
+        )
+        leasing = Leasing(replica_id, LeaseOwnership())
     accounts_metrics = AccountMetrics(registry)
     sources = {"poll": ("poll",), "push": ("push",), "hybrid": ("poll", "push")}[config.mode]
     health = ExporterMetrics(registry, version=__version__, sources=sources, shard=config.shard)
@@ -199,8 +223,9 @@ def build_exporter(
         transport=transport,
         sender=None if span_sender is None else SharedSender(span_sender),
         clock=clock,
+        leasing=leasing,
     )
-    accounts_metrics.add(account_sid, main.metrics)
+    accounts_metrics.add(account_sid, main.served)
     for source in sources:
         health.restore_last_success(source, main.store.last_success(source))
     store, metrics, api, poller, shipper, sender = (
@@ -234,6 +259,16 @@ def build_exporter(
         spans_file=sender.path if isinstance(sender, JsonLinesSender) else None,
         accounts=supervisor,
     )
+    if leasing is not None and board is not None:
+        supervisor.leasing = leasing
+        built.replica = Replica(
+            board,
+            leasing.ownership,
+            config.lease_duration,
+            LeaseMetrics(registry),
+            lambda: [parts.poller for parts in supervisor.followed.values()],
+            tick_at_most=config.poll_interval,
+        )
     if config.mode != "poll":
         assert config.webhook_auth_token is not None  # validated by config_from_mapping
         push_metrics = PushMetrics(registry)

@@ -465,7 +465,8 @@ async def _backfill(config: Config, since: timedelta, env: Mapping[str, str]) ->
 
     stop = asyncio.Event()
     stop_on_signals(stop)
-    exporter = build_exporter(config, env=env, serve_web=False)
+    # Alone on the accounts' state, without leases: running replicas make it refuse to start.
+    exporter = build_exporter(config, env=env, serve_web=False, leases=False)
     exporter.start()
     bar = ProgressBar(sys.stderr, label="backfill")
     accounts = exporter.accounts

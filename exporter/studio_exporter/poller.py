@@ -15,12 +15,12 @@ from itertools import islice
 from studio_exporter.backoff import poll_backoff
 from studio_exporter.config import RETENTION
 from studio_exporter.domain import Execution, Flow, Step
-from studio_exporter.metrics import FlowLabels, StudioMetrics
+from studio_exporter.metrics import FlowLabels, StudioMetrics, UnitMetrics
 from studio_exporter.recording import Recorder
 from studio_exporter.selfmetrics import ExporterMetrics
-from studio_exporter.sharding import NO_SHARDING, Shard
+from studio_exporter.sharding import NO_SHARDING, UnitOwner
 from studio_exporter.spans import SpanOptions
-from studio_exporter.state import PruneResult, StateError
+from studio_exporter.state import LeaseLost, PruneResult, StateError
 from studio_exporter.store.protocols import StateStore
 from studio_exporter.studio_api import ApiError, StudioApi
 
@@ -96,8 +96,9 @@ class Poller:
         span_options: SpanOptions | None = None,
         clock: Callable[[], datetime] = utc_now,
         account_sid: str = "",
-        shard: Shard = NO_SHARDING,
+        shard: UnitOwner = NO_SHARDING,
         on_spans_queued: Callable[[], None] | None = None,
+        units: UnitMetrics | None = None,
     ) -> None:
         self.api = api
         #: The account whose flows these are: the first label of every series this poller adds.
@@ -106,8 +107,12 @@ class Poller:
         self.metrics = metrics
         self.health = health
         self.flow_filter = tuple(flow_filter)
-        #: With replicas splitting the work, the flows of this account that this one follows.
+        #: With replicas splitting the work, the flows of this account that this one follows:
+        #: a fixed shard, or the units this replica leases (then ``units`` holds their series).
         self.shard = shard
+        self.units = units
+        #: The account's flows (within ``--flow``) at the last listing, whoever follows them.
+        self._listed: set[str] | None = None
         self.lookback = lookback
         self.flow_refresh_interval = flow_refresh_interval
         self.span_options = span_options or SpanOptions()
@@ -132,6 +137,7 @@ class Poller:
             clock=clock,
             account_sid=account_sid,
             on_spans_queued=on_spans_queued,
+            units=units,
         )
 
     # -- flows --------------------------------------------------------------------------------
@@ -164,19 +170,52 @@ class Poller:
             else:
                 self.flows[sid] = await self.api.fetch_flow(sid)
         in_account = {flow.sid for flow in listed}
+        self._listed = {
+            sid for sid in in_account if not self.flow_filter or sid in self.flow_filter
+        }
         for sid in list(self.flows):
-            if sid not in wanted:
+            # Not wanted, or (leases) given up while flows were being read.
+            if sid not in wanted or not self.follows(sid):
                 del self.flows[sid]
                 if sid not in in_account:
                     self._forget_flow(sid)
+        self._flows_changed()
+        self._flows_refreshed_at = now
+
+    def _flows_changed(self) -> None:
         for flow in self.flows.values():
             # Gaps start at 0 per flow, so the series exists before the first gap.
-            self.metrics.record_gap(FlowLabels(flow.sid, flow.name, self.account_sid), 0)
+            metrics = self.metrics if self.units is None else self.units.unit(flow.sid)
+            if metrics is not None:
+                metrics.record_gap(FlowLabels(flow.sid, flow.name, self.account_sid), 0)
         self.metrics.set_flows(
             ((flow.sid, flow.name, flow.revision) for flow in self.flows.values()),
             self.account_sid,
         )
-        self._flows_refreshed_at = now
+
+    def listed_flow_sids(self) -> set[str] | None:
+        """The account's flows (within ``--flow``) at the last listing; None before one."""
+        return None if self._listed is None else set(self._listed)
+
+    def adopt(self) -> None:
+        """Follow exactly the leased units the replica holds now (``replicas.Replica``).
+
+        A unit given up stops being polled and served at once; a unit taken is served from its
+        committed snapshot at once, and polled from the next cycle (which lists the flows
+        again to read its definition), from its committed cursor.
+        """
+        if self.units is None or self._listed is None:
+            return
+        held = {sid for sid in self._listed if self.follows(sid)}
+        for sid in self.units.flows() - held:
+            self.units.release(sid)
+            self.flows.pop(sid, None)
+        taken = held - self.units.flows()
+        for sid in sorted(taken):
+            self.units.acquire(sid, self.store.unit_metric_snapshot(sid), self.account_sid)
+        if taken:
+            self._flows_refreshed_at = None
+        self._flows_changed()
 
     def _forget_flow(self, flow_sid: str) -> None:
         """The flow was deleted (its executions with it): stop following its executions.
@@ -242,6 +281,11 @@ class Poller:
             if isinstance(result, BaseException):
                 if isinstance(result, asyncio.CancelledError):
                     raise result
+                if isinstance(result, LeaseLost):
+                    # Moved to another replica mid-cycle: its commit rolled back, and the new
+                    # owner continues from what was committed. Not a failure of this poll.
+                    log.info("flow %s moved to another replica: %s", flow_sid, result)
+                    continue
                 reason = result.reason if isinstance(result, ApiError) else type(result).__name__
                 self.health.poll_error(reason)
                 report.error_reasons.append(reason)
@@ -339,6 +383,7 @@ class Poller:
         if not items and newest is not None:
             with self.store.batch() as batch:
                 batch.set_cursor(flow.sid, newest)
+                batch.hold_unit(flow.sid)
 
     async def _export_items(
         self,

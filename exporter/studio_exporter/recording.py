@@ -21,11 +21,12 @@ from datetime import datetime
 from typing import Protocol
 
 from studio_exporter.domain import Execution, ExecutionPath, Flow, Step
-from studio_exporter.metrics import FlowLabels, StudioMetrics
+from studio_exporter.metrics import FlowLabels, StudioMetrics, UnitMetrics
 from studio_exporter.otlp import encode_span
 from studio_exporter.pipeline import ExecutionUpdate, plan_update
 from studio_exporter.selfmetrics import ExporterMetrics
 from studio_exporter.spans import SpanOptions, execution_span, trace_id_hex, visit_span
+from studio_exporter.state import LeaseLost
 from studio_exporter.store.protocols import StateStore
 
 log = logging.getLogger(__name__)
@@ -89,9 +90,12 @@ class Recorder:
         clock: Callable[[], datetime],
         account_sid: str,
         on_spans_queued: Callable[[], None] | None = None,
+        units: UnitMetrics | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics
+        #: Where replicas lease flows: each flow's series, snapshotted with its commits.
+        self.units = units
         self.health = health
         self.catalog = catalog
         self.span_options = span_options
@@ -106,6 +110,18 @@ class Recorder:
         # Reading what is exported, planning and committing happen under this lock, so that
         # polling and push (hybrid mode) never both export the same step.
         self._export_lock = asyncio.Lock()
+
+    def metrics_for(self, flow_sid: str) -> StudioMetrics:
+        """Where the flow's exports are counted: the account's metrics, or the flow's unit's.
+
+        Raises ``LeaseLost`` for a leased flow this replica does not hold (any more).
+        """
+        if self.units is None:
+            return self.metrics
+        unit = self.units.unit(flow_sid)
+        if unit is None:
+            raise LeaseLost(f"flow {flow_sid} of account {self.account_sid} is not held here")
+        return unit
 
     def drop_tracking(self, sids: Iterable[str]) -> None:
         """Forget what is held in memory about executions no longer followed."""
@@ -236,7 +252,8 @@ class Recorder:
             for step in update.new_steps:
                 if step.flow_sid not in label_cache:
                     label_cache[step.flow_sid] = await self.catalog.fetch_labels(step.flow_sid)
-        snapshot_before = self.metrics.snapshot()
+        metrics = self.metrics_for(flow.sid)
+        snapshot_before = metrics.snapshot()
         now = self.clock()
         anomalies: list[_Anomaly] = []
         finished: list[str] = []
@@ -244,7 +261,9 @@ class Recorder:
             with self.store.batch() as batch:
                 span_payloads: list[bytes] = []
                 for update in updates:
-                    self._record(update, labels, label_cache, span_payloads, now, report, anomalies)
+                    self._record(
+                        update, labels, label_cache, span_payloads, now, report, anomalies, metrics
+                    )
                     batch.mark_steps_exported(
                         update.execution.sid, [step.sid for step in update.new_steps]
                     )
@@ -264,11 +283,16 @@ class Recorder:
                     batch.forget_executions(forget)
                 if cursor is not None:
                     batch.set_cursor(flow.sid, cursor)
-                batch.save_metric_snapshot(self.metrics.snapshot())
+                if self.units is None:
+                    batch.save_metric_snapshot(metrics.snapshot())
+                else:
+                    batch.save_unit_snapshot(flow.sid, metrics.snapshot())
+                # Last, so the lease row is locked only for the commit (store.leases).
+                batch.hold_unit(flow.sid)
         except BaseException:
             # The transaction rolled back: so must the in-memory metrics, or a retry would
             # count the same steps twice.
-            self.metrics.restore(snapshot_before)
+            metrics.restore(snapshot_before)
             raise
         self._report_anomalies(anomalies)
         self._anomalies_logged.difference_update(finished)
@@ -299,15 +323,16 @@ class Recorder:
         now: datetime,
         report: Tally,
         anomalies: list[_Anomaly],
+        metrics: StudioMetrics,
     ) -> None:
         execution = update.execution
         trace_hex = trace_id_hex(execution.sid)
         flow = self.catalog.flows.get(execution.flow_sid) or _unknown_flow(execution.flow_sid)
         flow_names = {sid: labels.flow_name for sid, labels in label_cache.items()}
         if update.started:
-            self.metrics.record_execution_started(labels)
+            metrics.record_execution_started(labels)
         for step in update.new_steps:
-            self.metrics.record_step(label_cache.get(step.flow_sid, labels), step)
+            metrics.record_step(label_cache.get(step.flow_sid, labels), step)
             self.health.export_lag(max(0.0, (now - step.date_created).total_seconds()))
         for visit in update.closed_visits:
             duration = visit.duration_seconds
@@ -315,7 +340,7 @@ class Recorder:
                 detail = f"{visit.widget} left {-duration:g}s before it was entered"
                 anomalies.append(_Anomaly(execution.sid, "negative_visit_duration", detail))
                 continue
-            self.metrics.record_visit(label_cache.get(visit.flow_sid, labels), visit, trace_hex)
+            metrics.record_visit(label_cache.get(visit.flow_sid, labels), visit, trace_hex)
         for visit in update.span_visits:
             span_payloads.append(
                 encode_span(
@@ -323,14 +348,14 @@ class Recorder:
                 )
             )
         for _gap in update.new_gaps:
-            self.metrics.record_gap(labels)
+            metrics.record_gap(labels)
         if update.ended:
             duration = update.duration_seconds
             if duration is not None and duration < 0:
                 detail = f"ended {-duration:g}s before it was created"
                 anomalies.append(_Anomaly(execution.sid, "negative_execution_duration", detail))
                 duration = None
-            self.metrics.record_execution_ended(labels, update.final_widget, duration, trace_hex)
+            metrics.record_execution_ended(labels, update.final_widget, duration, trace_hex)
             span_payloads.append(
                 encode_span(execution_span(_as_ended(update.path), flow, self.span_options))
             )
@@ -351,27 +376,43 @@ class Recorder:
     def refresh_gauges(self) -> None:
         """Set the active and in-progress gauges from the followed executions of the flows."""
         active: dict[str, int] = {}
-        followed: set[str] = set()
+        flow_of: dict[str, str] = {}
         for flow_sid in self.catalog.flows:
             sids = [execution.sid for execution in self.store.active_executions(flow_sid)]
             active[flow_sid] = len(sids)
-            followed.update(sids)
-        in_progress: dict[tuple[str, str], int] = {}
+            flow_of.update(dict.fromkeys(sids, flow_sid))
+        # In progress by the flow whose unit counts them, then by (flow, widget) visited.
+        in_progress: dict[str, dict[tuple[str, str], int]] = {}
         for sid in list(self._in_progress):
-            if sid not in followed:
+            if sid not in flow_of:
                 del self._in_progress[sid]
                 continue
+            counts = in_progress.setdefault(flow_of[sid], {})
             for key, count in self._in_progress[sid].items():
-                in_progress[key] = in_progress.get(key, 0) + count
-        self.metrics.set_active(
+                counts[key] = counts.get(key, 0) + count
+        if self.units is None:
+            self._set_gauges(self.metrics, active, in_progress)
+            return
+        for flow_sid, count in active.items():
+            unit = self.units.unit(flow_sid)
+            if unit is not None:
+                self._set_gauges(unit, {flow_sid: count}, {flow_sid: in_progress.get(flow_sid, {})})
+
+    def _set_gauges(
+        self,
+        metrics: StudioMetrics,
+        active: Mapping[str, int],
+        in_progress: Mapping[str, Mapping[tuple[str, str], int]],
+    ) -> None:
+        metrics.set_active(
             {self.catalog.labels(flow_sid): count for flow_sid, count in active.items()}
         )
-        self.metrics.set_in_progress(
-            {
-                (self.catalog.labels(flow_sid), widget): count
-                for (flow_sid, widget), count in in_progress.items()
-            }
-        )
+        merged: dict[tuple[FlowLabels, str], int] = {}
+        for counts in in_progress.values():
+            for (flow_sid, widget), count in counts.items():
+                key = (self.catalog.labels(flow_sid), widget)
+                merged[key] = merged.get(key, 0) + count
+        metrics.set_in_progress(merged)
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,8 +78,11 @@ class Replica:
         duration: timedelta,
         metrics: LeaseMetrics,
         pollers: Callable[[], Iterable[LeasedPoller]],
+        *,
+        tick_at_most: timedelta | None = None,
     ) -> None:
         self.board = board
+        self.tick_at_most = tick_at_most
         self.ownership = ownership
         self.duration = duration
         self.metrics = metrics
@@ -89,8 +92,14 @@ class Replica:
 
     @property
     def interval(self) -> float:
-        """Seconds between ticks: a third of the lease, so two ticks may fail before it ends."""
-        return self.duration.total_seconds() / 3
+        """Seconds between ticks: a third of the lease, so two ticks may fail before it ends,
+        and at most half of ``tick_at_most`` (the poll interval): a dead replica's units are
+        then taken within the lease duration plus one poll interval of its death, with half
+        an interval to spare for a busy machine."""
+        third = self.duration.total_seconds() / 3
+        if self.tick_at_most is None:
+            return third
+        return min(third, self.tick_at_most.total_seconds() / 2)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -467,10 +467,7 @@ class PostgresStore:
             # from None: the original error and its context may hold the connection string.
             raise StateError(f"{where}: cannot connect: {scrub(str(error), url)}") from None
         try:
-            _prepare(db, where, schema, shared=lease_owner is not None)
-            if account_sid is not None:
-                with db.transaction():
-                    _claim(db, where, account_sid)
+            _prepare(db, where, schema, account_sid, shared=lease_owner is not None)
         except psycopg.Error as error:
             db.close()
             raise StateError(f"{where}: cannot open: {scrub(str(error), url)}") from None
@@ -763,7 +760,14 @@ class PostgresStore:
 # ---- opening: refuse what is not ours, create what is new -----------------------------------
 
 
-def _prepare(db: psycopg.Connection[Any], where: str, schema: str, *, shared: bool = False) -> None:
+def _prepare(
+    db: psycopg.Connection[Any],
+    where: str,
+    schema: str,
+    account_sid: str | None,
+    *,
+    shared: bool = False,
+) -> None:
     """Lock the schema for this session, then create it, or check it is ours and current.
 
     ``shared``: replicas that lease units (``store.leases``) share the schema, and exclude an
@@ -783,11 +787,14 @@ def _prepare(db: psycopg.Connection[Any], where: str, schema: str, *, shared: bo
     db.execute("SET TIME ZONE 'UTC'")
     db.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
     with db.transaction():
-        # Replicas starting together: one creates or migrates, the others then find it done.
+        # Replicas starting together: one creates, migrates or claims, the others then find it
+        # done.
         db.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended(%s, 1))", (f"{APPLICATION}:{schema}",)
         )
         _create_or_check(db, where, schema)
+        if account_sid is not None:
+            _claim(db, where, account_sid)
 
 
 def _create_or_check(db: psycopg.Connection[Any], where: str, schema: str) -> None:
