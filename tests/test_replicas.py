@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -27,6 +27,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from studio_exporter.simulator import Simulator, SimulatorConfig
+from studio_exporter.simulator.eventstreams import DeliveryOptions
 from tests.exporter_process import ExporterProcess, exporter_command, scrape
 from tests.otlp_receiver import OtlpReceiver, running_receiver
 from tests.report import replace_section
@@ -301,3 +302,87 @@ def write_report(figures: Figures) -> None:
     table = "\n".join(rows) + "\n"
     replace_section(REPORT, "failover", table)
     replace_section(ROOT / "README.md", "failover", table)
+
+
+@pytest.mark.integration
+def test_push_deliveries_to_one_replica_are_applied_by_each_accounts_holder(
+    postgres_url: str, receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    """In push mode the unit is the account: every replica's receiver fills the account's
+    inbox in PostgreSQL, and the replica holding the account applies it."""
+    config = SimulatorConfig(seed=37, history_executions=50, history_days=0.05, subaccounts=2)
+    with Simulator(config) as simulator:
+        env = {
+            **os.environ,
+            "TWILIO_ACCOUNT_SID": simulator.account_sid,
+            "TWILIO_AUTH_TOKEN": simulator.auth_token,
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint,
+            "STUDIO_EXPORTER_STATE_POSTGRES_URL": postgres_url,
+        }
+        common = [
+            "--mode", "push", "--include-subaccounts", "--twilio-base-url", simulator.url,
+            "--web.listen-address", "127.0.0.1:0", "--lookback", "1d",
+            "--lease-duration", f"{LEASE_SECONDS:g}s",
+        ]  # fmt: skip
+        replicas = [
+            ExporterProcess(
+                [*common, "--state-dir", str(tmp_path / name)], env, tmp_path / f"{name}.log"
+            ).start()
+            for name in ("a", "b")
+        ]
+        pushers = []
+        try:
+            a, b = replicas
+            for replica in replicas:
+                replica.web_url()  # serving: the lease tables exist
+            accounts = [account.sid for account in simulator.accounts]
+            deadline = time.monotonic() + 60
+            while unit_count(postgres_url) < len(accounts) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert sorted(wait_until_balanced(postgres_url, replicas, len(accounts))) == [1, 2]
+            # Every delivery goes to a: the accounts b holds are applied by b all the same.
+            base = f"{a.web_url()}/webhooks/event-streams"
+            since = datetime.now(UTC) - timedelta(days=1)
+            for sid in accounts:
+                pushers.append(
+                    simulator.push_events_to(
+                        f"{base}/{sid}",
+                        DeliveryOptions(seed=3),
+                        interval=0.05,
+                        since=since,
+                        account_sid=sid,
+                    )
+                )
+            truths = {sid: simulator.truth(sid) for sid in accounts}
+            deadline = time.monotonic() + 90
+            while True:
+                registry = summed(replicas)
+                problems = {
+                    sid: metric_mismatches(account_registry(registry, sid), truths[sid])
+                    for sid in accounts
+                }
+                if not any(problems.values()) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            assert problems == {sid: [] for sid in accounts}
+            served = [
+                {
+                    labels["account_sid"]
+                    for labels, value in samples(
+                        scrape(replica.web_url())[1], "twilio_studio_steps_total"
+                    )
+                    if value
+                }
+                for replica in replicas
+            ]
+            expected = sum(map(expected_span_count, truths.values()))
+            spans = receiver.wait_for_spans(expected, 60)
+        finally:
+            for pusher in pushers:
+                pusher.stop()
+            codes = [replica.terminate() for replica in replicas]
+        assert codes == [0, 0], b.own_log()[-3000:]
+    assert served[0].isdisjoint(served[1])
+    assert served[0] | served[1] == set(accounts)
+    assert served[1], "b applied the accounts it holds from deliveries a received"
+    assert len({(span.trace_id, span.span_id) for span in spans}) == expected

@@ -186,6 +186,7 @@ def build_account_parts(
             shard=config.shard if leasing is None else leasing.ownership,
             on_spans_queued=shipper.wake,
             units=units,
+            account_units=leasing is not None and config.account_units,
         )
     except BaseException:
         store.close()
@@ -373,7 +374,9 @@ class AccountSupervisor:
             metrics=metrics,
             # Pushed steps carry no context: allow-listed context comes from the REST read.
             hold_until_end=bool(self.config.context_allowlist),
+            holds=parts.poller.holds_account,
         )
+        parts.poller.on_units_released = processor.forget
         parts.receiver = WebhookReceiver(
             parts.store,
             parts.credentials.password.reveal(),

@@ -281,7 +281,9 @@ def build_exporter(
             clock=clock,
             # Pushed steps carry no context: allow-listed context comes from the REST read.
             hold_until_end=bool(config.context_allowlist),
+            holds=poller.holds_account,
         )
+        poller.on_units_released = processor.forget
         basic = config.webhook_basic_auth
         built.push = processor
         built.post_hooks[config.webhook_path] = WebhookReceiver(

@@ -176,14 +176,22 @@ class Config:
     #: Keep the state in this PostgreSQL database (one schema per account) instead of SQLite
     #: files in ``state_dir``. A secret: the URL may carry the password.
     state_postgres_url: Secret | None = None
-    #: With PostgreSQL in poll mode, replicas lease units for this long (``store.leases``).
+    #: With PostgreSQL, replicas lease units for this long (``store.leases``).
     lease_duration: timedelta = DEFAULT_LEASE_DURATION
 
     @property
     def leases(self) -> bool:
         """True when this replica shares the work with others by leasing units: PostgreSQL
-        state in poll mode. Push and hybrid modes keep one exporter per schema."""
-        return self.state_postgres_url is not None and self.mode == "poll"
+        state (``run``; ``backfill`` works alone)."""
+        return self.state_postgres_url is not None
+
+    @property
+    def account_units(self) -> bool:
+        """True when a leased unit is a whole account rather than one flow: push and hybrid
+        modes, where an account's webhook events are one stream that cannot be routed to a
+        flow's owner before the execution's flow is known (a subflow's step events name the
+        subflow)."""
+        return self.mode != "poll"
 
     @property
     def api_base_url(self) -> str:

@@ -26,6 +26,10 @@ from studio_exporter.studio_api import ApiError, StudioApi
 
 log = logging.getLogger(__name__)
 
+#: The unit of a whole account (``Poller.account_units``): what the lease table records as its
+#: flow.
+ACCOUNT_UNIT = "*"
+
 #: Executions created in the same second as the cursor may be listed late: re-list a margin.
 CURSOR_OVERLAP = timedelta(seconds=5)
 #: How often state older than Studio's retention is deleted.
@@ -99,8 +103,12 @@ class Poller:
         shard: UnitOwner = NO_SHARDING,
         on_spans_queued: Callable[[], None] | None = None,
         units: UnitMetrics | None = None,
+        account_units: bool = False,
     ) -> None:
         self.api = api
+        #: With leases, whether a unit is the whole account (push and hybrid modes) rather
+        #: than one flow: then ``units`` holds one unit, ``ACCOUNT_UNIT``, for every flow.
+        self.account_units = account_units
         #: The account whose flows these are: the first label of every series this poller adds.
         self.account_sid = account_sid
         self.store = store
@@ -138,15 +146,26 @@ class Poller:
             account_sid=account_sid,
             on_spans_queued=on_spans_queued,
             units=units,
+            unit_of=self.unit_of,
         )
+        #: Called when this replica gives up a unit (the push processor forgets its part).
+        self.on_units_released: Callable[[], None] | None = None
 
     # -- flows --------------------------------------------------------------------------------
+
+    def unit_of(self, flow_sid: str) -> str:
+        """The work unit the flow belongs to: itself, or the account (``account_units``)."""
+        return ACCOUNT_UNIT if self.account_units else flow_sid
 
     def follows(self, flow_sid: str) -> bool:
         """True when this poller polls ``flow_sid``: within ``--flow`` and its shard's."""
         if self.flow_filter and flow_sid not in self.flow_filter:
             return False
-        return self.shard.owns(self.account_sid, flow_sid)
+        return self.shard.owns(self.account_sid, self.unit_of(flow_sid))
+
+    def holds_account(self) -> bool:
+        """True when this replica holds the account's unit (always, without account units)."""
+        return not self.account_units or self.shard.owns(self.account_sid, ACCOUNT_UNIT)
 
     async def refresh_flows(self, *, force: bool = False) -> None:
         now = time.monotonic()
@@ -185,7 +204,9 @@ class Poller:
     def _flows_changed(self) -> None:
         for flow in self.flows.values():
             # Gaps start at 0 per flow, so the series exists before the first gap.
-            metrics = self.metrics if self.units is None else self.units.unit(flow.sid)
+            metrics = (
+                self.metrics if self.units is None else self.units.unit(self.unit_of(flow.sid))
+            )
             if metrics is not None:
                 metrics.record_gap(FlowLabels(flow.sid, flow.name, self.account_sid), 0)
         self.metrics.set_flows(
@@ -194,7 +215,10 @@ class Poller:
         )
 
     def listed_flow_sids(self) -> set[str] | None:
-        """The account's flows (within ``--flow``) at the last listing; None before one."""
+        """The account's units: its flows (within ``--flow``) at the last listing, None before
+        one; or the account itself (``account_units``), listed or not."""
+        if self.account_units:
+            return {ACCOUNT_UNIT}
         return None if self._listed is None else set(self._listed)
 
     def adopt(self) -> None:
@@ -204,12 +228,22 @@ class Poller:
         committed snapshot at once, and polled from the next cycle (which lists the flows
         again to read its definition), from its committed cursor.
         """
-        if self.units is None or self._listed is None:
+        if self.units is None:
             return
-        held = {sid for sid in self._listed if self.follows(sid)}
-        for sid in self.units.flows() - held:
+        if self.account_units:
+            held = {ACCOUNT_UNIT} if self.holds_account() else set()
+        elif self._listed is None:
+            return
+        else:
+            held = {sid for sid in self._listed if self.follows(sid)}
+        released = self.units.flows() - held
+        for sid in released:
             self.units.release(sid)
+            if sid == ACCOUNT_UNIT:
+                self.flows.clear()
             self.flows.pop(sid, None)
+        if released and self.on_units_released is not None:
+            self.on_units_released()
         taken = held - self.units.flows()
         for sid in sorted(taken):
             self.units.acquire(sid, self.store.unit_metric_snapshot(sid), self.account_sid)
@@ -383,7 +417,7 @@ class Poller:
         if not items and newest is not None:
             with self.store.batch() as batch:
                 batch.set_cursor(flow.sid, newest)
-                batch.hold_unit(flow.sid)
+                batch.hold_unit(self.unit_of(flow.sid))
 
     async def _export_items(
         self,

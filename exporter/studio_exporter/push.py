@@ -470,9 +470,13 @@ class PushProcessor:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
         metrics: PushMetrics | None = None,
+        holds: Callable[[], bool] = lambda: True,
     ) -> None:
         self.store = store
         self.api = api
+        #: With replicas (leases), whether this replica holds the account: only the holder
+        #: applies the inbox, which every replica's receiver fills.
+        self.holds = holds
         self.target = target
         self.reorder_window = reorder_window.total_seconds()
         self.idle_recheck = idle_recheck.total_seconds()
@@ -526,9 +530,18 @@ class PushProcessor:
                     _first(stop.wait(), self._wakeup.wait()), timeout=idle.total_seconds()
                 )
 
+    def forget(self) -> None:
+        """Drop what is held in memory: the account moved to another replica, which goes on
+        from the inbox (nothing read here was acknowledged without its effects committed)."""
+        self._tracked.clear()
+        self._loaded.clear()
+
     async def process_once(self) -> ProcessReport:
         """Read new inbox events, advance every execution with work, acknowledge what applied."""
         report = ProcessReport()
+        if not self.holds():
+            self.forget()
+            return report
         now = self.monotonic()
         to_ack: set[int] = set()
         for row in self._load():

@@ -91,8 +91,11 @@ class Recorder:
         account_sid: str,
         on_spans_queued: Callable[[], None] | None = None,
         units: UnitMetrics | None = None,
+        unit_of: Callable[[str], str] = str,
     ) -> None:
         self.store = store
+        #: The unit a flow's exports are counted and fenced under: the flow, or its account.
+        self.unit_of = unit_of
         self.metrics = metrics
         #: Where replicas lease flows: each flow's series, snapshotted with its commits.
         self.units = units
@@ -118,7 +121,7 @@ class Recorder:
         """
         if self.units is None:
             return self.metrics
-        unit = self.units.unit(flow_sid)
+        unit = self.units.unit(self.unit_of(flow_sid))
         if unit is None:
             raise LeaseLost(f"flow {flow_sid} of account {self.account_sid} is not held here")
         return unit
@@ -286,9 +289,9 @@ class Recorder:
                 if self.units is None:
                     batch.save_metric_snapshot(metrics.snapshot())
                 else:
-                    batch.save_unit_snapshot(flow.sid, metrics.snapshot())
+                    batch.save_unit_snapshot(self.unit_of(flow.sid), metrics.snapshot())
                 # Last, so the lease row is locked only for the commit (store.leases).
-                batch.hold_unit(flow.sid)
+                batch.hold_unit(self.unit_of(flow.sid))
         except BaseException:
             # The transaction rolled back: so must the in-memory metrics, or a retry would
             # count the same steps twice.
@@ -393,10 +396,18 @@ class Recorder:
         if self.units is None:
             self._set_gauges(self.metrics, active, in_progress)
             return
-        for flow_sid, count in active.items():
-            unit = self.units.unit(flow_sid)
+        # One setting per unit: a unit's gauges are replaced as a whole.
+        by_unit: dict[str, list[str]] = {}
+        for flow_sid in active:
+            by_unit.setdefault(self.unit_of(flow_sid), []).append(flow_sid)
+        for unit_key, flow_sids in by_unit.items():
+            unit = self.units.unit(unit_key)
             if unit is not None:
-                self._set_gauges(unit, {flow_sid: count}, {flow_sid: in_progress.get(flow_sid, {})})
+                self._set_gauges(
+                    unit,
+                    {flow_sid: active[flow_sid] for flow_sid in flow_sids},
+                    {flow_sid: in_progress.get(flow_sid, {}) for flow_sid in flow_sids},
+                )
 
     def _set_gauges(
         self,
