@@ -566,7 +566,7 @@ def _postgres_url(
     if values.get("shard", NO_SHARDING) != NO_SHARDING:
         problems.append(
             f"{name} with --shard/--total-shards: sharded replicas keep their own SQLite state "
-            "(sharing one PostgreSQL schema is not supported yet)"
+            "(replicas sharing PostgreSQL split the work by leases: give no --shard)"
         )
         return
     values["state_postgres_url"] = Secret(url)
