@@ -388,21 +388,31 @@ def test_an_exception_mid_batch_leaves_nothing(store: StateStore) -> None:
     assert store.count_pending_events() == 1
 
 
-def test_writes_on_the_store_inside_a_batch_join_it(store: StateStore) -> None:
+@pytest.mark.parametrize(
+    "write",
+    [
+        pytest.param(lambda store: store.ack_spans([1]), id="ack_spans"),
+        pytest.param(lambda store: store.enqueue_events([("EV1", b"1")]), id="enqueue_events"),
+        pytest.param(lambda store: store.set_last_success("poll", T0), id="set_last_success"),
+        pytest.param(lambda store: store.prune(T0), id="prune"),
+    ],
+)
+def test_store_writes_inside_a_batch_are_refused_not_joined(
+    store: StateStore, write: Callable[[StateStore], object]
+) -> None:
     with store.batch() as b:
         b.enqueue_spans([b"kept"])
     [kept] = store.pending_spans(1)
 
-    def store_writes(_: LedgerBatch) -> None:
-        assert store.ack_spans([kept.id]) == 1
-        assert store.enqueue_events([("EV1", b"1")]) == 1
-        store.set_last_success("poll", T0)
+    def inside(_: LedgerBatch) -> None:
+        write(store)
 
-    with pytest.raises(BoomError):
-        run_batch(store, store_writes, fail=True)
+    with pytest.raises(StateError, match="inside a batch"):
+        run_batch(store, inside)
     assert store.pending_spans(10) == [kept]
     assert store.next_events(10) == []
     assert store.last_success("poll") is None
+    write(store)  # outside a batch: its own transaction
 
 
 def test_batches_do_not_nest(store: StateStore) -> None:
@@ -646,3 +656,16 @@ def test_poller_sink_and_webhook_threads_share_the_store(store: StateStore) -> N
     assert len(events) == store.count_pending_events() == rounds * 3
     assert len({e.event_id for e in events}) == rounds * 3
     assert len(store.active_executions(FLOW)) == rounds * 20
+
+
+def test_a_delivery_enqueued_in_a_batch_commits_or_rolls_back_with_it(store: StateStore) -> None:
+    def deliver(b: LedgerBatch) -> None:
+        assert b.enqueue_events([("EV1", b"1"), ("EV2", b"2")]) == 2
+
+    with pytest.raises(BoomError):
+        run_batch(store, deliver, fail=True)
+    assert store.next_events(10) == []
+    run_batch(store, deliver)
+    assert [event.event_id for event in store.next_events(10)] == ["EV1", "EV2"]
+    with store.batch() as b:
+        assert b.enqueue_events([("EV2", b"2"), ("EV3", b"3")]) == 1  # EV2 seen before

@@ -246,11 +246,11 @@ class WebhookReceiver:
                 ignored[event.type] += 1
         accepted: dict[str, int] = {}
         try:
-            # One transaction for the whole delivery (enqueue_events joins the open batch):
-            # one fsync, and a full inbox refuses all of it, so Twilio's retry is whole.
-            with self.store.batch():
+            # One transaction for the whole delivery: one fsync, and a full inbox refuses all
+            # of it, so Twilio's retry is whole.
+            with self.store.batch() as batch:
                 for event_type, events in by_type.items():
-                    accepted[event_type] = self.store.enqueue_events(events)
+                    accepted[event_type] = batch.enqueue_events(events)
         except InboxFull as error:
             log.warning("webhook delivery refused: %s", error)
             return _json(429, error="inbox full, retry later")

@@ -284,6 +284,41 @@ def _delete_by_ids(db: sqlite3.Connection, table: str, counter: str, ids: Iterab
     return deleted
 
 
+def _enqueue_events(
+    db: sqlite3.Connection,
+    events: Sequence[tuple[str, bytes | str]],
+    received_at: datetime | None,
+    max_pending_events: int,
+) -> int:
+    """Insert webhook events not seen before; ``InboxFull`` (nothing written) past the bound."""
+    seen_us = _to_us(received_at or datetime.now(UTC))
+    already = {
+        row[0]
+        for row in db.execute(
+            "SELECT event_id FROM seen_events WHERE event_id IN (SELECT value FROM json_each(?))",
+            (_json_list(event_id for event_id, _ in events),),
+        )
+    }
+    fresh: dict[str, bytes] = {}
+    for event_id, payload in events:
+        if event_id not in already and event_id not in fresh:
+            fresh[event_id] = _as_bytes(payload)
+    if not fresh:
+        return 0
+    pending = _read_counter(db, "pending_events")
+    if pending + len(fresh) > max_pending_events:
+        raise InboxFull(
+            f"event inbox full: {pending} pending + {len(fresh)} new > {max_pending_events}"
+        )
+    db.executemany(
+        "INSERT INTO seen_events (event_id, seen_us) VALUES (?, ?)",
+        ((event_id, seen_us) for event_id in fresh),
+    )
+    db.executemany("INSERT INTO event_inbox (event_id, payload) VALUES (?, ?)", fresh.items())
+    _bump_counter(db, "pending_events", len(fresh))
+    return len(fresh)
+
+
 class Batch:
     """One unit of work: every write in it commits together or not at all.
 
@@ -292,9 +327,15 @@ class Batch:
     to stay within the outbox bound; it is real only once the batch has committed.
     """
 
-    def __init__(self, connection: sqlite3.Connection, max_pending_spans: int) -> None:
+    def __init__(
+        self,
+        connection: sqlite3.Connection,
+        max_pending_spans: int,
+        max_pending_events: int = DEFAULT_MAX_PENDING_EVENTS,
+    ) -> None:
         self._db = connection
         self._max_pending_spans = max_pending_spans
+        self._max_pending_events = max_pending_events
         self._done: set[str] = set()
         self._spans_added = 0
         self.spans_dropped = 0
@@ -386,6 +427,12 @@ class Batch:
 
     def hold_unit(self, flow_sid: str) -> None:
         """Every unit is held: one exporter process owns a state file (``flock``)."""
+
+    def enqueue_events(
+        self, events: Sequence[tuple[str, bytes | str]], *, received_at: datetime | None = None
+    ) -> int:
+        """``Store.enqueue_events`` as part of this batch (one delivery, one commit)."""
+        return _enqueue_events(self._db, events, received_at, self._max_pending_events)
 
     def enqueue_spans(self, payloads: Iterable[bytes | str]) -> int:
         """Append serialized spans to the outbox; returns how many oldest spans were dropped.
@@ -517,7 +564,7 @@ class Store:
             db.execute("BEGIN IMMEDIATE")
             self._batch_owner = threading.get_ident()
             try:
-                batch = Batch(db, self.max_pending_spans)
+                batch = Batch(db, self.max_pending_spans, self.max_pending_events)
                 yield batch
                 batch._finish()
                 db.execute("COMMIT")
@@ -530,11 +577,14 @@ class Store:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        # A write outside batch(): its own transaction, or part of the caller's open batch.
+        # A write outside batch(): always its own transaction. Inside a batch, writes go through
+        # the batch's own operations, so what commits together is explicit at the call site.
         with self._connection() as db:
             if self._batch_owner is not None:
-                yield db
-                return
+                raise StateError(
+                    "a store write inside a batch: use the batch's operation (it commits with "
+                    "the batch) or write after the batch"
+                )
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -683,37 +733,8 @@ class Store:
         Raises ``InboxFull`` (writing nothing) when the new events would exceed the bound.
         Return only after this commits before acknowledging the delivery to Twilio.
         """
-        seen_us = _to_us(received_at or datetime.now(UTC))
         with self._write() as db:
-            already = {
-                row[0]
-                for row in db.execute(
-                    "SELECT event_id FROM seen_events WHERE event_id IN "
-                    "(SELECT value FROM json_each(?))",
-                    (_json_list(event_id for event_id, _ in events),),
-                )
-            }
-            fresh: dict[str, bytes] = {}
-            for event_id, payload in events:
-                if event_id not in already and event_id not in fresh:
-                    fresh[event_id] = _as_bytes(payload)
-            if not fresh:
-                return 0
-            pending = _read_counter(db, "pending_events")
-            if pending + len(fresh) > self.max_pending_events:
-                raise InboxFull(
-                    f"event inbox full: {pending} pending + {len(fresh)} new "
-                    f"> {self.max_pending_events}"
-                )
-            db.executemany(
-                "INSERT INTO seen_events (event_id, seen_us) VALUES (?, ?)",
-                ((event_id, seen_us) for event_id in fresh),
-            )
-            db.executemany(
-                "INSERT INTO event_inbox (event_id, payload) VALUES (?, ?)", fresh.items()
-            )
-            _bump_counter(db, "pending_events", len(fresh))
-            return len(fresh)
+            return _enqueue_events(db, events, received_at, self.max_pending_events)
 
     def next_events(self, limit: int) -> list[InboxEvent]:
         """The oldest ``limit`` committed events not yet acknowledged, in arrival order."""

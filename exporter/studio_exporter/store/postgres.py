@@ -247,6 +247,50 @@ def _delete_by_ids(
     return deleted
 
 
+def _enqueue_events(
+    db: psycopg.Connection[Any],
+    events: Sequence[tuple[str, bytes | str]],
+    received_at: datetime | None,
+    max_pending_events: int,
+) -> int:
+    """Insert webhook events not seen before; ``InboxFull`` (nothing written) past the bound."""
+    seen = _utc(received_at or datetime.now(UTC))
+    fresh: dict[str, bytes] = {}
+    for event_id, payload in events:
+        fresh.setdefault(event_id, _as_bytes(payload))
+    if not fresh:
+        return 0
+    # Locked first: a concurrent delivery of the same ids waits here, then sees them.
+    row = db.execute(
+        "SELECT value FROM counters WHERE name = 'pending_events' FOR UPDATE"
+    ).fetchone()
+    assert row is not None  # created with the schema
+    pending = int(row[0])
+    already = db.execute(
+        "SELECT event_id FROM seen_events WHERE event_id = ANY(%s::text[])", (list(fresh),)
+    )
+    for (event_id,) in already.fetchall():
+        del fresh[event_id]
+    if not fresh:
+        return 0
+    if pending + len(fresh) > max_pending_events:
+        raise InboxFull(
+            f"event inbox full: {pending} pending + {len(fresh)} new > {max_pending_events}"
+        )
+    db.execute(
+        "INSERT INTO seen_events (event_id, seen) SELECT unnest(%s::text[]), %s",
+        (list(fresh), seen),
+    )
+    db.execute(
+        "INSERT INTO event_inbox (event_id, payload) SELECT event_id, payload FROM "
+        "unnest(%s::text[], %s::bytea[]) WITH ORDINALITY AS t (event_id, payload, n) "
+        "ORDER BY n",
+        (list(fresh), list(fresh.values())),
+    )
+    _bump_counter(db, "pending_events", len(fresh))
+    return len(fresh)
+
+
 class PostgresBatch:
     """One transaction of ``PostgresStore.batch()``; the same operations as ``state.Batch``."""
 
@@ -257,9 +301,11 @@ class PostgresBatch:
         *,
         lease_owner: str | None = None,
         account_sid: str = "",
+        max_pending_events: int = DEFAULT_MAX_PENDING_EVENTS,
     ) -> None:
         self._db = connection
         self._max_pending_spans = max_pending_spans
+        self._max_pending_events = max_pending_events
         self._lease_owner = lease_owner
         self._account_sid = account_sid
         self._done: set[str] = set()
@@ -339,6 +385,12 @@ class PostgresBatch:
             "ON CONFLICT (id) DO UPDATE SET data = excluded.data",
             (blob,),
         )
+
+    def enqueue_events(
+        self, events: Sequence[tuple[str, bytes | str]], *, received_at: datetime | None = None
+    ) -> int:
+        """``PostgresStore.enqueue_events`` as part of this batch (one delivery, one commit)."""
+        return _enqueue_events(self._db, events, received_at, self._max_pending_events)
 
     def save_unit_snapshot(self, flow_sid: str, blob: bytes) -> None:
         self._db.execute(
@@ -518,6 +570,7 @@ class PostgresStore:
                         self.max_pending_spans,
                         lease_owner=self.lease_owner,
                         account_sid=self.account,
+                        max_pending_events=self.max_pending_events,
                     )
                     yield batch
                     batch._finish()
@@ -526,11 +579,14 @@ class PostgresStore:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[psycopg.Connection[Any]]:
-        # A write outside batch(): its own transaction, or part of the caller's open batch.
+        # A write outside batch(): always its own transaction. Inside a batch, writes go through
+        # the batch's own operations, so what commits together is explicit at the call site.
         with self._connection() as db:
             if self._batch_owner is not None:
-                yield db
-                return
+                raise StateError(
+                    "a store write inside a batch: use the batch's operation (it commits with "
+                    "the batch) or write after the batch"
+                )
             with db.transaction():
                 yield db
 
@@ -682,44 +738,8 @@ class PostgresStore:
 
         Raises ``InboxFull`` (writing nothing) when the new events would exceed the bound.
         """
-        seen = _utc(received_at or datetime.now(UTC))
-        fresh: dict[str, bytes] = {}
-        for event_id, payload in events:
-            fresh.setdefault(event_id, _as_bytes(payload))
-        if not fresh:
-            return 0
         with self._write() as db:
-            # Locked first: a concurrent delivery of the same ids waits here, then sees them.
-            row = db.execute(
-                "SELECT value FROM counters WHERE name = 'pending_events' FOR UPDATE"
-            ).fetchone()
-            assert row is not None  # created with the schema
-            pending = int(row[0])
-            already = db.execute(
-                "SELECT event_id FROM seen_events WHERE event_id = ANY(%s::text[])",
-                (list(fresh),),
-            )
-            for (event_id,) in already.fetchall():
-                del fresh[event_id]
-            if not fresh:
-                return 0
-            if pending + len(fresh) > self.max_pending_events:
-                raise InboxFull(
-                    f"event inbox full: {pending} pending + {len(fresh)} new "
-                    f"> {self.max_pending_events}"
-                )
-            db.execute(
-                "INSERT INTO seen_events (event_id, seen) SELECT unnest(%s::text[]), %s",
-                (list(fresh), seen),
-            )
-            db.execute(
-                "INSERT INTO event_inbox (event_id, payload) SELECT event_id, payload FROM "
-                "unnest(%s::text[], %s::bytea[]) WITH ORDINALITY AS t (event_id, payload, n) "
-                "ORDER BY n",
-                (list(fresh), list(fresh.values())),
-            )
-            _bump_counter(db, "pending_events", len(fresh))
-            return len(fresh)
+            return _enqueue_events(db, events, received_at, self.max_pending_events)
 
     def next_events(self, limit: int) -> list[InboxEvent]:
         with self._connection() as db:

@@ -3,8 +3,9 @@
 Every store keeps the same guarantee: the writes of one ``batch()`` (exported-step marks,
 cursors, the metric snapshot, spans queued for the sink, events acknowledged) commit together
 or not at all, so a crash can never leave a step counted but not marked, or marked but not
-counted. Writes outside a batch (``ack_spans``, ``enqueue_events``, ``set_last_success``) are
-their own transaction, or part of the batch the calling thread has open.
+counted. Writes outside a batch (``ack_spans``, ``enqueue_events``, ``set_last_success``,
+``prune``) are their own transaction; called by a thread inside a batch they raise
+``StateError``: what commits with a batch goes through the batch's own operations.
 
 The value types (``StoredFlow``, ``OutboxSpan``, ``InboxEvent``, ``PruneResult``) and the
 errors (``StateError``, ``InboxFull``) are the SQLite store's, shared by every implementation
@@ -69,6 +70,12 @@ class LedgerBatch(Protocol):
 
     def ack_events(self, ids: Iterable[int]) -> int:
         """Remove processed events from the inbox atomically with their effects."""
+        ...
+
+    def enqueue_events(
+        self, events: Sequence[tuple[str, bytes | str]], *, received_at: datetime | None = None
+    ) -> int:
+        """``EventInbox.enqueue_events`` committed with this batch (``InboxFull``: no room)."""
         ...
 
 
