@@ -65,6 +65,15 @@ ONE_FLOW = f'{ACCOUNTS}, flow_sid="$flow"'
 ONE_WIDGET = f'{ONE_FLOW}, widget="$widget"'
 # The exporter processes (several replicas, one per group of accounts, or one per mode).
 TARGETS = 'job=~"$job", instance=~"$instance"'
+# A work unit: what one replica polls and serves, and what Studio queries aggregate to (never
+# by `instance`: with replicas, a unit's series move from one instance to another).
+UNIT = "account_sid, flow_sid, flow"
+# Every replica serves the account info, and replicas refreshing an account at different times
+# may briefly disagree on its name: one name per account (topk), so a `group_left` join on
+# `account_sid` never finds two.
+ACCOUNT_NAMES = (
+    "topk by (account_sid) (1, max by (account_sid, account) (twilio_studio_account_info))"
+)
 
 # Metrics only a mode that runs that source exposes (--mode); a query reading one has no data
 # elsewhere, by design. Everything else is there in every mode.
@@ -80,6 +89,17 @@ PUSH_ONLY_METRICS = frozenset(
     }
 )
 POLL_ONLY_METRICS = frozenset({"twilio_studio_exporter_last_successful_poll_timestamp_seconds"})
+# Metrics only replicas sharing PostgreSQL expose (--state.postgres-url in poll mode, leases):
+# a single exporter, or shards on SQLite (--shard), has none.
+REPLICA_METRICS = frozenset(
+    {
+        "twilio_studio_exporter_units_leased",
+        "twilio_studio_exporter_units",
+        "twilio_studio_exporter_replicas",
+        "twilio_studio_exporter_unit_moves_total",
+        "twilio_studio_exporter_lease_errors_total",
+    }
+)
 
 # Recording rules (grafana/alerts/studio-exporter.recording.rules.yml): per-widget rates that
 # the top-N tables average over the whole range instead of recomputing rate() per series.
@@ -112,8 +132,11 @@ class PanelQuery:
 
     @property
     def sources(self) -> frozenset[str]:
-        """The sources (poll, push) of which one must run for the query to have data."""
+        """The sources (poll, push) of which one must run for the query to have data; "replicas"
+        for the lease metrics of replicas sharing PostgreSQL."""
         used = metrics_in(self.expr)
+        if used & REPLICA_METRICS:
+            return frozenset({"replicas"})
         if used & PUSH_ONLY_METRICS:
             return frozenset({"push"})
         if used & POLL_ONLY_METRICS:
@@ -690,12 +713,14 @@ def studio_overview() -> dash.Dashboard:
     failures = f'twilio_studio_steps_total{{{ANY_FLOWS}, event=~"{FAILURE_EVENTS}"}}'
     started = f"twilio_studio_executions_started_total{{{ANY_FLOWS}}}"
     ended = f"twilio_studio_executions_ended_total{{{ANY_FLOWS}}}"
-    active = f"twilio_studio_executions_active{{{ANY_FLOWS}}}"
+    # A flow's gauge, served by the replica that holds the flow (by two for a scrape around a
+    # move): the max over instances, then the sum over flows (see _per_unit).
+    active = _per_unit(f"twilio_studio_executions_active{{{ANY_FLOWS}}}", UNIT)
     duration = f"twilio_studio_execution_duration_seconds_bucket{{{ANY_FLOWS}}}"
     gaps = f"twilio_studio_step_gaps_total{{{ANY_FLOWS}}}"
     per_second = "suffix: /s"
     by_widget = "flow_sid, flow, widget"
-    account_names = "max by (account_sid, account) (twilio_studio_account_info)"
+    account_names = ACCOUNT_NAMES
     board = (
         _dashboard(
             "twilio-studio-overview",
@@ -991,6 +1016,17 @@ def studio_overview() -> dash.Dashboard:
     )
 
 
+def _per_unit(gauge: str, labels: str) -> str:
+    """A gauge of one work unit (account, flow) as one series per `labels`, whatever the replicas.
+
+    With replicas, the replica holding a unit serves its gauges; around a move the old and the
+    new owner may both serve them for a scrape, with the same labels but `instance`. Summing
+    over instances would count them twice: the max over instances is the value, and sums over
+    units (flows, accounts) are taken from there.
+    """
+    return f"max by ({labels}) ({gauge})"
+
+
 def _with_account_names(per_account: str, names: str) -> str:
     """The top 10 of `per_account`, with the account's friendly name joined on where known."""
     top = f"topk(10, {per_account})"
@@ -1003,7 +1039,9 @@ def widget_drilldown() -> dash.Dashboard:
     failures = f'twilio_studio_steps_total{{{ONE_WIDGET}, event=~"{FAILURE_EVENTS}"}}'
     exits = f'twilio_studio_steps_total{{{ONE_WIDGET}, next_widget="{ENDED}"}}'
     buckets = f"twilio_studio_step_duration_seconds_bucket{{{ONE_WIDGET}}}"
-    waiting = f"twilio_studio_widget_visits_in_progress{{{ONE_WIDGET}}}"
+    waiting = _per_unit(
+        f"twilio_studio_widget_visits_in_progress{{{ONE_WIDGET}}}", f"{UNIT}, widget"
+    )
     per_second = "suffix: visits/s"
     duration_thresholds = _warn_above(10, 60)
     traceql = (
@@ -1843,6 +1881,96 @@ def exporter_health() -> dash.Dashboard:
                 ),
                 _prom(
                     f"sum by (instance) (twilio_studio_exporter_spans_pending{{{TARGETS}}})",
+                    "{{instance}}",
+                ),
+            )
+        )
+        .with_row(dash.Row("Replicas (PostgreSQL leases)"))
+        .with_panel(
+            _timeseries(
+                _Look(
+                    "Units leased per replica",
+                    "Replicas sharing PostgreSQL split the work units (account, flow) by lease: "
+                    "the units each replica holds, polls and serves, against all units and "
+                    "those leased by any replica of the chosen jobs. Leased under all for "
+                    "longer than a lease and a poll interval: some flows are polled by nobody. "
+                    "Empty without replicas.",
+                    "short",
+                    _informational(),
+                    span=12,
+                    no_value="no replicas",
+                ),
+                _prom(
+                    f"twilio_studio_exporter_units_leased{{{TARGETS}}}",
+                    "{{instance}}",
+                    "A",
+                ),
+                _prom(
+                    # The same on every replica of a job: one per job, then the jobs.
+                    'sum(max by (job) (twilio_studio_exporter_units{job=~"$job"}))',
+                    "all units",
+                    "B",
+                ),
+                _prom(
+                    'sum(twilio_studio_exporter_units_leased{job=~"$job"})',
+                    "leased by any replica",
+                    "C",
+                ),
+            )
+        )
+        .with_panel(
+            _stat(
+                _Look(
+                    "Replicas seen",
+                    "Replicas whose heartbeat in PostgreSQL is current, as each replica sees "
+                    "them: all should show the same number, the number of replicas running.",
+                    "short",
+                    _informational(),
+                    span=4,
+                    no_value="no replicas",
+                ),
+                _prom(
+                    f"max by (instance) (twilio_studio_exporter_replicas{{{TARGETS}}})",
+                    "{{instance}}",
+                    instant=True,
+                ),
+            ).text_mode(common.BigValueTextMode.VALUE_AND_NAME)
+        )
+        .with_panel(
+            _timeseries(
+                _Look(
+                    "Unit moves",
+                    "Units per second that replicas took (acquired), gave up to balance the "
+                    "load (released), or dropped because they could not renew their leases "
+                    "(expired). Moves follow replicas joining and leaving; a steady rate "
+                    "without either is units bouncing between replicas.",
+                    "ops",
+                    _warn_above(0.1, 1),
+                    span=4,
+                    no_value="0",
+                ),
+                _prom(
+                    "sum by (direction) (rate(twilio_studio_exporter_unit_moves_total"
+                    f"{{{TARGETS}}}[$__rate_interval]))",
+                    "{{direction}}",
+                ),
+            )
+        )
+        .with_panel(
+            _timeseries(
+                _Look(
+                    "Lease errors",
+                    "Lease ticks per second that failed (PostgreSQL did not answer in time or "
+                    "refused), per replica. A replica whose ticks keep failing for a lease "
+                    "duration drops its units, for the others to take.",
+                    "ops",
+                    _warn_above(0.001, 0.05),
+                    span=4,
+                    no_value="0",
+                ),
+                _prom(
+                    "sum by (instance) (rate(twilio_studio_exporter_lease_errors_total"
+                    f"{{{TARGETS}}}[$__rate_interval]))",
                     "{{instance}}",
                 ),
             )

@@ -361,6 +361,109 @@ def test_every_query_is_valid_promql(tmp_path: Path) -> None:
     assert f"{len(rules)} rules found" in result.stdout
 
 
+# Replicas: flow Support (account 1) moves from instance a to b at t=10m, both serving its
+# series at the scrape around the move, counters carried over; account 2's flow is on b. Every
+# replica serves the account info, and a and b disagree on account 2's name (renamed, b has
+# refreshed it, a not yet).
+_ACCOUNT_1 = 'account_sid="AC00000000000000000000000000000001"'
+_ACCOUNT_2 = 'account_sid="AC00000000000000000000000000000002"'
+_SUPPORT = f'{_ACCOUNT_1}, flow_sid="FW00000000000000000000000000000001", flow="Support"'
+_BILLING = f'{_ACCOUNT_2}, flow_sid="FW00000000000000000000000000000002", flow="Billing"'
+_MOVED_UNIT_SERIES = [
+    (f'twilio_studio_executions_active{{instance="a:9911", {_SUPPORT}}}', "400x10 stale"),
+    (f'twilio_studio_executions_active{{instance="b:9911", {_SUPPORT}}}', "_x10 400x10"),
+    (
+        f'twilio_studio_widget_visits_in_progress{{instance="a:9911", {_SUPPORT}, widget="ask"}}',
+        "7x10 stale",
+    ),
+    (
+        f'twilio_studio_widget_visits_in_progress{{instance="b:9911", {_SUPPORT}, widget="ask"}}',
+        "_x10 7x10",
+    ),
+    (f'twilio_studio_executions_started_total{{instance="a:9911", {_SUPPORT}}}', "0+60x10 stale"),
+    (f'twilio_studio_executions_started_total{{instance="b:9911", {_SUPPORT}}}', "_x10 600+60x10"),
+    (f'twilio_studio_executions_started_total{{instance="b:9911", {_BILLING}}}', "0+30x20"),
+    *(
+        (
+            f'twilio_studio_account_info{{instance="{instance}", {_ACCOUNT_1}, '
+            'account="Support desk", status="active"}',
+            "1x20",
+        )
+        for instance in ("a:9911", "b:9911")
+    ),
+    (
+        f'twilio_studio_account_info{{instance="a:9911", {_ACCOUNT_2}, account="Billing", '
+        'status="active"}',
+        "1x20",
+    ),
+    (
+        f'twilio_studio_account_info{{instance="b:9911", {_ACCOUNT_2}, account="Billing EU", '
+        'status="active"}',
+        "1x20",
+    ),
+]
+
+
+def query_of(dashboard: str, panel: str) -> str:
+    """The one query of a panel, its variables replaced (all flows on the overview)."""
+    (query,) = [q for q in panel_queries() if q.dashboard == dashboard and q.panel == panel]
+    flows = ".*" if dashboard == "twilio-studio-overview" else VARIABLE_VALUES["flow"]
+    return substitute(query.expr, {**VARIABLE_VALUES, "flow": flows, "__range": "10m"})
+
+
+def test_studio_queries_count_a_moved_unit_once_and_join_one_account_name(
+    tmp_path: Path,
+) -> None:
+    """promtool evaluates the panels on series two replicas serve around a unit's move."""
+    active = query_of("twilio-studio-overview", "Active executions")
+    per_flow = query_of("twilio-studio-overview", "Active executions per flow")
+    waiting = query_of("twilio-studio-widget", "Callers waiting now")
+    top = query_of("twilio-studio-overview", "Top accounts by executions started")
+    checks = [
+        # At the move both a and b serve the gauges: counted once.
+        (active, [("{}", 400)]),
+        (per_flow, [('{flow="Support"}', 400)]),
+        (waiting, [("{}", 7)]),
+        # Ten minutes of starts after the move (b), one series per account despite the info
+        # served twice and the two names of account 2.
+        (f"count by (account_sid) ({top})", [(f"{{{_ACCOUNT_1}}}", 1), (f"{{{_ACCOUNT_2}}}", 1)]),
+        (f"sum by (account_sid) ({top})", [(f"{{{_ACCOUNT_1}}}", 600), (f"{{{_ACCOUNT_2}}}", 300)]),
+        (
+            f"count by (account_sid, account) ({top}) "
+            f'and on (account_sid) twilio_studio_account_info{{{_ACCOUNT_1}, instance="a:9911"}}',
+            [(f'{{{_ACCOUNT_1}, account="Support desk"}}', 1)],
+        ),
+    ]
+    document = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": series, "values": values} for series, values in _MOVED_UNIT_SERIES
+                ],
+                "promql_expr_test": [
+                    {
+                        "expr": expr,
+                        "eval_time": "10m" if expr in (active, per_flow, waiting) else "20m",
+                        "exp_samples": [
+                            {"labels": labels, "value": value} for labels, value in samples
+                        ],
+                    }
+                    for expr, samples in checks
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "replicas.test.yml"
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    result = subprocess.run(
+        [promtool(), "test", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_write_returns_the_paths(tmp_path: Path) -> None:
     written = write(tmp_path / "new")
     assert {path.name for path in written} == set(build_dashboards())
