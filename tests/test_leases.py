@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
 
+import psycopg
 import pytest
+from prometheus_client import CollectorRegistry
 
+from studio_exporter.replicas import LeaseOwnership, Replica
+from studio_exporter.selfmetrics import LeaseMetrics
 from studio_exporter.state import LeaseLost
 from studio_exporter.store.leases import LeaseBoard, TickResult, quota
 from studio_exporter.store.postgres import PostgresStore
@@ -196,3 +201,56 @@ def test_a_claim_waits_for_the_holders_commit_and_then_sees_it(postgres_url: str
         store.close()
         a.close()
         b.close()
+
+
+class _Listing:
+    """An account's poller as the lease loop sees it: its listed flows, and adopt calls."""
+
+    def __init__(self, account_sid: str, flows: set[str]) -> None:
+        self.account_sid = account_sid
+        self.flows = flows
+        self.adopted = 0
+
+    def listed_flow_sids(self) -> set[str] | None:
+        return set(self.flows)
+
+    def adopt(self) -> None:
+        self.adopted += 1
+
+
+def test_a_replica_that_cannot_renew_drops_its_units_once_its_leases_would_have_expired(
+    postgres_url: str,
+) -> None:
+    registry = CollectorRegistry()
+    ownership = LeaseOwnership()
+    poller = _Listing(ACCOUNT, set(FLOWS[:2]))
+    replica = Replica(
+        LeaseBoard.open(postgres_url, replica="replica-a", name="a"),
+        ownership,
+        timedelta(seconds=1.5),
+        LeaseMetrics(registry),
+        lambda: [poller],
+    )
+    try:
+        asyncio.run(replica.tick())
+        held = {(ACCOUNT, flow) for flow in FLOWS[:2]}
+        assert ownership.owned == held
+        assert poller.adopted == 1
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'studio-exporter-leases'"
+            )
+        asyncio.run(replica.tick())  # fails: the units are kept while the leases may hold
+        assert ownership.owned == held
+        time.sleep(1.6)
+        asyncio.run(replica.tick())  # fails again, past the lease: the units are dropped
+        assert ownership.owned == frozenset()
+        assert poller.adopted == 2
+        assert registry.get_sample_value("twilio_studio_exporter_lease_errors_total") == 2
+        assert registry.get_sample_value("twilio_studio_exporter_units_leased") == 0
+        moves = "twilio_studio_exporter_unit_moves_total"
+        assert registry.get_sample_value(moves, {"direction": "expired"}) == 2
+        assert registry.get_sample_value(moves, {"direction": "acquired"}) == 2
+    finally:
+        replica.leave()

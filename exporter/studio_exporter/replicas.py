@@ -134,6 +134,7 @@ class Replica:
                     len(self.ownership.owned),
                 )
                 self.metrics.moved("expired", len(self.ownership.owned))
+                self.metrics.leased(0)
                 self._adopt(frozenset(), pollers)
             return
         self._renewed_at = started

@@ -461,6 +461,9 @@ class LeaseMetrics:
             registry=registry,
         )
 
+    def leased(self, units: int) -> None:
+        self._leased.set(units)
+
     def ticked(self, *, leased: int, units: int, replicas: int) -> None:
         self._leased.set(leased)
         self._units.set(units)
