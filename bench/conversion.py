@@ -10,11 +10,11 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from prometheus_client import CollectorRegistry
 
-from studio_exporter.domain import Execution, Flow, Step
-from studio_exporter.metrics import FlowLabels, StudioMetrics
-from studio_exporter.otlp import encode_request
-from studio_exporter.pipeline import plan_update
-from studio_exporter.spans import SpanRecord, execution_span, trace_id_hex, visit_span
+from studio_exporter.core.domain import Execution, Flow, Step
+from studio_exporter.core.pipeline import plan_update
+from studio_exporter.sinks.metrics import FlowLabels, StudioMetrics
+from studio_exporter.sinks.otlp import encode_request
+from studio_exporter.sinks.spans import SpanRecord, execution_span, trace_id_hex, visit_span
 
 from .workload import Workload
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from studio_exporter.app import Exporter, build_exporter
 from studio_exporter.config import config_from_mapping
-from studio_exporter.poller import utc_now
+from studio_exporter.sources.poller import utc_now
 
 
 class CountingSpanSender:

@@ -20,13 +20,13 @@ from typing import Any, cast
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry
 
-from studio_exporter.domain import Execution, Step
-from studio_exporter.metrics import StudioMetrics
-from studio_exporter.poller import CHUNK_SIZE, CycleReport, Poller
-from studio_exporter.selfmetrics import ExporterMetrics
-from studio_exporter.shipper import SpanShipper
-from studio_exporter.state import Store, state_file
-from studio_exporter.studio_api import StudioApi
+from studio_exporter.core.domain import Execution, Step
+from studio_exporter.sinks.metrics import StudioMetrics
+from studio_exporter.sinks.selfmetrics import ExporterMetrics
+from studio_exporter.sinks.shipper import SpanShipper
+from studio_exporter.sources.poller import CHUNK_SIZE, CycleReport, Poller
+from studio_exporter.sources.studio_api import StudioApi
+from studio_exporter.store.sqlite import Store, state_file
 
 from .exporters import CountingSpanSender
 from .workload import Workload

@@ -19,8 +19,7 @@ from typing import Any
 import httpx
 
 from studio_exporter.config import DEFAULT_BACKFILL_CONCURRENCY
-from studio_exporter.eventstreams import STEP_ENDED
-from studio_exporter.poller import CycleReport, utc_now
+from studio_exporter.core.eventstreams import STEP_ENDED
 from studio_exporter.simulator import (
     DeliveryOptions,
     EventStreamsPusher,
@@ -30,7 +29,8 @@ from studio_exporter.simulator import (
     throughput,
 )
 from studio_exporter.simulator.eventstreams import EventFeed, EventStreamSender
-from studio_exporter.state import Store
+from studio_exporter.sources.poller import CycleReport, utc_now
+from studio_exporter.store.sqlite import Store
 
 from . import sdk
 from .exporters import our_exporter

@@ -6,7 +6,7 @@ import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from studio_exporter.domain import Execution, Flow, Step
+from studio_exporter.core.domain import Execution, Flow, Step
 from studio_exporter.simulator import SimulatorConfig
 from studio_exporter.simulator.flows import build_flows
 from studio_exporter.simulator.resources import Renderer
@@ -28,7 +28,7 @@ from studio_exporter.simulator.traffic import (
     mix64,
     step_sid,
 )
-from studio_exporter.studio_api import widgets_from_definition
+from studio_exporter.sources.studio_api import widgets_from_definition
 
 ACCOUNT_SID = SimulatorConfig().account_sid
 _START = 1_780_000_000  # a fixed epoch second: generated data is the same on every run

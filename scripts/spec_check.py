@@ -23,8 +23,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from studio_exporter.conformance import MISSING_FROM_OURS, disagreements
-from studio_exporter.specdiff import (
+from studio_exporter.spec.conformance import MISSING_FROM_OURS, disagreements
+from studio_exporter.spec.specdiff import (
     ACCOUNT_OPERATIONS,
     STUDIO_OPERATIONS,
     Change,

@@ -6,7 +6,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
-from studio_exporter.domain import TRIGGER, Execution, Flow, Step, Transition, Widget
+from studio_exporter.core.domain import TRIGGER, Execution, Flow, Step, Transition, Widget
 
 ACCOUNT_SID = "AC" + "a" * 32
 FLOW_SID = "FW" + "a" * 32

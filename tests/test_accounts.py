@@ -19,10 +19,10 @@ from prometheus_client.registry import Collector
 from studio_exporter.accounts import AccountSupervisor, open_account_store
 from studio_exporter.app import Exporter, build_exporter
 from studio_exporter.config import config_from_mapping
-from studio_exporter.poller import utc_now
 from studio_exporter.simulator import DeliveryOptions, FakeClock, Simulator, SimulatorConfig
-from studio_exporter.state import Store, state_file, subaccount_state_file
+from studio_exporter.sources.poller import utc_now
 from studio_exporter.store.postgres import PostgresStore, account_schema
+from studio_exporter.store.sqlite import Store, state_file, subaccount_state_file
 from tests.exporter_process import exporter_command
 from tests.otlp_receiver import OtlpReceiver, running_receiver
 from tests.truthcheck import expected_span_count, metric_mismatches, samples

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from studio_exporter.accounts_api import Account, AccountsApi
 from studio_exporter.config import Credentials, Secret
 from studio_exporter.simulator import Simulator, SimulatorConfig
-from studio_exporter.studio_api import ApiError
-from studio_exporter.throttle import RetryPolicy
+from studio_exporter.sources.accounts_api import Account, AccountsApi
+from studio_exporter.sources.studio_api import ApiError
+from studio_exporter.sources.throttle import RetryPolicy
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ import pytest
 
 from studio_exporter.app import Exporter, build_exporter
 from studio_exporter.config import config_from_mapping
-from studio_exporter.poller import utc_now
-from studio_exporter.span_sink import JsonLinesSender
+from studio_exporter.sinks.span_sink import JsonLinesSender
+from studio_exporter.sources.poller import utc_now
 
 ACCOUNT_SID = "AC" + "1" * 32
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from studio_exporter.backoff import (
+from studio_exporter.core.backoff import (
     MAX_BACKOFF_SECONDS,
     MAX_RETRY_AFTER_SECONDS,
     Backoff,

@@ -25,11 +25,11 @@ from studio_exporter.config import (
     Credentials,
     Secret,
 )
-from studio_exporter.sharding import Shard
-from studio_exporter.shipper import STOP_TIMEOUT
+from studio_exporter.core.sharding import Shard
 from studio_exporter.simulator import Simulator, SimulatorConfig
-from studio_exporter.state import Store, state_file
-from studio_exporter.studio_api import ApiError, StudioApi
+from studio_exporter.sinks.shipper import STOP_TIMEOUT
+from studio_exporter.sources.studio_api import ApiError, StudioApi
+from studio_exporter.store.sqlite import Store, state_file
 from tests.exporter_process import ExporterProcess, exporter_command
 from tests.otlp_receiver import OtlpReceiver
 from tests.tls import self_signed_certificate

@@ -21,8 +21,8 @@ from studio_exporter.config import (
     split_listen_address,
     with_secret_files,
 )
-from studio_exporter.sharding import Shard
-from studio_exporter.spans import SpanOptions
+from studio_exporter.core.sharding import Shard
+from studio_exporter.sinks.spans import SpanOptions
 
 ACCOUNT = "AC" + "1" * 32
 TOKEN = "tok-" + "9" * 28

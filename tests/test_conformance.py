@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from studio_exporter.conformance import conforms, disagreements
-from studio_exporter.specdiff import (
+from studio_exporter.spec.conformance import conforms, disagreements
+from studio_exporter.spec.specdiff import (
     ACCOUNT_OPERATIONS,
     STUDIO_OPERATIONS,
     TypeShape,

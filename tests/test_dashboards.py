@@ -533,7 +533,7 @@ def test_failure_events_agree_with_the_exporter() -> None:
     """Dashboards, alerts and span status use one definition of a failure event."""
     from grafana.dashboards import FAILURE_EVENTS
     from studio_exporter.config import DEFAULT_FAILURE_EVENTS as CONFIG_DEFAULT
-    from studio_exporter.spans import DEFAULT_FAILURE_EVENTS as SPAN_DEFAULT
+    from studio_exporter.sinks.spans import DEFAULT_FAILURE_EVENTS as SPAN_DEFAULT
 
     assert set(FAILURE_EVENTS.split("|")) == set(CONFIG_DEFAULT) == set(SPAN_DEFAULT)
     rules = Path(__file__).resolve().parent.parent / "grafana/alerts/studio-exporter.rules.yml"

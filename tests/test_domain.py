@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from studio_exporter.domain import ENDED, TRIGGER, ExecutionPath, Flow, Visit, Widget
+from studio_exporter.core.domain import ENDED, TRIGGER, ExecutionPath, Flow, Visit, Widget
 from tests.factories import at, make_execution, make_step
 
 

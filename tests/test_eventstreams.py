@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from studio_exporter.eventstreams import (
+from studio_exporter.core.eventstreams import (
     EXECUTION_ENDED,
     EXECUTION_STARTED,
     STEP_ENDED,

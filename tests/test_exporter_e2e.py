@@ -17,10 +17,10 @@ from psycopg import sql
 
 from studio_exporter.app import Exporter, build_exporter
 from studio_exporter.config import config_from_mapping
-from studio_exporter.poller import CycleReport, utc_now
 from studio_exporter.simulator import FakeClock, Simulator, SimulatorConfig
-from studio_exporter.state import STATE_FILENAME
+from studio_exporter.sources.poller import CycleReport, utc_now
 from studio_exporter.store.postgres import account_schema
+from studio_exporter.store.sqlite import STATE_FILENAME
 from tests.exporter_process import ExporterProcess, scrape
 from tests.otlp_receiver import OtlpReceiver, running_receiver
 from tests.truthcheck import expected_span_count, metric_mismatches, samples

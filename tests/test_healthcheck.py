@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from studio_exporter.healthcheck import health_url, run_healthcheck
-from studio_exporter.web import Readiness, WebServer
-from studio_exporter.webconfig import load_web_config
+from studio_exporter.commands.healthcheck import health_url, run_healthcheck
+from studio_exporter.web.server import Readiness, WebServer
+from studio_exporter.web.webconfig import load_web_config
 from tests.tls import self_signed_certificate
 
 pytestmark = pytest.mark.integration

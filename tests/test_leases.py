@@ -12,11 +12,11 @@ import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from studio_exporter.replicas import LeaseOwnership, Replica
-from studio_exporter.selfmetrics import LeaseMetrics
-from studio_exporter.state import LeaseLost
+from studio_exporter.sinks.selfmetrics import LeaseMetrics
+from studio_exporter.sources.replicas import LeaseOwnership, Replica
 from studio_exporter.store.leases import LeaseBoard, TickResult, quota
 from studio_exporter.store.postgres import PostgresStore
+from studio_exporter.store.sqlite import LeaseLost
 
 ACCOUNT = "AC" + "a" * 32
 SUBACCOUNT = "AC" + "b" * 32

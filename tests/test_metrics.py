@@ -11,8 +11,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
-from studio_exporter.domain import Step, Visit
-from studio_exporter.metrics import (
+from studio_exporter.core.domain import Step, Visit
+from studio_exporter.sinks.metrics import (
     OVERFLOW,
     AccountMetrics,
     FlowLabels,

@@ -10,8 +10,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.resources import Resource
 
 from studio_exporter import __version__
-from studio_exporter.otlp import encode_request
-from studio_exporter.spans import SpanRecord, to_readable_spans
+from studio_exporter.sinks.otlp import encode_request
+from studio_exporter.sinks.spans import SpanRecord, to_readable_spans
 from tests.otlp_receiver import decode_request
 
 RESOURCE = Resource({"service.name": "studio-test", "twilio.account.sid": "AC" + "a" * 32})

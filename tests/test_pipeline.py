@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from studio_exporter.domain import ENDED, TRIGGER
-from studio_exporter.pipeline import plan_update
+from studio_exporter.core.domain import ENDED, TRIGGER
+from studio_exporter.core.pipeline import plan_update
 from tests.factories import make_chain, make_execution, make_step, step_sid
 
 

@@ -13,13 +13,13 @@ import pytest
 
 from studio_exporter.app import Exporter, build_exporter
 from studio_exporter.config import config_from_mapping
-from studio_exporter.domain import Execution, Step
-from studio_exporter.poller import CycleReport
-from studio_exporter.sharding import shard_of
+from studio_exporter.core.domain import Execution, Step
+from studio_exporter.core.sharding import shard_of
 from studio_exporter.simulator import FakeClock, Faults, Simulator, SimulatorConfig
-from studio_exporter.span_sink import JsonLinesSender
-from studio_exporter.studio_api import ApiError
-from studio_exporter.throttle import RetryPolicy
+from studio_exporter.sinks.span_sink import JsonLinesSender
+from studio_exporter.sources.poller import CycleReport
+from studio_exporter.sources.studio_api import ApiError
+from studio_exporter.sources.throttle import RetryPolicy
 from tests.truthcheck import metric_mismatches, samples, together
 from tests.twilio_sdk import twilio_client
 
@@ -290,7 +290,7 @@ def test_negative_durations_are_counted_and_logged_once_never_clamped(
             await exporter.api.aclose()
 
     try:
-        with caplog.at_level("WARNING", logger="studio_exporter.recording"):
+        with caplog.at_level("WARNING", logger="studio_exporter.sources.recording"):
             asyncio.run(scenario())
     finally:
         exporter.close()

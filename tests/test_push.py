@@ -17,17 +17,17 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from studio_exporter.domain import Execution, Flow, Step, Widget
-from studio_exporter.eventstreams import (
+from studio_exporter.core.domain import Execution, Flow, Step, Widget
+from studio_exporter.core.eventstreams import (
     EXECUTION_ENDED,
     EXECUTION_STARTED,
     STEP_ENDED,
     sign_request,
 )
-from studio_exporter.push import DEFAULT_WEBHOOK_PATH, PushProcessor, WebhookReceiver
-from studio_exporter.selfmetrics import ExporterMetrics, PushMetrics
-from studio_exporter.state import StateError, Store, state_file
-from studio_exporter.web import HookResponse, PostHook, Readiness, WebServer
+from studio_exporter.sinks.selfmetrics import ExporterMetrics, PushMetrics
+from studio_exporter.sources.push import DEFAULT_WEBHOOK_PATH, PushProcessor, WebhookReceiver
+from studio_exporter.store.sqlite import StateError, Store, state_file
+from studio_exporter.web.server import HookResponse, PostHook, Readiness, WebServer
 from tests.factories import ACCOUNT_SID, EXECUTION_SID, FLOW_SID, make_execution, make_step
 
 TOKEN = "0badc0de" * 4

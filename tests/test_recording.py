@@ -10,12 +10,12 @@ from typing import cast
 import pytest
 from prometheus_client import CollectorRegistry
 
-from studio_exporter.domain import Flow, Widget
-from studio_exporter.metrics import StudioMetrics
-from studio_exporter.poller import Poller
-from studio_exporter.selfmetrics import ExporterMetrics
-from studio_exporter.state import Store, state_file
-from studio_exporter.studio_api import StudioApi
+from studio_exporter.core.domain import Flow, Widget
+from studio_exporter.sinks.metrics import StudioMetrics
+from studio_exporter.sinks.selfmetrics import ExporterMetrics
+from studio_exporter.sources.poller import Poller
+from studio_exporter.sources.studio_api import StudioApi
+from studio_exporter.store.sqlite import Store, state_file
 from tests.factories import ACCOUNT_SID, EXECUTION_SID, FLOW_SID, make_execution, make_step
 
 # Trigger -> ask -> confirm -> Ended, at seconds 1, 5 and 9 after the execution's creation.

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 from studio_exporter.app import Exporter, build_exporter
 from studio_exporter.config import config_from_mapping
 from studio_exporter.simulator import Faults, Simulator, SimulatorConfig
-from studio_exporter.throttle import RetryPolicy
+from studio_exporter.sources.throttle import RetryPolicy
 from tests.exporter_process import ExporterProcess, scrape
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan, running_receiver
 from tests.report import replace_section

@@ -8,8 +8,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from studio_exporter.metrics import StudioMetrics
-from studio_exporter.selfmetrics import (
+from studio_exporter.core.sharding import NO_SHARDING, Shard
+from studio_exporter.sinks.metrics import StudioMetrics
+from studio_exporter.sinks.selfmetrics import (
     ANOMALY_KINDS,
     DISAGREEMENT_FIELDS,
     DROP_REASONS,
@@ -17,7 +18,6 @@ from studio_exporter.selfmetrics import (
     ExporterMetrics,
     PushMetrics,
 )
-from studio_exporter.sharding import NO_SHARDING, Shard
 from tests.test_dashboards import architecture_metrics
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from studio_exporter.sharding import NO_SHARDING, Shard, shard_of
+from studio_exporter.core.sharding import NO_SHARDING, Shard, shard_of
 from studio_exporter.simulator import Simulator, SimulatorConfig
 from tests.exporter_process import ExporterProcess, exporter_command, scrape
 from tests.otlp_receiver import OtlpReceiver, running_receiver
@@ -42,7 +42,7 @@ def test_the_rule_is_the_first_8_bytes_of_sha256_big_endian() -> None:
 
 def test_the_same_in_processes_with_other_hash_seeds() -> None:
     code = (
-        "from studio_exporter.sharding import shard_of;"
+        "from studio_exporter.core.sharding import shard_of;"
         f"print(shard_of({ACCOUNT!r}, {FLOW!r}, 1000003))"
     )
     answers = {

@@ -12,11 +12,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry
 
-from studio_exporter.otlp import encode_span
-from studio_exporter.selfmetrics import ExporterMetrics
-from studio_exporter.shipper import SpanShipper
-from studio_exporter.spans import SpanRecord
-from studio_exporter.state import Store
+from studio_exporter.sinks.otlp import encode_span
+from studio_exporter.sinks.selfmetrics import ExporterMetrics
+from studio_exporter.sinks.shipper import SpanShipper
+from studio_exporter.sinks.spans import SpanRecord
+from studio_exporter.store.sqlite import Store
 
 
 class Sender:

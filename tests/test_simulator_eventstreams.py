@@ -12,15 +12,14 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from studio_exporter.eventstreams import (
+from studio_exporter.core.eventstreams import (
     EXECUTION_ENDED,
     EXECUTION_STARTED,
     STEP_ENDED,
     decode_event,
     step_event,
 )
-from studio_exporter.push import DEFAULT_WEBHOOK_PATH, WebhookReceiver
-from studio_exporter.sids import STEP_SID, is_sid
+from studio_exporter.core.sids import STEP_SID, is_sid
 from studio_exporter.simulator import FakeClock, Simulator, SimulatorConfig
 from studio_exporter.simulator.clock import epoch_seconds
 from studio_exporter.simulator.eventstreams import (
@@ -28,8 +27,9 @@ from studio_exporter.simulator.eventstreams import (
     EventFeed,
     EventStreamSender,
 )
-from studio_exporter.state import Store, state_file
-from studio_exporter.web import HookResponse, Readiness, WebServer
+from studio_exporter.sources.push import DEFAULT_WEBHOOK_PATH, WebhookReceiver
+from studio_exporter.store.sqlite import Store, state_file
+from studio_exporter.web.server import HookResponse, Readiness, WebServer
 from tests.twilio_examples import (
     ENVELOPE_KEYS,
     EXECUTION_DATA_KEYS,

@@ -28,9 +28,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import (
 )
 from opentelemetry.sdk.resources import Resource
 
-from studio_exporter.domain import ENDED, Execution, ExecutionPath, Flow, Step, Visit
-from studio_exporter.otlp import encode_request
-from studio_exporter.span_sink import (
+from studio_exporter.core.domain import ENDED, Execution, ExecutionPath, Flow, Step, Visit
+from studio_exporter.sinks.otlp import encode_request
+from studio_exporter.sinks.span_sink import (
     DEFAULT_SERVICE_NAME,
     JsonLinesSender,
     OtlpGrpcSender,
@@ -42,7 +42,7 @@ from studio_exporter.span_sink import (
     read_otlp_json_lines,
     resource_from_env,
 )
-from studio_exporter.spans import SpanRecord, path_spans
+from studio_exporter.sinks.spans import SpanRecord, path_spans
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan, decode_request, running_receiver
 
 ACCOUNT = "AC" + "a" * 32

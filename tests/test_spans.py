@@ -13,8 +13,9 @@ import pytest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import SpanKind, StatusCode
 
-from studio_exporter.domain import ENDED, Execution, ExecutionPath, Flow, Gap, Step, Visit
-from studio_exporter.spans import (
+from studio_exporter.core.domain import ENDED, Execution, ExecutionPath, Flow, Gap, Step, Visit
+from studio_exporter.core.transform import build_path
+from studio_exporter.sinks.spans import (
     ATTR_CONTACT,
     DEFAULT_FAILURE_EVENTS,
     SpanNotReadyError,
@@ -30,7 +31,6 @@ from studio_exporter.spans import (
     trace_id_hex,
     visit_span,
 )
-from studio_exporter.transform import build_path
 
 ACCOUNT = "AC" + "a" * 32
 FLOW = Flow("FW" + "b" * 32, ACCOUNT, "Onboarding", "published", 7)

@@ -11,7 +11,7 @@ import yaml
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
-from studio_exporter.specdiff import ACCOUNT_OPERATIONS, STUDIO_OPERATIONS
+from studio_exporter.spec.specdiff import ACCOUNT_OPERATIONS, STUDIO_OPERATIONS
 
 SPEC_PATH = Path(__file__).resolve().parents[1] / "openapi" / "studio_v2.yaml"
 ERROR_STATUSES = ("401", "404", "429", "5XX")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from studio_exporter.specdiff import (
+from studio_exporter.spec.specdiff import (
     ACCOUNT_OPERATIONS,
     STUDIO_OPERATIONS,
     Change,

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from studio_exporter.domain import Execution
-from studio_exporter.state import (
+from studio_exporter.core.domain import Execution
+from studio_exporter.store.sqlite import (
     APPLICATION_ID,
     SCHEMA_VERSION,
     STATE_FILENAME,
@@ -234,8 +234,8 @@ _CHILD = """
 import sys, time
 from datetime import UTC, datetime
 from pathlib import Path
-from studio_exporter.domain import Execution
-from studio_exporter.state import Store
+from studio_exporter.core.domain import Execution
+from studio_exporter.store.sqlite import Store
 
 store = Store.open(Path(sys.argv[1]))
 commit = sys.argv[2] == "commit"

@@ -18,8 +18,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from studio_exporter.domain import Execution
-from studio_exporter.state import (
+from studio_exporter.core.domain import Execution
+from studio_exporter.store.postgres import PostgresStore
+from studio_exporter.store.protocols import LedgerBatch, StateStore
+from studio_exporter.store.sqlite import (
     InboxEvent,
     InboxFull,
     OutboxSpan,
@@ -29,8 +31,6 @@ from studio_exporter.state import (
     StoredFlow,
     state_file,
 )
-from studio_exporter.store.postgres import PostgresStore
-from studio_exporter.store.protocols import LedgerBatch, StateStore
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 ACCOUNT = "AC" + "a" * 32

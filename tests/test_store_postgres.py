@@ -16,8 +16,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from studio_exporter.domain import Execution
-from studio_exporter.state import StateError
+from studio_exporter.core.domain import Execution
 from studio_exporter.store.postgres import (
     APPLICATION,
     DEFAULT_SCHEMA,
@@ -25,6 +24,7 @@ from studio_exporter.store.postgres import (
     PostgresStore,
     redact_url,
 )
+from studio_exporter.store.sqlite import StateError
 from tests.postgres import PostgresServer
 
 ACCOUNT = "AC" + "a" * 32

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from studio_exporter.config import Credentials, Secret
-from studio_exporter.domain import Execution
+from studio_exporter.core.domain import Execution
 from studio_exporter.simulator import Faults, Simulator, SimulatorConfig
-from studio_exporter.studio_api import ApiError, StudioApi
-from studio_exporter.throttle import AdaptiveLimiter, RetryPolicy
+from studio_exporter.sources.studio_api import ApiError, StudioApi
+from studio_exporter.sources.throttle import AdaptiveLimiter, RetryPolicy
 
 pytestmark = pytest.mark.integration
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 
-from studio_exporter.backoff import MAX_RETRY_AFTER_SECONDS
-from studio_exporter.throttle import AdaptiveLimiter, RetryPolicy
+from studio_exporter.core.backoff import MAX_RETRY_AFTER_SECONDS
+from studio_exporter.sources.throttle import AdaptiveLimiter, RetryPolicy
 
 
 class FakeClock:

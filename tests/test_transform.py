@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from studio_exporter.domain import ENDED, TRIGGER, Execution, ExecutionPath, Flow, Step, Visit
-from studio_exporter.transform import UNKNOWN_WIDGET_TYPE, build_path, ready_steps
+from studio_exporter.core.domain import ENDED, TRIGGER, Execution, ExecutionPath, Flow, Step, Visit
+from studio_exporter.core.transform import UNKNOWN_WIDGET_TYPE, build_path, ready_steps
 from tests.factories import (
     BASE_TIME,
     FLOW_SID,

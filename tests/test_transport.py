@@ -17,8 +17,12 @@ import pytest
 
 from studio_exporter.config import Credentials, Secret
 from studio_exporter.simulator import Faults, Simulator, SimulatorConfig
-from studio_exporter.studio_api import StudioApi, _absolute_url
-from studio_exporter.transport import LeanTransport, ResponseTooLarge, proxies_in_environment
+from studio_exporter.sources.studio_api import StudioApi, _absolute_url
+from studio_exporter.sources.transport import (
+    LeanTransport,
+    ResponseTooLarge,
+    proxies_in_environment,
+)
 from tests.tls import self_signed_certificate
 
 pytestmark = pytest.mark.integration

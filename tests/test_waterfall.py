@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from studio_exporter.domain import ENDED, Execution, ExecutionPath, Gap, Step, Visit
-from studio_exporter.waterfall import MIN_WIDTH, format_duration, render_waterfall
+from studio_exporter.core.domain import ENDED, Execution, ExecutionPath, Gap, Step, Visit
+from studio_exporter.core.waterfall import MIN_WIDTH, format_duration, render_waterfall
 
 FLOW_SID = "FW" + "b" * 32
 SUBFLOW_SID = "FW" + "d" * 32

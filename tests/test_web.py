@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from studio_exporter.web import HookResponse, Readiness, WebServer
+from studio_exporter.web.server import HookResponse, Readiness, WebServer
 
 READY = Readiness(ready=True, reasons={})
 

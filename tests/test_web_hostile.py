@@ -36,16 +36,16 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from studio_exporter.eventstreams import STEP_ENDED, sign_request
-from studio_exporter.push import (
+from studio_exporter.core.eventstreams import STEP_ENDED, sign_request
+from studio_exporter.simulator import Simulator, SimulatorConfig
+from studio_exporter.sources.push import (
     DEFAULT_WEBHOOK_PATH,
     MAX_NESTING_DEPTH,
     WebhookReceiver,
     nesting_depth,
 )
-from studio_exporter.simulator import Simulator, SimulatorConfig
-from studio_exporter.state import Store, state_file
-from studio_exporter.web import Readiness, WebServer
+from studio_exporter.store.sqlite import Store, state_file
+from studio_exporter.web.server import Readiness, WebServer
 from tests.exporter_process import ExporterProcess
 from tests.report import replace_section
 from tests.tls import self_signed_certificate

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from studio_exporter.web import Readiness, WebServer
-from studio_exporter.webconfig import (
+from studio_exporter.web.server import Readiness, WebServer
+from studio_exporter.web.webconfig import (
     BasicAuthChecker,
     WebConfigError,
     WebConfigWatcher,

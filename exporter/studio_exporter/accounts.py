@@ -26,22 +26,22 @@ from pathlib import Path
 
 import httpx
 
-from studio_exporter.accounts_api import Account, AccountsApi
-from studio_exporter.backoff import poll_backoff
 from studio_exporter.config import Config, Credentials
-from studio_exporter.metrics import AccountMetrics, StudioMetrics, UnitMetrics
-from studio_exporter.poller import CycleReport, Poller
-from studio_exporter.push import PushProcessor, WebhookReceiver
-from studio_exporter.replicas import LeaseOwnership
-from studio_exporter.selfmetrics import ExporterMetrics, PushMetrics
-from studio_exporter.shipper import STOP_TIMEOUT, SpanShipper
-from studio_exporter.span_sink import SpanSender, make_span_sender, resource_from_env
-from studio_exporter.spans import SpanOptions
-from studio_exporter.state import ACCOUNTS_DIR, Store, state_file, subaccount_state_file
+from studio_exporter.core.backoff import poll_backoff
+from studio_exporter.sinks.metrics import AccountMetrics, StudioMetrics, UnitMetrics
+from studio_exporter.sinks.selfmetrics import ExporterMetrics, PushMetrics
+from studio_exporter.sinks.shipper import STOP_TIMEOUT, SpanShipper
+from studio_exporter.sinks.span_sink import SpanSender, make_span_sender, resource_from_env
+from studio_exporter.sinks.spans import SpanOptions
+from studio_exporter.sources.accounts_api import Account, AccountsApi
+from studio_exporter.sources.poller import CycleReport, Poller
+from studio_exporter.sources.push import PushProcessor, WebhookReceiver
+from studio_exporter.sources.replicas import LeaseOwnership
+from studio_exporter.sources.studio_api import ApiError, StudioApi
+from studio_exporter.sources.throttle import AdaptiveLimiter
 from studio_exporter.store.protocols import StateStore
-from studio_exporter.studio_api import ApiError, StudioApi
-from studio_exporter.throttle import AdaptiveLimiter
-from studio_exporter.web import PostHook
+from studio_exporter.store.sqlite import ACCOUNTS_DIR, Store, state_file, subaccount_state_file
+from studio_exporter.web.server import PostHook
 
 log = logging.getLogger(__name__)
 

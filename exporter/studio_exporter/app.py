@@ -23,21 +23,21 @@ from studio_exporter.accounts import (
     build_account_parts,
 )
 from studio_exporter.config import Config
-from studio_exporter.metrics import AccountMetrics, StudioMetrics
-from studio_exporter.poller import PRUNE_EVERY, Poller, utc_now
-from studio_exporter.push import PushProcessor, WebhookReceiver
-from studio_exporter.replicas import LeaseOwnership, Replica, replica_identity
-from studio_exporter.selfmetrics import ExporterMetrics, LeaseMetrics, PushMetrics
-from studio_exporter.shipper import STOP_TIMEOUT, SpanShipper
-from studio_exporter.span_sink import (
+from studio_exporter.sinks.metrics import AccountMetrics, StudioMetrics
+from studio_exporter.sinks.selfmetrics import ExporterMetrics, LeaseMetrics, PushMetrics
+from studio_exporter.sinks.shipper import STOP_TIMEOUT, SpanShipper
+from studio_exporter.sinks.span_sink import (
     JsonLinesSender,
     SpanSender,
 )
+from studio_exporter.sources.poller import PRUNE_EVERY, Poller, utc_now
+from studio_exporter.sources.push import PushProcessor, WebhookReceiver
+from studio_exporter.sources.replicas import LeaseOwnership, Replica, replica_identity
+from studio_exporter.sources.studio_api import StudioApi
 from studio_exporter.store.leases import LeaseBoard
 from studio_exporter.store.protocols import StateStore
-from studio_exporter.studio_api import StudioApi
-from studio_exporter.web import PostHook, Readiness, WebServer
-from studio_exporter.webconfig import WebConfigWatcher
+from studio_exporter.web.server import PostHook, Readiness, WebServer
+from studio_exporter.web.webconfig import WebConfigWatcher
 
 log = logging.getLogger(__name__)
 

@@ -358,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return simulate_main(argv[1:])
     if argv and argv[0] == "spec-diff":
-        from studio_exporter.specdiff import main as specdiff_main
+        from studio_exporter.spec.specdiff import main as specdiff_main
 
         return specdiff_main(argv[1:])
 
@@ -376,15 +376,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if args.command == "demo":
-        from studio_exporter.demo import run_demo
+        from studio_exporter.commands.demo import run_demo
 
         return run_demo(args, env)
     if args.command == "healthcheck":
-        from studio_exporter.healthcheck import run_healthcheck
+        from studio_exporter.commands.healthcheck import run_healthcheck
 
         return run_healthcheck(args, env)
     if args.command == "trace":
-        from studio_exporter.trace_cmd import run_trace
+        from studio_exporter.commands.trace_cmd import run_trace
 
         return run_trace(args, env)
     try:
@@ -402,7 +402,7 @@ def _main(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         print(f"studio-exporter: --since: {error}", file=sys.stderr)
         return 2
     from studio_exporter.logs import configure_logging
-    from studio_exporter.state import StateError
+    from studio_exporter.store.sqlite import StateError
 
     configure_logging(config.log_level, config.log_format, _secrets(config, env))
     try:
@@ -416,7 +416,7 @@ def _main(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _secrets(config: Config, env: Mapping[str, str]) -> list[str]:
-    from studio_exporter.span_sink import otlp_secrets
+    from studio_exporter.sinks.span_sink import otlp_secrets
 
     secrets = [config.credentials.password.reveal(), *otlp_secrets(env)]
     if config.webhook_auth_token is not None:
@@ -459,9 +459,9 @@ async def _run(config: Config, env: Mapping[str, str]) -> int:
 
 async def _backfill(config: Config, since: timedelta, env: Mapping[str, str]) -> int:
     from studio_exporter.app import build_exporter
-    from studio_exporter.poller import utc_now
     from studio_exporter.progress import ProgressBar
     from studio_exporter.signals import stop_on_signals
+    from studio_exporter.sources.poller import utc_now
 
     stop = asyncio.Event()
     stop_on_signals(stop)

@@ -10,8 +10,8 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from studio_exporter.sharding import NO_SHARDING, Shard
-from studio_exporter.sids import ACCOUNT_SID, API_KEY_SID, FLOW_SID, is_sid
+from studio_exporter.core.sharding import NO_SHARDING, Shard
+from studio_exporter.core.sids import ACCOUNT_SID, API_KEY_SID, FLOW_SID, is_sid
 
 DEFAULT_TWILIO_BASE_URL = "https://studio.twilio.com"
 #: Twilio's v2010 API, where accounts and subaccounts are listed.
@@ -497,7 +497,7 @@ def config_from_mapping(
 
     web_config = raw("web_config_file")
     if web_config is not None:
-        from studio_exporter.webconfig import WebConfigError, load_web_config
+        from studio_exporter.web.webconfig import WebConfigError, load_web_config
 
         try:
             load_web_config(Path(web_config)).ssl_context()  # certificates that do not load, too

@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from studio_exporter.eventstreams import (
+from studio_exporter.core.eventstreams import (
     EXECUTION_ENDED,
     EXECUTION_STARTED,
     SIGNATURE_HEADER,

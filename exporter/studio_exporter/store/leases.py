@@ -34,13 +34,13 @@ from typing import Any
 
 import psycopg
 
-from studio_exporter.state import StateError
 from studio_exporter.store.postgres import (
     DEFAULT_CONNECT_TIMEOUT,
     LEASE_SCHEMA,
     redact_url,
     scrub,
 )
+from studio_exporter.store.sqlite import StateError
 
 #: Serialises ticks across replicas (a transaction-level advisory lock).
 _TICK_LOCK = "twilio-studio-exporter:leases"

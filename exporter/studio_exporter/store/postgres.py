@@ -1,7 +1,7 @@
 """The exporter's state in PostgreSQL: the same store as the SQLite file, in one schema.
 
-Same guarantees as ``studio_exporter.state`` (read its docstring first), kept with PostgreSQL's
-own means rather than SQLite's:
+Same guarantees as ``studio_exporter.store.sqlite`` (read its docstring first), kept with
+PostgreSQL's own means rather than SQLite's:
 
 - a batch is one transaction (READ COMMITTED) on one connection behind one re-entrant lock;
   where SQLite takes the whole database with ``BEGIN IMMEDIATE``, the writes that read before
@@ -38,8 +38,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from studio_exporter.domain import Execution
-from studio_exporter.state import (
+from studio_exporter.core.domain import Execution
+from studio_exporter.store.sqlite import (
     DEFAULT_MAX_PENDING_EVENTS,
     DEFAULT_MAX_PENDING_SPANS,
     DEFAULT_RETENTION,
@@ -292,7 +292,7 @@ def _enqueue_events(
 
 
 class PostgresBatch:
-    """One transaction of ``PostgresStore.batch()``; the same operations as ``state.Batch``."""
+    """One transaction of ``PostgresStore.batch()``; the same operations as ``sqlite.Batch``."""
 
     def __init__(
         self,

@@ -19,8 +19,8 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from studio_exporter.domain import Execution
-from studio_exporter.state import InboxEvent, OutboxSpan, PruneResult, StoredFlow
+from studio_exporter.core.domain import Execution
+from studio_exporter.store.sqlite import InboxEvent, OutboxSpan, PruneResult, StoredFlow
 
 
 class LedgerBatch(Protocol):

@@ -30,8 +30,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from studio_exporter.domain import Execution, Step
-from studio_exporter.sids import ACCOUNT_SID, EXECUTION_SID, FLOW_SID, STEP_SID, is_sid
+from studio_exporter.core.domain import Execution, Step
+from studio_exporter.core.sids import ACCOUNT_SID, EXECUTION_SID, FLOW_SID, STEP_SID, is_sid
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
 BODY_HASH_PARAM = "bodySHA256"

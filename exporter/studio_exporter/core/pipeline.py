@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from studio_exporter.domain import Execution, ExecutionPath, Flow, Gap, Step, Visit
-from studio_exporter.transform import build_path
+from studio_exporter.core.domain import Execution, ExecutionPath, Flow, Gap, Step, Visit
+from studio_exporter.core.transform import build_path
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, SpanFlags, Status
 from opentelemetry.sdk.resources import Resource
 
 from studio_exporter import __version__
-from studio_exporter.spans import SpanRecord
+from studio_exporter.sinks.spans import SpanRecord
 
 DEFAULT_SCOPE_NAME: Final = "twilio-studio-exporter"
 

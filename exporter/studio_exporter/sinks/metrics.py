@@ -19,7 +19,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Exemplar
 
-from studio_exporter.domain import Step, Visit
+from studio_exporter.core.domain import Step, Visit
 
 #: The value every variable label of a folded series gets once its metric reached the cap.
 OVERFLOW: Final = "__overflow__"

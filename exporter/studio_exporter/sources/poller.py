@@ -12,17 +12,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 
-from studio_exporter.backoff import poll_backoff
 from studio_exporter.config import RETENTION
-from studio_exporter.domain import Execution, Flow, Step
-from studio_exporter.metrics import FlowLabels, StudioMetrics, UnitMetrics
-from studio_exporter.recording import Recorder
-from studio_exporter.selfmetrics import ExporterMetrics
-from studio_exporter.sharding import NO_SHARDING, UnitOwner
-from studio_exporter.spans import SpanOptions
-from studio_exporter.state import LeaseLost, PruneResult, StateError
+from studio_exporter.core.backoff import poll_backoff
+from studio_exporter.core.domain import Execution, Flow, Step
+from studio_exporter.core.sharding import NO_SHARDING, UnitOwner
+from studio_exporter.sinks.metrics import FlowLabels, StudioMetrics, UnitMetrics
+from studio_exporter.sinks.selfmetrics import ExporterMetrics
+from studio_exporter.sinks.spans import SpanOptions
+from studio_exporter.sources.recording import Recorder
+from studio_exporter.sources.studio_api import ApiError, StudioApi
 from studio_exporter.store.protocols import StateStore
-from studio_exporter.studio_api import ApiError, StudioApi
+from studio_exporter.store.sqlite import LeaseLost, PruneResult, StateError
 
 log = logging.getLogger(__name__)
 

@@ -39,10 +39,10 @@ from studio_client.models.list_flow_response import ListFlowResponse
 from studio_client.models.page_meta import PageMeta
 from studio_client.models.studio_error import StudioError
 from studio_client.types import Unset
-from studio_exporter.backoff import parse_retry_after
 from studio_exporter.config import DEFAULT_CONCURRENCY, DEFAULT_REQUEST_TIMEOUT, Credentials
-from studio_exporter.domain import TRIGGER, Execution, Flow, Step, Transition, Widget
-from studio_exporter.sids import (
+from studio_exporter.core.backoff import parse_retry_after
+from studio_exporter.core.domain import TRIGGER, Execution, Flow, Step, Transition, Widget
+from studio_exporter.core.sids import (
     ACCOUNT_SID,
     EXECUTION_SID,
     FLOW_SID,
@@ -51,8 +51,8 @@ from studio_exporter.sids import (
     is_sid,
     require_sid,
 )
-from studio_exporter.throttle import AdaptiveLimiter, RetryPolicy
-from studio_exporter.transport import LeanTransport, proxies_in_environment
+from studio_exporter.sources.throttle import AdaptiveLimiter, RetryPolicy
+from studio_exporter.sources.transport import LeanTransport, proxies_in_environment
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from studio_exporter.specdiff import STUDIO_OPERATIONS, TypeShape, operation_shapes
+from studio_exporter.spec.specdiff import STUDIO_OPERATIONS, TypeShape, operation_shapes
 
 #: The wording of a problem where Twilio has something openapi/ lacks: an additive change.
 MISSING_FROM_OURS = "missing from openapi/"

@@ -20,14 +20,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
-from studio_exporter.domain import Execution, ExecutionPath, Flow, Step
-from studio_exporter.metrics import FlowLabels, StudioMetrics, UnitMetrics
-from studio_exporter.otlp import encode_span
-from studio_exporter.pipeline import ExecutionUpdate, plan_update
-from studio_exporter.selfmetrics import ExporterMetrics
-from studio_exporter.spans import SpanOptions, execution_span, trace_id_hex, visit_span
-from studio_exporter.state import LeaseLost
+from studio_exporter.core.domain import Execution, ExecutionPath, Flow, Step
+from studio_exporter.core.pipeline import ExecutionUpdate, plan_update
+from studio_exporter.sinks.metrics import FlowLabels, StudioMetrics, UnitMetrics
+from studio_exporter.sinks.otlp import encode_span
+from studio_exporter.sinks.selfmetrics import ExporterMetrics
+from studio_exporter.sinks.spans import SpanOptions, execution_span, trace_id_hex, visit_span
 from studio_exporter.store.protocols import StateStore
+from studio_exporter.store.sqlite import LeaseLost
 
 log = logging.getLogger(__name__)
 

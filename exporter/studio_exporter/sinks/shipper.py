@@ -8,11 +8,11 @@ import time
 
 from opentelemetry.sdk.resources import Resource
 
-from studio_exporter.backoff import Backoff
-from studio_exporter.otlp import encode_span, encode_spans_request
-from studio_exporter.selfmetrics import ExporterMetrics
-from studio_exporter.span_sink import SpanSender
-from studio_exporter.spans import SpanRecord
+from studio_exporter.core.backoff import Backoff
+from studio_exporter.sinks.otlp import encode_span, encode_spans_request
+from studio_exporter.sinks.selfmetrics import ExporterMetrics
+from studio_exporter.sinks.span_sink import SpanSender
+from studio_exporter.sinks.spans import SpanRecord
 from studio_exporter.store.protocols import StateStore
 
 log = logging.getLogger(__name__)

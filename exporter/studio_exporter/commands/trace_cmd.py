@@ -8,10 +8,10 @@ import sys
 from collections.abc import Mapping
 
 from studio_exporter.config import ConfigError, config_from_mapping
-from studio_exporter.sids import EXECUTION_SID, FLOW_SID, InvalidSidError, require_sid
-from studio_exporter.studio_api import ApiError, StudioApi
-from studio_exporter.transform import build_path
-from studio_exporter.waterfall import render_waterfall
+from studio_exporter.core.sids import EXECUTION_SID, FLOW_SID, InvalidSidError, require_sid
+from studio_exporter.core.transform import build_path
+from studio_exporter.core.waterfall import render_waterfall
+from studio_exporter.sources.studio_api import ApiError, StudioApi
 
 
 def run_trace(args: argparse.Namespace, env: Mapping[str, str]) -> int:

@@ -13,7 +13,7 @@ keeps it far inside Twilio's 5 s.
 ``PushProcessor`` runs on the exporter's event loop. It reads the inbox in arrival order,
 keeps a bounded in-memory view of each execution in progress (the steps known so far and which
 are applied) and hands each execution's steps to ``Recorder.apply_pushed_many``
-(``recording.py``), the same planning and apply path as polling.
+(``sources/recording.py``), the same planning and apply path as polling.
 
 - Order: a step waits until it continues its chain (``transform.ready_steps``, the rule the
   transform itself applies: the flow's initial widget, the same ordering; a subflow chain
@@ -64,9 +64,9 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 from prometheus_client import CollectorRegistry
 
-from studio_exporter.backoff import MAX_BACKOFF_SECONDS, Backoff
-from studio_exporter.domain import ENDED, Execution, Flow, Step
-from studio_exporter.eventstreams import (
+from studio_exporter.core.backoff import MAX_BACKOFF_SECONDS, Backoff
+from studio_exporter.core.domain import ENDED, Execution, Flow, Step
+from studio_exporter.core.eventstreams import (
     EXECUTION_ENDED,
     EXECUTION_STARTED,
     SIGNATURE_HEADER,
@@ -84,12 +84,12 @@ from studio_exporter.eventstreams import (
     url_variants,
     verify_signature,
 )
-from studio_exporter.selfmetrics import EventRestDisagreements, ExporterMetrics, PushMetrics
-from studio_exporter.state import InboxEvent, InboxFull, StateError
+from studio_exporter.core.transform import UNKNOWN_WIDGET_TYPE, ready_steps
+from studio_exporter.sinks.selfmetrics import EventRestDisagreements, ExporterMetrics, PushMetrics
+from studio_exporter.sources.studio_api import ApiError
 from studio_exporter.store.protocols import StateStore
-from studio_exporter.studio_api import ApiError
-from studio_exporter.transform import UNKNOWN_WIDGET_TYPE, ready_steps
-from studio_exporter.web import HookResponse
+from studio_exporter.store.sqlite import InboxEvent, InboxFull, StateError
+from studio_exporter.web.server import HookResponse
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 class WebhookReceiver:
-    """The Event Streams webhook: a ``web.PostHook`` that commits events before answering.
+    """The Event Streams webhook: a ``server.PostHook`` that commits events before answering.
 
     ``public_url`` is the sink URL as configured at Twilio, for when a proxy in front of the
     exporter changes the scheme, host or path (the request's query string, which carries
@@ -200,7 +200,7 @@ class WebhookReceiver:
         return response
 
     def check_head(self, url: str, headers: Mapping[str, str]) -> HookResponse | None:
-        """Before the body is read (``web.HeadCheck``): 403 when the signature is missing, or
+        """Before the body is read (``server.HeadCheck``): 403 when the signature is missing, or
         wrong for a URL carrying ``bodySHA256`` (Twilio's signature then covers the URL alone;
         the body is checked against the hash once read). None: read the body and go on."""
         signature = _header(headers, SIGNATURE_HEADER)

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from studio_exporter.config import DEFAULT_LISTEN_ADDRESS, ENV_VARS, split_listen_address
-from studio_exporter.webconfig import WebConfigError, load_web_config
+from studio_exporter.web.webconfig import WebConfigError, load_web_config
 
 
 def _setting(name: str, flag: str | None, env: Mapping[str, str]) -> str | None:

@@ -35,7 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
-from studio_exporter.webconfig import BasicAuthChecker, WebSecurity
+from studio_exporter.web.webconfig import BasicAuthChecker, WebSecurity
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, NamedTuple
 
-from studio_exporter.domain import Execution
+from studio_exporter.core.domain import Execution
 
 #: The file name inside ``--state-dir``.
 STATE_FILENAME = "studio-exporter.sqlite3"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from studio_exporter.domain import ExecutionPath, Gap, Visit
+from studio_exporter.core.domain import ExecutionPath, Gap, Visit
 
 MIN_WIDTH: Final = 60
 _BAR: Final = "█"

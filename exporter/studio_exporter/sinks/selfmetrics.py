@@ -7,7 +7,7 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
-from studio_exporter.sharding import NO_SHARDING, Shard
+from studio_exporter.core.sharding import NO_SHARDING, Shard
 
 #: Twilio answers within a few hundred milliseconds; the tail covers the client's timeouts.
 API_DURATION_BUCKETS: Final = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -18,7 +18,7 @@ EXPORT_LAG_BUCKETS: Final = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.
 POLL_RESULTS: Final = ("ok", "error")
 #: The ways the exporter learns of Studio's executions: ``--mode`` runs one or both.
 SOURCES: Final = ("poll", "push")
-#: Why the web port refused a connection or a request (web.py reports them).
+#: Why the web port refused a connection or a request (web/server.py reports them).
 HTTP_REFUSAL_REASONS: Final = (
     "over_capacity",  # past --web.max-connections: closed, or 503 unless /health/live
     "busy",  # too many request bodies in memory at once: 503

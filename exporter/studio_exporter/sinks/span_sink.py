@@ -1,6 +1,6 @@
 """Where spans go: OTLP (http/protobuf or gRPC) per the OTEL_* variables, or an OTLP-JSON file.
 
-Every sender takes one request already encoded by :func:`studio_exporter.otlp.encode_request`.
+Every sender takes one request already encoded by :func:`studio_exporter.sinks.otlp.encode_request`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from opentelemetry.sdk.version import __version__ as sdk_version
 from opentelemetry.util.re import parse_env_headers
 
 from studio_exporter import __version__
-from studio_exporter.backoff import Backoff, parse_retry_after
+from studio_exporter.core.backoff import Backoff, parse_retry_after
 
 if TYPE_CHECKING:
     import grpc

@@ -7,7 +7,7 @@ from collections.abc import Set as AbstractSet
 from datetime import datetime
 from itertools import pairwise
 
-from studio_exporter.domain import (
+from studio_exporter.core.domain import (
     ENDED,
     TRIGGER,
     Execution,

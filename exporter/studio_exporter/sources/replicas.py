@@ -27,9 +27,9 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Protocol
 
-from studio_exporter.selfmetrics import LeaseMetrics
-from studio_exporter.state import StateError
+from studio_exporter.sinks.selfmetrics import LeaseMetrics
 from studio_exporter.store.leases import LeaseBoard, TickResult, Unit
+from studio_exporter.store.sqlite import StateError
 
 log = logging.getLogger(__name__)
 

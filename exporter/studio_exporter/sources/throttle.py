@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from studio_exporter.backoff import MAX_RETRY_AFTER_SECONDS, Backoff
+from studio_exporter.core.backoff import MAX_RETRY_AFTER_SECONDS, Backoff
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
 
-from studio_exporter.domain import ENDED, ExecutionPath, Flow, Visit
+from studio_exporter.core.domain import ENDED, ExecutionPath, Flow, Visit
 
 #: Events that mark the widget they leave as failed. A ``timeout`` of a wait-for-reply widget
 #: is a normal outcome (nobody answered), so it is not in the set.

@@ -18,8 +18,14 @@ from accounts_client.api.api_20100401_account import fetch_account, list_account
 from accounts_client.models.account import Account as ApiAccount
 from accounts_client.models.list_account_response import ListAccountResponse
 from studio_exporter.config import Secret
-from studio_exporter.sids import ACCOUNT_SID, is_sid
-from studio_exporter.studio_api import MAX_PAGE_SIZE, MAX_PAGES, ApiError, MalformedError, StudioApi
+from studio_exporter.core.sids import ACCOUNT_SID, is_sid
+from studio_exporter.sources.studio_api import (
+    MAX_PAGE_SIZE,
+    MAX_PAGES,
+    ApiError,
+    MalformedError,
+    StudioApi,
+)
 
 #: Twilio's documented account statuses; only ``active`` accounts are followed.
 ACTIVE = "active"

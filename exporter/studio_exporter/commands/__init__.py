@@ -1,0 +1,1 @@
+"""The subcommands besides `run`: the demo, `trace`, the container health check."""

@@ -1,0 +1,1 @@
+"""Where exports go: Prometheus metrics (Studio's and the exporter's own) and spans."""

@@ -1,0 +1,1 @@
+"""Twilio's published spec against the project's: the drift report and conformance."""

@@ -1,0 +1,1 @@
+"""The exporter's HTTP port: endpoints, connection limits, TLS and basic auth."""
