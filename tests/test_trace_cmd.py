@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -77,3 +78,26 @@ def test_wrong_token_is_a_clear_error_without_the_token(simulator: Simulator) ->
     assert result.returncode == 1
     assert "401" in result.stderr
     assert "WRONG-TOKEN-4242424242" not in result.stderr + result.stdout
+
+
+def test_a_server_that_never_answers_times_out_after_request_timeout() -> None:
+    """The trace command honours --request-timeout (a black hole: connected, never answered)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(16)
+        url = f"http://127.0.0.1:{hole.getsockname()[1]}"
+        env = {**os.environ, "TWILIO_ACCOUNT_SID": "AC" + "a" * 32, "TWILIO_AUTH_TOKEN": "x" * 32}
+        argv = [
+            sys.executable, "-c", CLI, "trace", "--twilio-base-url", url,
+            "--request-timeout", "200ms", "FW" + "a" * 32, "FN" + "a" * 32,
+        ]  # fmt: skip
+        result = subprocess.run(
+            argv,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1, result.stderr
+    assert "timeout" in result.stderr.lower()

@@ -320,6 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("flow_sid", metavar="FLOW_SID")
     trace.add_argument("execution_sid", metavar="EXECUTION_SID")
     trace.add_argument("--twilio-base-url", dest="twilio_base_url")
+    trace.add_argument(
+        "--request-timeout",
+        dest="request_timeout",
+        help="per request, as for run (default "
+        f"{format_duration(DEFAULT_REQUEST_TIMEOUT)})" + _env_help("request_timeout"),
+    )
     trace.add_argument("--width", type=int, default=100)
 
     commands.add_parser(

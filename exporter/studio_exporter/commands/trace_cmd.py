@@ -18,7 +18,10 @@ def run_trace(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     try:
         flow_sid = require_sid(args.flow_sid, FLOW_SID)
         execution_sid = require_sid(args.execution_sid, EXECUTION_SID)
-        config = config_from_mapping({"twilio_base_url": args.twilio_base_url}, env)
+        config = config_from_mapping(
+            {"twilio_base_url": args.twilio_base_url, "request_timeout": args.request_timeout},
+            env,
+        )
     except InvalidSidError as error:
         print(f"studio-exporter trace: {error}", file=sys.stderr)
         return 2
@@ -28,7 +31,11 @@ def run_trace(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         return 2
 
     async def fetch() -> str:
-        api = StudioApi(config.twilio_base_url, config.credentials)
+        api = StudioApi(
+            config.twilio_base_url,
+            config.credentials,
+            timeout=config.request_timeout.total_seconds(),
+        )
         try:
             flow = await api.fetch_flow(flow_sid)
             execution = await api.fetch_execution(flow_sid, execution_sid)
