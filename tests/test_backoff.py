@@ -132,5 +132,10 @@ def test_a_failing_poll_waits_up_to_32_intervals_or_5_minutes(
     interval: float, waits: list[float]
 ) -> None:
     policy = poll_backoff(interval)
-    assert [policy.delay(failures) for failures in range(8)] == waits
+    assert [policy.ceiling(failures) for failures in range(8)] == waits
     assert policy.cap <= MAX_BACKOFF_SECONDS
+    rng = random.Random(7)
+    for failures, ceiling in enumerate(waits):
+        drawn = [policy.delay(failures, rng) for _ in range(200)]
+        # Spread over the upper half, so replicas and accounts failing together retry apart.
+        assert ceiling / 2 <= min(drawn) < max(drawn) <= ceiling

@@ -61,11 +61,19 @@ class Backoff:
         return (rng or _RANDOM).uniform(ceiling * (1.0 - self.jitter), ceiling)
 
 
+#: The share of a wait drawn at random for loops many accounts or replicas run at once (a
+#: failing poll, account, push apply, span batch): after a shared outage they do not all retry
+#: in the same second.
+SPREAD = 0.5
+
+
 def poll_backoff(poll_interval: float) -> Backoff:
-    """A failing poll's next try: 2, 4, ... 32 poll intervals later, at most 5 minutes."""
+    """A failing poll's next try: up to 2, 4, ... 32 poll intervals later (at most 5 minutes),
+    and at least half of that (``SPREAD``)."""
     return Backoff(
         base=poll_interval,
         cap=min(MAX_BACKOFF_SECONDS, poll_interval * 2**MAX_POLL_DOUBLINGS),
+        jitter=SPREAD,
     )
 
 

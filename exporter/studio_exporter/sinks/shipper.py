@@ -8,7 +8,7 @@ import time
 
 from opentelemetry.sdk.resources import Resource
 
-from studio_exporter.core.backoff import Backoff
+from studio_exporter.core.backoff import SPREAD, Backoff
 from studio_exporter.sinks.otlp import encode_span, encode_spans_request
 from studio_exporter.sinks.selfmetrics import ExporterMetrics
 from studio_exporter.sinks.span_sink import SpanSender
@@ -98,7 +98,7 @@ class SpanShipper:
 
     def _loop(self) -> None:
         # After n failed batches in a row: the interval doubled n times, at most max_backoff.
-        backoff = Backoff(base=self.interval, cap=self.max_backoff)
+        backoff = Backoff(base=self.interval, cap=self.max_backoff, jitter=SPREAD)
         failures = 0
         while not self._stopping.is_set():
             try:

@@ -64,7 +64,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 from prometheus_client import CollectorRegistry
 
-from studio_exporter.core.backoff import MAX_BACKOFF_SECONDS, Backoff
+from studio_exporter.core.backoff import MAX_BACKOFF_SECONDS, SPREAD, Backoff
 from studio_exporter.core.domain import ENDED, Execution, Flow, Step
 from studio_exporter.core.eventstreams import (
     EXECUTION_ENDED,
@@ -108,8 +108,9 @@ DEFAULT_MAX_LOADED = 50_000
 DEFAULT_BATCH_SIZE = 1_000
 #: REST failures for one execution before its events are given up (logged and counted).
 MAX_ATTEMPTS = 8
-#: An execution whose apply failed is tried again 2 s later, then 4 s, 8 s, ...
-APPLY_BACKOFF = Backoff(base=1.0, cap=MAX_BACKOFF_SECONDS)
+#: An execution whose apply failed is tried again up to 2 s later, then 4 s, 8 s, ... (at least
+#: half of each: SPREAD).
+APPLY_BACKOFF = Backoff(base=1.0, cap=MAX_BACKOFF_SECONDS, jitter=SPREAD)
 #: A pass runs every second when idle: its success is written to the state at most this often.
 REMEMBER_SUCCESS_EVERY = timedelta(seconds=30)
 
