@@ -236,7 +236,12 @@ def test_a_replica_that_cannot_renew_drops_its_units_once_its_leases_would_have_
         held = {(ACCOUNT, flow) for flow in FLOWS[:2]}
         assert ownership.owned == held
         assert poller.adopted == 1
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
+        database = postgres_url.rsplit("/", 1)[1]
+        with psycopg.connect(
+            postgres_url.rsplit("/", 1)[0] + "/postgres", autocommit=True
+        ) as admin:
+            # The database becomes unreachable for this replica: cut and kept out.
+            admin.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false')
             admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE application_name = 'studio-exporter-leases'"
@@ -252,5 +257,16 @@ def test_a_replica_that_cannot_renew_drops_its_units_once_its_leases_would_have_
         moves = "twilio_studio_exporter_unit_moves_total"
         assert registry.get_sample_value(moves, {"direction": "expired"}) == 2
         assert registry.get_sample_value(moves, {"direction": "acquired"}) == 2
+        _allow_connections(postgres_url, database)
+        asyncio.run(replica.tick())  # the database is back: the board reconnects and leases
+        assert ownership.owned == held
+        assert registry.get_sample_value(moves, {"direction": "acquired"}) == 4
     finally:
+        _allow_connections(postgres_url, postgres_url.rsplit("/", 1)[1])
         replica.leave()
+
+
+def _allow_connections(url: str, database: str) -> None:
+    admin_url = url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true')

@@ -327,3 +327,32 @@ def test_one_leasing_replica_at_a_time_sends_the_outbox(postgres_url: str) -> No
     finally:
         first.close()
         second.close()
+
+
+@pytest.mark.parametrize(
+    "lease_owner",
+    [pytest.param(None, id="alone"), pytest.param("replica-a", id="leasing")],
+)
+def test_a_lost_connection_is_opened_again_and_nothing_committed_is_lost(
+    postgres_url: str, lease_owner: str | None
+) -> None:
+    store = PostgresStore.open(postgres_url, account_sid=ACCOUNT, lease_owner=lease_owner)
+    try:
+        with store.batch() as b:
+            b.save_metric_snapshot(b"committed")
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'studio-exporter' AND pid <> pg_backend_pid()"
+            )
+        with pytest.raises(psycopg.OperationalError):
+            store.metric_snapshot()  # the statement in flight when the session died
+        assert store.metric_snapshot() == b"committed"  # opened again, checks and locks
+        with store.batch() as b:
+            b.save_metric_snapshot(b"after")
+        assert store.metric_snapshot() == b"after"
+        if lease_owner is None:  # the schema's lock came back with the session
+            with pytest.raises(StateError, match="in use"):
+                PostgresStore.open(postgres_url, account_sid=ACCOUNT)
+    finally:
+        store.close()

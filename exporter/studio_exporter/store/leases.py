@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -87,13 +87,20 @@ class LeaseBoard:
     """One replica's view of the lease tables, over its own connection (see the module doc)."""
 
     def __init__(
-        self, where: str, connection: psycopg.Connection[Any], replica: str, name: str
+        self,
+        where: str,
+        connection: psycopg.Connection[Any],
+        replica: str,
+        name: str,
+        reopen: Callable[[], psycopg.Connection[Any]] | None = None,
     ) -> None:
         self.where = where
         self.replica = replica
         self.name = name
         self._db: psycopg.Connection[Any] | None = connection
         self._lock = threading.Lock()
+        #: Opens the session again after it was lost (the next tick then renews as usual).
+        self._reopen = reopen
 
     @classmethod
     def open(
@@ -105,24 +112,30 @@ class LeaseBoard:
         connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
     ) -> LeaseBoard:
         where = f"PostgreSQL {redact_url(url)} schema {LEASE_SCHEMA}"
-        try:
-            db = psycopg.connect(
-                url,
-                autocommit=True,
-                connect_timeout=connect_timeout,
-                application_name="studio-exporter-leases",
-            )
-        except psycopg.Error as error:
-            raise StateError(f"{where}: cannot connect: {scrub(str(error), url)}") from None
-        try:
-            with db.transaction():
-                db.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (_TICK_LOCK,))
-                for statement in _TABLES:
-                    db.execute(statement)
-        except psycopg.Error as error:
-            db.close()
-            raise StateError(f"{where}: cannot create the lease tables: {error}") from None
-        return cls(where, db, replica, name)
+
+        def connect() -> psycopg.Connection[Any]:
+            try:
+                db = psycopg.connect(
+                    url,
+                    autocommit=True,
+                    connect_timeout=connect_timeout,
+                    application_name="studio-exporter-leases",
+                )
+            except psycopg.Error as error:
+                raise StateError(f"{where}: cannot connect: {scrub(str(error), url)}") from None
+            try:
+                with db.transaction():
+                    db.execute(
+                        "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (_TICK_LOCK,)
+                    )
+                    for statement in _TABLES:
+                        db.execute(statement)
+            except psycopg.Error as error:
+                db.close()
+                raise StateError(f"{where}: cannot create the lease tables: {error}") from None
+            return db
+
+        return cls(where, connect(), replica, name, reopen=connect)
 
     def tick(self, duration: timedelta, listed: Mapping[str, Iterable[str]]) -> TickResult:
         """Renew, expire, record ``listed`` (account -> its flows now), balance; one commit.
@@ -234,6 +247,8 @@ class LeaseBoard:
         with self._lock:
             if self._db is None:
                 raise StateError(f"{self.where}: the lease board is closed")
+            if self._db.closed and self._reopen is not None:
+                self._db = self._reopen()
             yield self._db
 
 

@@ -28,9 +28,10 @@ The URL carries a password: it is never logged, and errors name the server with
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -51,6 +52,8 @@ from studio_exporter.store.sqlite import (
     StateError,
     StoredFlow,
 )
+
+log = logging.getLogger(__name__)
 
 #: Recorded in ``store_schema``: marks a schema as this exporter's.
 APPLICATION = "twilio-studio-exporter"
@@ -477,6 +480,8 @@ class PostgresStore:
         self.account = ""
         self.schema = DEFAULT_SCHEMA
         self._ships_outbox = False
+        #: Opens the session again (same URL, schema, checks and locks) after it was lost.
+        self._reopen: Callable[[], psycopg.Connection[Any]] | None = None
 
     # ---- opening and closing -------------------------------------------------------------
 
@@ -508,30 +513,16 @@ class PostgresStore:
         if not _SCHEMA_NAME.fullmatch(schema):
             raise ValueError(f"schema {schema!r}: lower-case letters, digits and _, at most 63")
         where = f"PostgreSQL {redact_url(url)} schema {schema}"
-        try:
-            db = psycopg.connect(
-                url,
-                autocommit=True,
-                connect_timeout=connect_timeout,
-                application_name="studio-exporter",
-            )
-        except psycopg.Error as error:
-            # from None: the original error and its context may hold the connection string.
-            raise StateError(f"{where}: cannot connect: {scrub(str(error), url)}") from None
-        try:
-            _prepare(db, where, schema, account_sid, shared=lease_owner is not None)
-        except psycopg.Error as error:
-            db.close()
-            raise StateError(f"{where}: cannot open: {scrub(str(error), url)}") from None
-        except BaseException:
-            db.close()
-            raise
+        db = _connect(url, where, schema, account_sid, lease_owner, connect_timeout)
         store = cls(
             where, db, max_pending_spans=max_pending_spans, max_pending_events=max_pending_events
         )
         store.lease_owner = lease_owner
         store.account = account_sid or ""
         store.schema = schema
+        store._reopen = lambda: _connect(
+            url, where, schema, account_sid, lease_owner, connect_timeout
+        )
         return store
 
     def close(self) -> None:
@@ -552,6 +543,13 @@ class PostgresStore:
         with self._lock:
             if self._db is None:
                 raise StateError(f"{self.where}: the state store is closed")
+            if self._db.closed and self._reopen is not None:
+                # The session was lost (a restarted server, a cut connection): the statement
+                # that failed raised, and what it was part of rolled back. Open it again, with
+                # its checks and locks; StateError while the server cannot be reached.
+                self._db = self._reopen()
+                self._ships_outbox = False
+                log.warning("%s: connection lost and opened again", self.where)
             yield self._db
 
     # ---- the unit of work ----------------------------------------------------------------
@@ -778,6 +776,36 @@ class PostgresStore:
 
 
 # ---- opening: refuse what is not ours, create what is new -----------------------------------
+
+
+def _connect(
+    url: str,
+    where: str,
+    schema: str,
+    account_sid: str | None,
+    lease_owner: str | None,
+    connect_timeout: int,
+) -> psycopg.Connection[Any]:
+    """A session on ``schema``, checked, created or migrated, claimed and locked."""
+    try:
+        db = psycopg.connect(
+            url,
+            autocommit=True,
+            connect_timeout=connect_timeout,
+            application_name="studio-exporter",
+        )
+    except psycopg.Error as error:
+        # from None: the original error and its context may hold the connection string.
+        raise StateError(f"{where}: cannot connect: {scrub(str(error), url)}") from None
+    try:
+        _prepare(db, where, schema, account_sid, shared=lease_owner is not None)
+    except psycopg.Error as error:
+        db.close()
+        raise StateError(f"{where}: cannot open: {scrub(str(error), url)}") from None
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 def _prepare(
