@@ -16,7 +16,7 @@ from studio_exporter.sinks.selfmetrics import LeaseMetrics
 from studio_exporter.sources.replicas import LeaseOwnership, Replica
 from studio_exporter.store.leases import LeaseBoard, TickResult, quota
 from studio_exporter.store.postgres import PostgresStore
-from studio_exporter.store.sqlite import LeaseLost
+from studio_exporter.store.protocols import LeaseLost
 
 ACCOUNT = "AC" + "a" * 32
 SUBACCOUNT = "AC" + "b" * 32

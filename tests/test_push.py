@@ -26,7 +26,8 @@ from studio_exporter.core.eventstreams import (
 )
 from studio_exporter.sinks.selfmetrics import ExporterMetrics, PushMetrics
 from studio_exporter.sources.push import DEFAULT_WEBHOOK_PATH, PushProcessor, WebhookReceiver
-from studio_exporter.store.sqlite import StateError, Store, state_file
+from studio_exporter.store.protocols import StateError
+from studio_exporter.store.sqlite import Store, state_file
 from studio_exporter.web.server import HookResponse, PostHook, Readiness, WebServer
 from tests.factories import ACCOUNT_SID, EXECUTION_SID, FLOW_SID, make_execution, make_step
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from studio_exporter.core.domain import Execution
+from studio_exporter.store.protocols import StateError
 from studio_exporter.store.sqlite import (
     APPLICATION_ID,
     SCHEMA_VERSION,
     STATE_FILENAME,
-    StateError,
     Store,
     state_file,
     subaccount_state_file,

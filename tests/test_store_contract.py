@@ -20,17 +20,17 @@ import pytest
 
 from studio_exporter.core.domain import Execution
 from studio_exporter.store.postgres import PostgresStore
-from studio_exporter.store.protocols import LedgerBatch, StateStore
-from studio_exporter.store.sqlite import (
+from studio_exporter.store.protocols import (
     InboxEvent,
     InboxFull,
+    LedgerBatch,
     OutboxSpan,
     PruneResult,
     StateError,
-    Store,
+    StateStore,
     StoredFlow,
-    state_file,
 )
+from studio_exporter.store.sqlite import Store, state_file
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 ACCOUNT = "AC" + "a" * 32

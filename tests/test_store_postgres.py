@@ -24,7 +24,7 @@ from studio_exporter.store.postgres import (
     PostgresStore,
     redact_url,
 )
-from studio_exporter.store.sqlite import StateError
+from studio_exporter.store.protocols import StateError
 from tests.postgres import PostgresServer
 
 ACCOUNT = "AC" + "a" * 32

@@ -408,7 +408,7 @@ def _main(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         print(f"studio-exporter: --since: {error}", file=sys.stderr)
         return 2
     from studio_exporter.logs import configure_logging
-    from studio_exporter.store.sqlite import StateError
+    from studio_exporter.store.protocols import StateError
 
     configure_logging(config.log_level, config.log_format, _secrets(config, env))
     try:

@@ -21,8 +21,7 @@ from studio_exporter.sinks.selfmetrics import ExporterMetrics
 from studio_exporter.sinks.spans import SpanOptions
 from studio_exporter.sources.recording import Recorder
 from studio_exporter.sources.studio_api import ApiError, StudioApi
-from studio_exporter.store.protocols import StateStore
-from studio_exporter.store.sqlite import LeaseLost, PruneResult, StateError
+from studio_exporter.store.protocols import LeaseLost, PruneResult, StateError, StateStore
 
 log = logging.getLogger(__name__)
 

@@ -87,8 +87,7 @@ from studio_exporter.core.eventstreams import (
 from studio_exporter.core.transform import UNKNOWN_WIDGET_TYPE, ready_steps
 from studio_exporter.sinks.selfmetrics import EventRestDisagreements, ExporterMetrics, PushMetrics
 from studio_exporter.sources.studio_api import ApiError
-from studio_exporter.store.protocols import StateStore
-from studio_exporter.store.sqlite import InboxEvent, InboxFull, StateError
+from studio_exporter.store.protocols import InboxEvent, InboxFull, StateError, StateStore
 from studio_exporter.web.server import HookResponse
 
 log = logging.getLogger(__name__)

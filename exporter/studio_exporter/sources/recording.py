@@ -26,8 +26,7 @@ from studio_exporter.sinks.metrics import FlowLabels, StudioMetrics, UnitMetrics
 from studio_exporter.sinks.otlp import encode_span
 from studio_exporter.sinks.selfmetrics import ExporterMetrics
 from studio_exporter.sinks.spans import SpanOptions, execution_span, trace_id_hex, visit_span
-from studio_exporter.store.protocols import StateStore
-from studio_exporter.store.sqlite import LeaseLost
+from studio_exporter.store.protocols import LeaseLost, StateStore
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from typing import Protocol
 
 from studio_exporter.sinks.selfmetrics import LeaseMetrics
 from studio_exporter.store.leases import LeaseBoard, TickResult, Unit
-from studio_exporter.store.sqlite import StateError
+from studio_exporter.store.protocols import StateError
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ from studio_exporter.store.postgres import (
     redact_url,
     scrub,
 )
-from studio_exporter.store.sqlite import StateError
+from studio_exporter.store.protocols import StateError
 
 #: Serialises ticks across replicas (a transaction-level advisory lock).
 _TICK_LOCK = "twilio-studio-exporter:leases"

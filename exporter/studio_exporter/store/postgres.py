@@ -40,7 +40,7 @@ import psycopg
 from psycopg import sql
 
 from studio_exporter.core.domain import Execution
-from studio_exporter.store.sqlite import (
+from studio_exporter.store.protocols import (
     DEFAULT_MAX_PENDING_EVENTS,
     DEFAULT_MAX_PENDING_SPANS,
     DEFAULT_RETENTION,

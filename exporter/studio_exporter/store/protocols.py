@@ -7,20 +7,77 @@ counted. Writes outside a batch (``ack_spans``, ``enqueue_events``, ``set_last_s
 ``prune``) are their own transaction; called by a thread inside a batch they raise
 ``StateError``: what commits with a batch goes through the batch's own operations.
 
-The value types (``StoredFlow``, ``OutboxSpan``, ``InboxEvent``, ``PruneResult``) and the
-errors (``StateError``, ``InboxFull``) are the SQLite store's, shared by every implementation
-so that callers catch one set of exceptions whatever the database.
+The value types (``StoredFlow``, ``OutboxSpan``, ``InboxEvent``, ``PruneResult``), the errors
+(``StateError``, ``InboxFull``, ``LeaseLost``) and the bounds every store keeps are defined here,
+with the protocols, and shared by every implementation, so that callers catch one set of
+exceptions whatever the database.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from studio_exporter.core.domain import Execution
-from studio_exporter.store.sqlite import InboxEvent, OutboxSpan, PruneResult, StoredFlow
+
+#: Studio keeps executions for 30 days after they started; nothing older can be re-read.
+DEFAULT_RETENTION = timedelta(days=30)
+#: Bounds of the outbox and the inbox (rows). Beyond them spans are dropped (and counted) and
+#: webhook deliveries refused (Twilio retries them), so a dead sink cannot fill the disk.
+DEFAULT_MAX_PENDING_SPANS = 200_000
+DEFAULT_MAX_PENDING_EVENTS = 100_000
+
+
+class StateError(Exception):
+    """The state file cannot be used (foreign, corrupt, newer, locked) or the store is closed."""
+
+
+class LeaseLost(StateError):  # noqa: N818 - reads as what happened, like InboxFull
+    """A commit for a work unit this replica no longer holds: it moved, or its lease expired.
+
+    The transaction rolled back; the unit's new owner continues from what was committed.
+    """
+
+
+class InboxFull(StateError):  # noqa: N818 - reads as what happened; callers answer 429
+    """Enqueueing would exceed the inbox bound: nothing was written, the sender should retry."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFlow:
+    """A flow as last seen: its name, revision and raw definition JSON."""
+
+    sid: str
+    name: str
+    revision: int
+    definition: str
+
+
+class OutboxSpan(NamedTuple):
+    """A serialized span waiting for the sink; ``id`` is what ``ack_spans`` takes."""
+
+    id: int
+    payload: bytes
+
+
+class InboxEvent(NamedTuple):
+    """A webhook event committed but not yet processed; ``id`` is what ``ack_events`` takes."""
+
+    id: int
+    event_id: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    """How many rows ``prune`` removed."""
+
+    executions: int
+    step_marks: int
+    seen_events: int
 
 
 class LedgerBatch(Protocol):

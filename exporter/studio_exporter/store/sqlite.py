@@ -38,12 +38,22 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, NamedTuple
+from typing import IO
 
 from studio_exporter.core.domain import Execution
+from studio_exporter.store.protocols import (
+    DEFAULT_MAX_PENDING_EVENTS,
+    DEFAULT_MAX_PENDING_SPANS,
+    DEFAULT_RETENTION,
+    InboxEvent,
+    InboxFull,
+    OutboxSpan,
+    PruneResult,
+    StateError,
+    StoredFlow,
+)
 
 #: The file name inside ``--state-dir``.
 STATE_FILENAME = "studio-exporter.sqlite3"
@@ -56,12 +66,6 @@ SCHEMA_VERSION = 3
 _MIGRATES_FROM = frozenset({1, 2})
 #: Subaccounts' state files live in this folder of ``--state-dir``, one per Account SID.
 ACCOUNTS_DIR = "accounts"
-#: Studio keeps executions for 30 days after they started; nothing older can be re-read.
-DEFAULT_RETENTION = timedelta(days=30)
-#: Bounds of the outbox and the inbox (rows). Beyond them spans are dropped (and counted) and
-#: webhook deliveries refused (Twilio retries them), so a dead sink cannot fill the disk.
-DEFAULT_MAX_PENDING_SPANS = 200_000
-DEFAULT_MAX_PENDING_EVENTS = 100_000
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 # Rows of the counters table named after a source hold its last success (microseconds): small
@@ -180,55 +184,6 @@ _TABLES = frozenset(
         "account",
     }
 )
-
-
-class StateError(Exception):
-    """The state file cannot be used (foreign, corrupt, newer, locked) or the store is closed."""
-
-
-class LeaseLost(StateError):  # noqa: N818 - reads as what happened, like InboxFull
-    """A commit for a work unit this replica no longer holds: it moved, or its lease expired.
-
-    The transaction rolled back; the unit's new owner continues from what was committed.
-    """
-
-
-class InboxFull(StateError):  # noqa: N818 - reads as what happened; callers answer 429
-    """Enqueueing would exceed the inbox bound: nothing was written, the sender should retry."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoredFlow:
-    """A flow as last seen: its name, revision and raw definition JSON."""
-
-    sid: str
-    name: str
-    revision: int
-    definition: str
-
-
-class OutboxSpan(NamedTuple):
-    """A serialized span waiting for the sink; ``id`` is what ``ack_spans`` takes."""
-
-    id: int
-    payload: bytes
-
-
-class InboxEvent(NamedTuple):
-    """A webhook event committed but not yet processed; ``id`` is what ``ack_events`` takes."""
-
-    id: int
-    event_id: str
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class PruneResult:
-    """How many rows ``prune`` removed."""
-
-    executions: int
-    step_marks: int
-    seen_events: int
 
 
 def state_file(state_dir: Path) -> Path:
