@@ -127,3 +127,26 @@ def make_flow(
         ),
         initial_widget=initial_widget,
     )
+
+
+def survey() -> tuple[Execution, tuple[Step, Step, Step], Flow]:
+    """A small SMS survey: Trigger -> ask -> confirm -> Ended, at seconds 1, 5 and 9 after the
+    execution's creation; the execution, its three steps and the flow."""
+    steps = (
+        make_step("Trigger", "ask", 1, number=1, widget_type="trigger", event="incomingMessage"),
+        make_step("ask", "confirm", 5, number=2, widget_type="send-and-wait-for-reply"),
+        make_step("confirm", "Ended", 9, number=3, widget_type="split-based-on", event="match"),
+    )
+    flow = Flow(
+        sid=FLOW_SID,
+        account_sid=ACCOUNT_SID,
+        name="Survey",
+        status="published",
+        revision=1,
+        widgets=(
+            Widget("Trigger", "trigger"),
+            Widget("ask", "send-and-wait-for-reply"),
+            Widget("confirm", "split-based-on"),
+        ),
+    )
+    return make_execution(), steps, flow

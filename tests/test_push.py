@@ -29,7 +29,7 @@ from studio_exporter.sources.push import DEFAULT_WEBHOOK_PATH, PushProcessor, We
 from studio_exporter.store.protocols import StateError
 from studio_exporter.store.sqlite import Store, state_file
 from studio_exporter.web.server import HookResponse, PostHook, Readiness, WebServer
-from tests.factories import ACCOUNT_SID, EXECUTION_SID, FLOW_SID, make_execution, make_step
+from tests.factories import ACCOUNT_SID, EXECUTION_SID, FLOW_SID, make_step, survey
 
 TOKEN = "0badc0de" * 4
 WINDOW = 30.0
@@ -88,23 +88,7 @@ def _cloud(event_type: str, data: dict[str, Any], event_id: str) -> dict[str, An
     }
 
 
-# Trigger -> ask -> confirm -> Ended, at seconds 1, 5 and 9 after the execution's creation.
-EXECUTION = make_execution()
-S1 = make_step("Trigger", "ask", 1, number=1, widget_type="trigger", event="incomingMessage")
-S2 = make_step("ask", "confirm", 5, number=2, widget_type="send-and-wait-for-reply")
-S3 = make_step("confirm", "Ended", 9, number=3, widget_type="split-based-on", event="match")
-FLOW = Flow(
-    sid=FLOW_SID,
-    account_sid=ACCOUNT_SID,
-    name="Survey",
-    status="published",
-    revision=1,
-    widgets=(
-        Widget("Trigger", "trigger"),
-        Widget("ask", "send-and-wait-for-reply"),
-        Widget("confirm", "split-based-on"),
-    ),
-)
+EXECUTION, (S1, S2, S3), FLOW = survey()
 
 
 @pytest.fixture

@@ -10,31 +10,15 @@ from typing import cast
 import pytest
 from prometheus_client import CollectorRegistry
 
-from studio_exporter.core.domain import Flow, Widget
+from studio_exporter.core.domain import Flow
 from studio_exporter.sinks.metrics import StudioMetrics
 from studio_exporter.sinks.selfmetrics import ExporterMetrics
 from studio_exporter.sources.poller import Poller
 from studio_exporter.sources.studio_api import StudioApi
 from studio_exporter.store.sqlite import Store, state_file
-from tests.factories import ACCOUNT_SID, EXECUTION_SID, FLOW_SID, make_execution, make_step
+from tests.factories import ACCOUNT_SID, EXECUTION_SID, FLOW_SID, make_execution, make_step, survey
 
-# Trigger -> ask -> confirm -> Ended, at seconds 1, 5 and 9 after the execution's creation.
-EXECUTION = make_execution()
-S1 = make_step("Trigger", "ask", 1, number=1, widget_type="trigger", event="incomingMessage")
-S2 = make_step("ask", "confirm", 5, number=2, widget_type="send-and-wait-for-reply")
-S3 = make_step("confirm", "Ended", 9, number=3, widget_type="split-based-on", event="match")
-FLOW = Flow(
-    sid=FLOW_SID,
-    account_sid=ACCOUNT_SID,
-    name="Survey",
-    status="published",
-    revision=1,
-    widgets=(
-        Widget("Trigger", "trigger"),
-        Widget("ask", "send-and-wait-for-reply"),
-        Widget("confirm", "split-based-on"),
-    ),
-)
+EXECUTION, (S1, S2, S3), FLOW = survey()
 
 
 @pytest.fixture
