@@ -312,11 +312,15 @@ def write_report(figures: Figures) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize(
+    "mode", [pytest.param("push", id="push"), pytest.param("hybrid", id="hybrid")]
+)
 def test_push_deliveries_to_one_replica_are_applied_by_each_accounts_holder(
-    postgres_url: str, receiver: OtlpReceiver, tmp_path: Path
+    postgres_url: str, receiver: OtlpReceiver, tmp_path: Path, mode: str
 ) -> None:
-    """In push mode the unit is the account: every replica's receiver fills the account's
-    inbox in PostgreSQL, and the replica holding the account applies it."""
+    """In push and hybrid modes the unit is the account: every replica's receiver fills the
+    account's inbox in PostgreSQL, and the replica holding the account applies it (and, in
+    hybrid mode, polls its flows)."""
     config = SimulatorConfig(seed=37, history_executions=50, history_days=0.05, subaccounts=2)
     with Simulator(config) as simulator:
         env = {
@@ -327,7 +331,7 @@ def test_push_deliveries_to_one_replica_are_applied_by_each_accounts_holder(
             "STUDIO_EXPORTER_STATE_POSTGRES_URL": postgres_url,
         }
         common = [
-            "--mode", "push", "--include-subaccounts", "--twilio-base-url", simulator.url,
+            "--mode", mode, "--include-subaccounts", "--twilio-base-url", simulator.url,
             "--web.listen-address", "127.0.0.1:0", "--lookback", "1d",
             "--lease-duration", f"{LEASE_SECONDS:g}s",
         ]  # fmt: skip
