@@ -372,6 +372,9 @@ class StudioApi:
                 raise _RetryableError(
                     "connection_error", "connection_error", f"{type(error).__name__}: {error}"
                 ) from None
+        # The place just freed is taken by a request that waited for it: give it a turn of the
+        # event loop to go on the wire before this answer is parsed, rather than after.
+        await asyncio.sleep(0)
         status = response.status_code
         if status == 429:
             self._observe(operation, "429", started)
