@@ -13,6 +13,7 @@ import pytest
 from twilio.base.exceptions import TwilioRestException
 
 from studio_exporter.simulator import FakeClock, Faults, Simulator, SimulatorConfig
+from studio_exporter.simulator.clock import iso
 from studio_exporter.simulator.flows import WIDGET_EVENTS
 from tests.twilio_sdk import twilio_client
 
@@ -405,3 +406,18 @@ def test_delete_answers_like_studio(running: Any, path: str, status: int) -> Non
     response = client.delete(path)
     assert response.status_code == status
     assert set(response.json()) == ERROR_KEYS
+
+
+@pytest.mark.parametrize(
+    "epoch",
+    [
+        pytest.param(0, id="epoch"),
+        pytest.param(951_782_400, id="leap-day-2000"),
+        pytest.param(1_767_225_599, id="last-second-of-2025"),
+        pytest.param(1_767_225_600, id="new-year-2026"),
+        pytest.param(4_102_444_799, id="end-of-2099"),
+    ],
+)
+def test_timestamps_are_twilios_whole_second_utc_format(epoch: int) -> None:
+    expected = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert iso(epoch) == expected

@@ -17,10 +17,12 @@ import pytest
 
 from studio_exporter.config import Credentials, Secret
 from studio_exporter.simulator import Faults, Simulator, SimulatorConfig
-from studio_exporter.sources.studio_api import StudioApi, _absolute_url
+from studio_exporter.sources.studio_api import StudioApi, _target
 from studio_exporter.sources.transport import (
     LeanTransport,
+    PreparedGet,
     ResponseTooLarge,
+    _encode_request,
     proxies_in_environment,
 )
 from tests.tls import self_signed_certificate
@@ -597,8 +599,36 @@ def test_unsupported_schemes_are_refused() -> None:
     "base",
     [pytest.param("http://127.0.0.1:8080", id="root"), pytest.param("https://h/p", id="path")],
 )
-def test_studio_api_builds_the_url_httpx_would(base: str, params: dict[str, Any]) -> None:
-    # StudioApi builds the URL once instead of letting httpx parse it three times.
+def test_studio_api_builds_the_request_httpx_would(base: str, params: dict[str, Any]) -> None:
+    # StudioApi builds the target once instead of letting httpx parse the URL three times, and
+    # the lean transport writes the head encoded once with that target: the same bytes.
     path = "/v2/Flows/FW%20x/Executions"
-    expected = httpx.AsyncClient(base_url=base).build_request("get", path, params=params).url
-    assert httpx.URL(_absolute_url(base, path, params)) == expected
+    headers = httpx.Headers({"User-Agent": "t", "Authorization": "Basic dTpw"})
+    request = httpx.AsyncClient(base_url=base).build_request(
+        "get", path, params=params, headers=headers
+    )
+    request.headers = headers
+    target = _target(path, params)
+    assert httpx.URL(base + target) == request.url
+    prepared = PreparedGet(httpx.URL(base), headers)
+    assert prepared.encode(target) == asyncio.run(_encode_request(request))
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param("/v2/Flows\r\nX-Injected: 1", id="crlf"),
+        pytest.param("/v2/Flows HTTP/1.0", id="space"),
+        pytest.param("/v2/Flöws", id="non-ascii"),
+        pytest.param("v2/Flows", id="not-absolute"),
+    ],
+)
+def test_a_prepared_get_refuses_a_target_that_is_not_one_token(target: str) -> None:
+    prepared = PreparedGet(httpx.URL("http://127.0.0.1:8080"), httpx.Headers())
+    with pytest.raises(httpx.LocalProtocolError):
+        prepared.encode(target)
+
+
+def test_a_prepared_get_refuses_headers_with_line_breaks() -> None:
+    with pytest.raises(httpx.LocalProtocolError):
+        PreparedGet(httpx.URL("http://127.0.0.1:8080"), httpx.Headers({"X-A": "1\r\nX-B: 2"}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -48,7 +49,9 @@ def epoch_seconds(when: datetime) -> float:
 
 def iso(epoch: int) -> str:
     """Twilio's REST timestamp: ISO 8601, UTC, whole seconds, ``Z`` suffix."""
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # time.gmtime rather than a datetime: the same text, in a third of the time (a steps page
+    # has one per step, and the simulator shares the benchmark's two cores with the exporter).
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def parse_iso(text: str) -> float:

@@ -30,6 +30,11 @@ from studio_exporter.store.protocols import LeaseLost, StateStore
 
 log = logging.getLogger(__name__)
 
+#: Executions planned, or their spans encoded, between two turns of the event loop: a batch of
+#: them takes milliseconds of CPU, during which answered requests would wait and no new one
+#: would be sent.
+YIELD_EVERY = 8
+
 
 class FlowCatalog(Protocol):
     """The flows a recorder exports for, and their names (the poller lists and reads them)."""
@@ -154,10 +159,12 @@ class Recorder:
             known = self.store.known_executions(sids)
             done = self.store.done_executions(sids) if known else set()
             updates: list[ExecutionUpdate] = []
-            for execution, steps in read:
+            for index, (execution, steps) in enumerate(read, 1):
                 if execution.sid not in done:
                     first_seen = execution.sid not in known
                     updates.append(self._plan(execution, steps, flow, first_seen=first_seen))
+                if index % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
             await self._apply(flow, updates, report, cursor=cursor, forget=forget)
 
     # -- push (Event Streams) -----------------------------------------------------------------
@@ -254,6 +261,14 @@ class Recorder:
             for step in update.new_steps:
                 if step.flow_sid not in label_cache:
                     label_cache[step.flow_sid] = await self.catalog.fetch_labels(step.flow_sid)
+        # Spans depend on nothing the transaction changes: encoded before it, with turns of the
+        # event loop in between (the transaction itself cannot give way: it holds the store).
+        flow_names = {sid: labels.flow_name for sid, labels in label_cache.items()}
+        span_payloads: list[bytes] = []
+        for index, update in enumerate(updates, 1):
+            self._encode_spans(update, flow_names, span_payloads)
+            if index % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
         metrics = self.metrics_for(flow.sid)
         snapshot_before = metrics.snapshot()
         now = self.clock()
@@ -261,11 +276,8 @@ class Recorder:
         finished: list[str] = []
         try:
             with self.store.batch() as batch:
-                span_payloads: list[bytes] = []
                 for update in updates:
-                    self._record(
-                        update, labels, label_cache, span_payloads, now, report, anomalies, metrics
-                    )
+                    self._record(update, labels, label_cache, now, report, anomalies, metrics)
                     batch.mark_steps_exported(
                         update.execution.sid, [step.sid for step in update.new_steps]
                     )
@@ -316,21 +328,36 @@ class Recorder:
                 anomaly.detail,
             )
 
+    def _encode_spans(
+        self, update: ExecutionUpdate, flow_names: Mapping[str, str], payloads: list[bytes]
+    ) -> None:
+        """The spans of the visits the update closes, and of the execution if it ended."""
+        execution = update.execution
+        flow = self.catalog.flows.get(execution.flow_sid) or _unknown_flow(execution.flow_sid)
+        for visit in update.span_visits:
+            payloads.append(
+                encode_span(
+                    visit_span(update.path, flow, visit, self.span_options, flow_names=flow_names)
+                )
+            )
+        if update.ended:
+            payloads.append(
+                encode_span(execution_span(_as_ended(update.path), flow, self.span_options))
+            )
+
     def _record(
         self,
         update: ExecutionUpdate,
         labels: FlowLabels,
         label_cache: dict[str, FlowLabels],
-        span_payloads: list[bytes],
         now: datetime,
         report: Tally,
         anomalies: list[_Anomaly],
         metrics: StudioMetrics,
     ) -> None:
+        """The update's metrics (inside the transaction: a rollback restores them)."""
         execution = update.execution
         trace_hex = trace_id_hex(execution.sid)
-        flow = self.catalog.flows.get(execution.flow_sid) or _unknown_flow(execution.flow_sid)
-        flow_names = {sid: labels.flow_name for sid, labels in label_cache.items()}
         if update.started:
             metrics.record_execution_started(labels)
         for step in update.new_steps:
@@ -343,12 +370,6 @@ class Recorder:
                 anomalies.append(_Anomaly(execution.sid, "negative_visit_duration", detail))
                 continue
             metrics.record_visit(label_cache.get(visit.flow_sid, labels), visit, trace_hex)
-        for visit in update.span_visits:
-            span_payloads.append(
-                encode_span(
-                    visit_span(update.path, flow, visit, self.span_options, flow_names=flow_names)
-                )
-            )
         for _gap in update.new_gaps:
             metrics.record_gap(labels)
         if update.ended:
@@ -358,9 +379,6 @@ class Recorder:
                 anomalies.append(_Anomaly(execution.sid, "negative_execution_duration", detail))
                 duration = None
             metrics.record_execution_ended(labels, update.final_widget, duration, trace_hex)
-            span_payloads.append(
-                encode_span(execution_span(_as_ended(update.path), flow, self.span_options))
-            )
             report.executions_ended += 1
         report.steps_exported += len(update.new_steps)
 

@@ -52,7 +52,7 @@ from studio_exporter.core.sids import (
     require_sid,
 )
 from studio_exporter.sources.throttle import AdaptiveLimiter, RetryPolicy
-from studio_exporter.sources.transport import LeanTransport, proxies_in_environment
+from studio_exporter.sources.transport import LeanTransport, PreparedGet, proxies_in_environment
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,13 @@ class StudioApi:
         self._headers = httpx.Headers(http.headers)
         self._headers["Authorization"] = "Basic " + base64.b64encode(basic).decode("ascii")
         self._timeouts = httpx.Timeout(timeout).as_dict()
+        # With the lean transport, the request head is encoded once and only the target
+        # (path and query) changes: no httpx.Request, whose URL parsing cost 7% of a backfill.
+        self._lean: tuple[LeanTransport, PreparedGet] | None = (
+            (transport, PreparedGet(httpx.URL(self.base_url), self._headers))
+            if isinstance(transport, LeanTransport)
+            else None
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -334,23 +341,28 @@ class StudioApi:
         convert: Callable[[P], R],
     ) -> R:
         kwargs = module._get_kwargs(**params)
-        url = _absolute_url(self.base_url, kwargs["url"], kwargs.get("params"))
+        target = _target(kwargs["url"], kwargs.get("params"))
         async with self.limiter.slot():
             started = time.monotonic()
             self.requests_sent += 1
             try:
-                request = httpx.Request(
-                    kwargs["method"],
-                    url,
-                    headers=self._headers,
-                    extensions={"timeout": self._timeouts},
-                )
-                if self._transport is None:
-                    response = await self._http.send(request)
-                else:
-                    response = await self._transport.handle_async_request(request)
-                    response.request = request
+                if self._lean is not None and kwargs["method"] == "get":
+                    lean, prepared = self._lean
+                    response = await lean.get(prepared, target, self._timeouts)
                     await response.aread()
+                else:
+                    request = httpx.Request(
+                        kwargs["method"],
+                        self.base_url + target,
+                        headers=self._headers,
+                        extensions={"timeout": self._timeouts},
+                    )
+                    if self._transport is None:
+                        response = await self._http.send(request)
+                    else:
+                        response = await self._transport.handle_async_request(request)
+                        response.request = request
+                        await response.aread()
             except httpx.TimeoutException as error:
                 self._observe(operation, "timeout", started)
                 detail = f"timed out ({type(error).__name__})"
@@ -360,6 +372,9 @@ class StudioApi:
                 raise _RetryableError(
                     "connection_error", "connection_error", f"{type(error).__name__}: {error}"
                 ) from None
+        # The place just freed is taken by a request that waited for it: give it a turn of the
+        # event loop to go on the wire before this answer is parsed, rather than after.
+        await asyncio.sleep(0)
         status = response.status_code
         if status == 429:
             self._observe(operation, "429", started)
@@ -405,20 +420,20 @@ class StudioApi:
             self.health.api_request(operation, code, time.monotonic() - started)
 
 
-def _absolute_url(base_url: str, path: str, params: Mapping[str, Any] | None) -> str:
-    """The request URL as httpx would build it from base URL, path and params, built once.
+def _target(path: str, params: Mapping[str, Any] | None) -> str:
+    """The request target (path and query) as httpx would build it from path and params.
 
     httpx parses a relative URL against the base URL, then again to merge the params: three
     parses of the whole URL, a third of the client's CPU per request once the transport is lean.
     The path from ``_get_kwargs`` is already quoted; the query is encoded as httpx encodes it.
     """
     if not params:
-        return base_url + path
+        return path
     items: list[tuple[str, str]] = []
     for name, value in params.items():
         for item in value if isinstance(value, list | tuple) else (value,):
             items.append((name, _query_value(item)))
-    return f"{base_url}{path}?{urlencode(items)}"
+    return f"{path}?{urlencode(items)}"
 
 
 def _query_value(value: object) -> str:
