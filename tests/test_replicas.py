@@ -313,14 +313,20 @@ def write_report(figures: Figures) -> None:
 
 @pytest.mark.integration
 @pytest.mark.parametrize(
-    "mode", [pytest.param("push", id="push"), pytest.param("hybrid", id="hybrid")]
+    ("mode", "kill"),
+    [
+        pytest.param("push", False, id="push"),
+        pytest.param("hybrid", False, id="hybrid"),
+        pytest.param("push", True, id="push-holder-killed"),
+    ],
 )
 def test_push_deliveries_to_one_replica_are_applied_by_each_accounts_holder(
-    postgres_url: str, receiver: OtlpReceiver, tmp_path: Path, mode: str
+    postgres_url: str, receiver: OtlpReceiver, tmp_path: Path, mode: str, kill: bool
 ) -> None:
     """In push and hybrid modes the unit is the account: every replica's receiver fills the
     account's inbox in PostgreSQL, and the replica holding the account applies it (and, in
-    hybrid mode, polls its flows)."""
+    hybrid mode, polls its flows). ``kill``: the other replica is SIGKILLed while deliveries
+    go on; its accounts move to the survivor with what their inboxes still hold."""
     config = SimulatorConfig(seed=37, history_executions=50, history_days=0.05, subaccounts=2)
     with Simulator(config) as simulator:
         env = {
@@ -365,9 +371,14 @@ def test_push_deliveries_to_one_replica_are_applied_by_each_accounts_holder(
                     )
                 )
             truths = {sid: simulator.truth(sid) for sid in accounts}
+            running = replicas
+            if kill:
+                time.sleep(1)  # some of b's accounts applied, some still in their inboxes
+                b.kill()
+                running = [a]
             deadline = time.monotonic() + 90
             while True:
-                registry = summed(replicas)
+                registry = summed(running)
                 problems = {
                     sid: metric_mismatches(account_registry(registry, sid), truths[sid])
                     for sid in accounts
@@ -384,16 +395,19 @@ def test_push_deliveries_to_one_replica_are_applied_by_each_accounts_holder(
                     )
                     if value
                 }
-                for replica in replicas
+                for replica in running
             ]
             expected = sum(map(expected_span_count, truths.values()))
             spans = receiver.wait_for_spans(expected, 60)
         finally:
             for pusher in pushers:
                 pusher.stop()
-            codes = [replica.terminate() for replica in replicas]
-        assert codes == [0, 0], b.own_log()[-3000:]
-    assert served[0].isdisjoint(served[1])
-    assert served[0] | served[1] == set(accounts)
-    assert served[1], "b applied the accounts it holds from deliveries a received"
+            codes = [replica.terminate() for replica in replicas if replica.running()]
+        assert codes == [0] * len(running), a.own_log()[-3000:]
+    if kill:
+        assert served == [set(accounts)]  # the survivor took b's accounts over
+    else:
+        assert served[0].isdisjoint(served[1])
+        assert served[0] | served[1] == set(accounts)
+        assert served[1], "b applied the accounts it holds from deliveries a received"
     assert len({(span.trace_id, span.span_id) for span in spans}) == expected
