@@ -37,8 +37,8 @@ import psycopg
 from studio_exporter.store.postgres import (
     DEFAULT_CONNECT_TIMEOUT,
     LEASE_SCHEMA,
+    connect_session,
     redact_url,
-    scrub,
 )
 from studio_exporter.store.protocols import StateError
 
@@ -114,15 +114,7 @@ class LeaseBoard:
         where = f"PostgreSQL {redact_url(url)} schema {LEASE_SCHEMA}"
 
         def connect() -> psycopg.Connection[Any]:
-            try:
-                db = psycopg.connect(
-                    url,
-                    autocommit=True,
-                    connect_timeout=connect_timeout,
-                    application_name="studio-exporter-leases",
-                )
-            except psycopg.Error as error:
-                raise StateError(f"{where}: cannot connect: {scrub(str(error), url)}") from None
+            db = connect_session(url, where, "studio-exporter-leases", connect_timeout)
             try:
                 with db.transaction():
                     db.execute(

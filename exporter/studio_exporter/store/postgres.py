@@ -778,6 +778,23 @@ class PostgresStore:
 # ---- opening: refuse what is not ours, create what is new -----------------------------------
 
 
+def connect_session(
+    url: str, where: str, application_name: str, connect_timeout: int
+) -> psycopg.Connection[Any]:
+    """An autocommit session on ``url``; ``StateError`` naming ``where`` (never the password)
+    when the server cannot be reached."""
+    try:
+        return psycopg.connect(
+            url,
+            autocommit=True,
+            connect_timeout=connect_timeout,
+            application_name=application_name,
+        )
+    except psycopg.Error as error:
+        # from None: the original error and its context may hold the connection string.
+        raise StateError(f"{where}: cannot connect: {scrub(str(error), url)}") from None
+
+
 def _connect(
     url: str,
     where: str,
@@ -787,16 +804,7 @@ def _connect(
     connect_timeout: int,
 ) -> psycopg.Connection[Any]:
     """A session on ``schema``, checked, created or migrated, claimed and locked."""
-    try:
-        db = psycopg.connect(
-            url,
-            autocommit=True,
-            connect_timeout=connect_timeout,
-            application_name="studio-exporter",
-        )
-    except psycopg.Error as error:
-        # from None: the original error and its context may hold the connection string.
-        raise StateError(f"{where}: cannot connect: {scrub(str(error), url)}") from None
+    db = connect_session(url, where, "studio-exporter", connect_timeout)
     try:
         _prepare(db, where, schema, account_sid, shared=lease_owner is not None)
     except psycopg.Error as error:
