@@ -3,8 +3,8 @@
 ``Recorder`` turns what was read of an execution (its steps, by poll or push) into exports:
 ``plan_update`` against the store's exported-step marks, then the metrics, the spans and the
 marks, committed to the store in one transaction with the metric snapshot and the flow's
-cursor. A rolled-back commit restores the in-memory metrics, so a retry never counts a step
-twice. Planning and committing run under one lock, so that polling and push (hybrid mode)
+cursor. The transaction runs in a worker thread, so the event loop goes on reading meanwhile.
+A rolled-back commit restores the in-memory metrics, so a retry never counts a step twice. Planning and committing run under one lock, so that polling and push (hybrid mode)
 never both export the same step.
 
 The recorder does not list or schedule anything: the flows it exports for are asked of a
@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from studio_exporter.core.domain import Execution, ExecutionPath, Flow, Step
 from studio_exporter.core.pipeline import ExecutionUpdate, plan_update
@@ -29,6 +29,8 @@ from studio_exporter.sinks.spans import SpanOptions, execution_span, trace_id_he
 from studio_exporter.store.protocols import LeaseLost, StateStore
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: Executions planned, or their spans encoded, between two turns of the event loop: a batch of
 #: them takes milliseconds of CPU, during which answered requests would wait and no new one
@@ -262,7 +264,8 @@ class Recorder:
                 if step.flow_sid not in label_cache:
                     label_cache[step.flow_sid] = await self.catalog.fetch_labels(step.flow_sid)
         # Spans depend on nothing the transaction changes: encoded before it, with turns of the
-        # event loop in between (the transaction itself cannot give way: it holds the store).
+        # event loop in between. The metrics are recorded here too, then the transaction runs
+        # in a worker thread; the export lock keeps every other apply out until it is over.
         flow_names = {sid: labels.flow_name for sid, labels in label_cache.items()}
         span_payloads: list[bytes] = []
         for index, update in enumerate(updates, 1):
@@ -270,48 +273,80 @@ class Recorder:
             if index % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
         metrics = self.metrics_for(flow.sid)
+        unit = self.unit_of(flow.sid)
         snapshot_before = metrics.snapshot()
         now = self.clock()
         anomalies: list[_Anomaly] = []
-        finished: list[str] = []
+        committed = False
         try:
-            with self.store.batch() as batch:
-                for update in updates:
-                    self._record(update, labels, label_cache, now, report, anomalies, metrics)
-                    batch.mark_steps_exported(
-                        update.execution.sid, [step.sid for step in update.new_steps]
-                    )
-                    done = update.ended or (
-                        update.execution.is_ended and update.path.end_step is not None
-                    )
-                    batch.upsert_execution(update.execution, done=done)
-                    self._track_open(update, done)
-                    if done:
-                        self._ended_without_end_step.discard(update.execution.sid)
-                        finished.append(update.execution.sid)
-                if span_payloads:
-                    dropped = batch.enqueue_spans(span_payloads)
-                    if dropped:
-                        self.health.spans_dropped(dropped)
-                if forget:
-                    batch.forget_executions(forget)
-                if cursor is not None:
-                    batch.set_cursor(flow.sid, cursor)
-                if self.units is None:
-                    batch.save_metric_snapshot(metrics.snapshot())
-                else:
-                    batch.save_unit_snapshot(self.unit_of(flow.sid), metrics.snapshot())
-                # Last, so the lease row is locked only for the commit (store.leases).
-                batch.hold_unit(self.unit_of(flow.sid))
+            for update in updates:
+                self._record(update, labels, label_cache, now, report, anomalies, metrics)
+            snapshot = metrics.snapshot()
+            dropped, cancelled = await _run_to_completion(
+                lambda: self._commit(
+                    updates,
+                    span_payloads,
+                    forget=forget,
+                    cursor=(flow.sid, cursor),
+                    unit=unit,
+                    snapshot=snapshot,
+                )
+            )
+            committed = True
         except BaseException:
             # The transaction rolled back: so must the in-memory metrics, or a retry would
             # count the same steps twice.
-            metrics.restore(snapshot_before)
+            if not committed:
+                metrics.restore(snapshot_before)
             raise
+        finished: list[str] = []
+        for update in updates:
+            done = _is_done(update)
+            self._track_open(update, done)
+            if done:
+                self._ended_without_end_step.discard(update.execution.sid)
+                finished.append(update.execution.sid)
+        if dropped:
+            self.health.spans_dropped(dropped)
         self._report_anomalies(anomalies)
         self._anomalies_logged.difference_update(finished)
         if span_payloads and self.on_spans_queued is not None:
             self.on_spans_queued()
+        if cancelled:
+            raise asyncio.CancelledError
+
+    def _commit(
+        self,
+        updates: Sequence[ExecutionUpdate],
+        span_payloads: Sequence[bytes],
+        *,
+        forget: Sequence[str],
+        cursor: tuple[str, datetime | None],
+        unit: str,
+        snapshot: bytes,
+    ) -> int:
+        """The transaction of an apply (run off the event loop): the spans dropped to the cap."""
+        dropped = 0
+        with self.store.batch() as batch:
+            for update in updates:
+                batch.mark_steps_exported(
+                    update.execution.sid, [step.sid for step in update.new_steps]
+                )
+                batch.upsert_execution(update.execution, done=_is_done(update))
+            if span_payloads:
+                dropped = batch.enqueue_spans(span_payloads)
+            if forget:
+                batch.forget_executions(forget)
+            flow_sid, position = cursor
+            if position is not None:
+                batch.set_cursor(flow_sid, position)
+            if self.units is None:
+                batch.save_metric_snapshot(snapshot)
+            else:
+                batch.save_unit_snapshot(unit, snapshot)
+            # Last, so the lease row is locked only for the commit (store.leases).
+            batch.hold_unit(unit)
+        return dropped
 
     def _report_anomalies(self, anomalies: Sequence[_Anomaly]) -> None:
         """Count what the last commit left out of the histograms; log once per execution."""
@@ -450,6 +485,34 @@ class _Anomaly:
     execution_sid: str
     kind: str  # one of selfmetrics.ANOMALY_KINDS
     detail: str
+
+
+def _is_done(update: ExecutionUpdate) -> bool:
+    """Whether the execution is followed no more once the update is committed."""
+    return update.ended or (update.execution.is_ended and update.path.end_step is not None)
+
+
+async def _run_to_completion(commit: Callable[[], _T]) -> tuple[_T, bool]:
+    """``commit()`` in a worker thread, while the event loop serves the requests in flight.
+
+    The store's driver leaves the interpreter lock while the database works, so the answers
+    that arrive meanwhile are parsed instead of waiting for the commit. A commit cannot be
+    called back once started: a cancellation is held until it has finished, so that the caller
+    knows whether it committed (its metrics must match the store either way). Returns the
+    commit's result and whether a cancellation is to be raised; raises the commit's error
+    (``CancelledError`` caused by it when cancelled meanwhile).
+    """
+    job = asyncio.ensure_future(asyncio.to_thread(commit))
+    cancelled = False
+    while not job.done():
+        try:
+            await asyncio.wait([job])  # a cancelled wait leaves the job running
+        except asyncio.CancelledError:
+            cancelled = True
+    error = job.exception()
+    if cancelled and error is not None:
+        raise asyncio.CancelledError from error  # rolled back, and cancelled all the same
+    return job.result(), cancelled
 
 
 def _unknown_flow(flow_sid: str) -> Flow:
