@@ -75,3 +75,49 @@ def test_backoff_is_jittered_and_bounded() -> None:
     delays = [policy.delay(attempt, rng) for attempt in range(1, 10) for _ in range(20)]
     assert all(0.0 <= delay <= 4.0 for delay in delays)
     assert len(set(delays)) > 100
+
+
+def test_a_woken_waiter_cancelled_passes_its_place_on() -> None:
+    """A waiter woken for a freed place, then cancelled before it ran: the next one gets it."""
+
+    async def scenario() -> int:
+        limiter = AdaptiveLimiter(1)
+        order: list[str] = []
+
+        async def request(name: str) -> None:
+            async with limiter.slot():
+                order.append(name)
+
+        held = limiter.slot()
+        await held.__aenter__()
+        second = asyncio.create_task(request("second"))
+        third = asyncio.create_task(request("third"))
+        await asyncio.sleep(0)  # both wait now
+        await held.__aexit__(None, None, None)  # the place is handed to "second"...
+        second.cancel()  # ...cancelled before it could run
+        await asyncio.wait_for(third, timeout=5)
+        assert second.cancelled()
+        assert order == ["third"]
+        return limiter.in_flight
+
+    assert asyncio.run(scenario()) == 0
+
+
+def test_cancelled_waiters_leave_the_queue() -> None:
+    async def scenario() -> int:
+        limiter = AdaptiveLimiter(1)
+        async with limiter.slot():
+            waiting = [asyncio.create_task(_one_slot(limiter)) for _ in range(5)]
+            await asyncio.sleep(0)
+            for task in waiting:
+                task.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
+        await asyncio.wait_for(_one_slot(limiter), timeout=5)  # nothing stale in the way
+        return limiter.in_flight
+
+    assert asyncio.run(scenario()) == 0
+
+
+async def _one_slot(limiter: AdaptiveLimiter) -> None:
+    async with limiter.slot():
+        await asyncio.sleep(0)

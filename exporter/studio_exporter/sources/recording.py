@@ -4,8 +4,9 @@
 ``plan_update`` against the store's exported-step marks, then the metrics, the spans and the
 marks, committed to the store in one transaction with the metric snapshot and the flow's
 cursor. The transaction runs in a worker thread, so the event loop goes on reading meanwhile.
-A rolled-back commit restores the in-memory metrics, so a retry never counts a step twice. Planning and committing run under one lock, so that polling and push (hybrid mode)
-never both export the same step.
+A rolled-back commit restores the in-memory metrics, so a retry never counts a step twice.
+Planning and committing run under one lock, so that polling and push (hybrid mode) never both
+export the same step.
 
 The recorder does not list or schedule anything: the flows it exports for are asked of a
 ``FlowCatalog`` (the poller's), and the span shipper's wake-up is given to its constructor.

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -56,7 +58,8 @@ class AdaptiveLimiter:
         self._recover_after = recover_after
         self._resume_at = 0.0
         self._clock = clock
-        self._changed = asyncio.Condition()
+        #: Requests waiting for a place, first come first woken (one event loop: no lock).
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
     @property
     def limit(self) -> int:
@@ -69,27 +72,43 @@ class AdaptiveLimiter:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold one of the ``limit`` places for the duration of a request."""
-        async with self._changed:
-            while True:
-                pause = self._resume_at - self._clock()
-                if pause > 0:
-                    self._changed.release()
-                    try:
-                        await asyncio.sleep(pause)
-                    finally:
-                        await self._changed.acquire()
-                    continue
-                if self._in_flight < self._limit:
-                    break
-                await self._changed.wait()
-            self._in_flight += 1
+        await self._acquire()
         try:
             yield
         finally:
-            async with self._changed:
-                self._in_flight -= 1
-                # Wake only as many waiters as there are free places, not hundreds of them.
-                self._changed.notify(max(1, self._limit - self._in_flight))
+            self._in_flight -= 1
+            self._wake()
+
+    async def _acquire(self) -> None:
+        while True:
+            pause = self._resume_at - self._clock()
+            if pause > 0:
+                await asyncio.sleep(pause)
+                continue
+            if self._in_flight < self._limit:
+                self._in_flight += 1
+                return
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # woken, then cancelled: the place goes to the next one
+                raise
+            finally:
+                if not waiter.done() or waiter.cancelled():
+                    with contextlib.suppress(ValueError):
+                        self._waiters.remove(waiter)
+
+    def _wake(self) -> None:
+        """Wake as many waiters as there are free places (at least one), not hundreds."""
+        free = max(1, self._limit - self._in_flight)
+        while free and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
 
     def on_success(self) -> None:
         self._successes += 1
