@@ -280,8 +280,10 @@ class Recorder:
         anomalies: list[_Anomaly] = []
         committed = False
         try:
-            for update in updates:
+            for index, update in enumerate(updates, 1):
                 self._record(update, labels, label_cache, now, report, anomalies, metrics)
+                if index % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
             snapshot = metrics.snapshot()
             dropped, cancelled = await _run_to_completion(
                 lambda: self._commit(
