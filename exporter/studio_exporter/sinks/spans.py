@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -131,6 +132,7 @@ class SpanRecord:
         return record
 
 
+@functools.lru_cache(maxsize=1024)  # asked once a span, and an execution has several
 def trace_id_for(execution_sid: str) -> int:
     """The trace id: the 128-bit number the execution SID's 32 hex digits spell."""
     if not _EXECUTION_SID.fullmatch(execution_sid):
