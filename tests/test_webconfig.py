@@ -68,7 +68,9 @@ def test_tls(tmp_path: Path, certificate: tuple[Path, Path]) -> None:
     text = f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
     for web in serve(tmp_path, text):
         assert web.url.startswith("https://")
-        response = httpx.get(f"{web.url}/metrics", verify=str(cert))
+        response = httpx.get(
+            f"{web.url}/metrics", verify=ssl.create_default_context(cafile=str(cert))
+        )
         assert response.status_code == 200
         with pytest.raises(httpx.HTTPError):
             httpx.get(web.url.replace("https://", "http://") + "/metrics", timeout=2)
